@@ -1,0 +1,301 @@
+//! Raw config: structs that mirror the file exactly (`*Conf`), unknown keys rejected.
+//!
+//! Each top-level section and each element of `listeners`, `routes` and `upstreams` is
+//! deserialized on its own, so one bad route does not hide the errors of the next.
+
+use crate::error::ConfigError;
+use crate::units::{ByteSize, HumanDuration};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// The whole file. Sections that failed to parse are left at their defaults (and the
+/// error list is non-empty, so the result is never used).
+#[derive(Debug, Default)]
+pub struct RawConfig {
+    pub global: GlobalConf,
+    pub admin: Option<AdminConf>,
+    pub access_log: AccessLogConf,
+    pub listeners: Vec<(usize, ListenerConf)>,
+    pub routes: Vec<(usize, RouteConf)>,
+    pub upstreams: Vec<(usize, UpstreamConf)>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GlobalConf {
+    pub workers: Option<usize>,
+    pub drain_timeout: Option<HumanDuration>,
+    pub trusted_proxies: Option<Vec<String>>,
+    pub server_name: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConf {
+    pub listen: Option<String>,
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogConf {
+    pub enabled: Option<bool>,
+    /// `stdout`, `stderr` or a file path.
+    pub target: Option<String>,
+    /// `json` or `clf`.
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConf {
+    pub name: String,
+    pub listen: String,
+    /// `http` (default), `https`, or `redirect` (answers every request with a redirect to HTTPS).
+    pub protocol: Option<String>,
+    pub tls: Option<ListenerTlsConf>,
+    pub redirect_port: Option<u16>,
+    pub max_connections: Option<usize>,
+    pub http2: Option<bool>,
+    pub timeouts: Option<ListenerTimeoutsConf>,
+    pub limits: Option<LimitsConf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTlsConf {
+    pub certificates: Vec<CertificateConf>,
+    pub min_version: Option<String>,
+    pub client_ca: Option<String>,
+    /// `required` (default when `client_ca` is set) or `optional`.
+    pub client_auth: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateConf {
+    pub cert: String,
+    pub key: String,
+    /// Server names this certificate answers for; taken from the certificate when absent.
+    pub names: Option<Vec<String>>,
+    pub default: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTimeoutsConf {
+    pub header_read: Option<HumanDuration>,
+    pub idle: Option<HumanDuration>,
+    pub tls_handshake: Option<HumanDuration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConf {
+    pub max_header_size: Option<ByteSize>,
+    pub max_headers: Option<usize>,
+    pub max_body_size: Option<ByteSize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConf {
+    pub name: String,
+    pub listeners: Option<Vec<String>>,
+    #[serde(rename = "match", default)]
+    pub matches: MatchConf,
+    pub upstream: Option<String>,
+    pub respond: Option<RespondConf>,
+    pub redirect: Option<RedirectConf>,
+    pub strip_prefix: Option<String>,
+    pub replace_prefix: Option<String>,
+    pub host_rewrite: Option<String>,
+    pub preserve_host: Option<bool>,
+    pub forwarded: Option<bool>,
+    pub timeouts: Option<RouteTimeoutsConf>,
+    pub max_body_size: Option<ByteSize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchConf {
+    pub host: Option<OneOrMany>,
+    pub path: Option<String>,
+    pub prefix: Option<String>,
+    pub regex: Option<String>,
+    pub method: Option<OneOrMany>,
+    #[serde(default)]
+    pub headers: Vec<FieldMatchConf>,
+    #[serde(default)]
+    pub query: Vec<FieldMatchConf>,
+}
+
+/// A string or a list of strings.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldMatchConf {
+    pub name: String,
+    pub value: Option<String>,
+    pub regex: Option<String>,
+    pub present: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RespondConf {
+    pub status: Option<u16>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub body: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedirectConf {
+    pub to: String,
+    pub status: Option<u16>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteTimeoutsConf {
+    pub request: Option<HumanDuration>,
+    pub upstream_response: Option<HumanDuration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConf {
+    pub name: String,
+    pub endpoints: Vec<EndpointConf>,
+    /// `http1` (default) or `http2`.
+    pub protocol: Option<String>,
+    pub balancer: Option<String>,
+    pub tls: Option<UpstreamTlsConf>,
+    pub pool: Option<PoolConf>,
+    pub timeouts: Option<UpstreamTimeoutsConf>,
+}
+
+/// `"127.0.0.1:9000"` or `{ address = "127.0.0.1:9000", weight = 2 }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum EndpointConf {
+    Address(String),
+    Full { address: String, weight: Option<u32> },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsConf {
+    pub enabled: Option<bool>,
+    pub ca: Option<String>,
+    pub sni: Option<String>,
+    pub verify: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConf {
+    pub max_idle_per_endpoint: Option<usize>,
+    pub max_connections_per_endpoint: Option<usize>,
+    pub idle_timeout: Option<HumanDuration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTimeoutsConf {
+    pub connect: Option<HumanDuration>,
+    pub response_header: Option<HumanDuration>,
+    pub idle: Option<HumanDuration>,
+}
+
+const TOP_LEVEL: &[&str] = &["global", "admin", "access_log", "listeners", "routes", "upstreams"];
+
+/// Splits the tree into sections and deserializes each, collecting every error.
+pub fn from_tree(tree: Value, errors: &mut Vec<ConfigError>) -> RawConfig {
+    let mut raw = RawConfig::default();
+    let Value::Object(mut top) = tree else {
+        errors.push(ConfigError::at("", "the config must be a table of sections"));
+        return raw;
+    };
+    for key in top.keys() {
+        if !TOP_LEVEL.contains(&key.as_str()) {
+            errors.push(ConfigError::at(key, format!("unknown section; expected one of {}", TOP_LEVEL.join(", "))));
+        }
+    }
+    if let Some(v) = top.remove("global") {
+        raw.global = section(v, "global", errors).unwrap_or_default();
+    }
+    if let Some(v) = top.remove("admin") {
+        raw.admin = section(v, "admin", errors);
+    }
+    if let Some(v) = top.remove("access_log") {
+        raw.access_log = section(v, "access_log", errors).unwrap_or_default();
+    }
+    raw.listeners = list(top.remove("listeners"), "listeners", errors);
+    raw.routes = list(top.remove("routes"), "routes", errors);
+    raw.upstreams = list(top.remove("upstreams"), "upstreams", errors);
+    raw
+}
+
+fn list<T: DeserializeOwned>(v: Option<Value>, name: &str, errors: &mut Vec<ConfigError>) -> Vec<(usize, T)> {
+    match v {
+        None => Vec::new(),
+        Some(Value::Array(items)) => items
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, item)| section(item, &format!("{name}[{i}]"), errors).map(|t| (i, t)))
+            .collect(),
+        Some(_) => {
+            errors.push(ConfigError::at(name, "expected a list (`[[{name}]]` tables)".replace("{name}", name)));
+            Vec::new()
+        }
+    }
+}
+
+fn section<T: DeserializeOwned>(v: Value, path: &str, errors: &mut Vec<ConfigError>) -> Option<T> {
+    match serde_path_to_error::deserialize::<_, T>(v) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            let inner = e.path().to_string();
+            let full = if inner == "." || inner.is_empty() {
+                path.to_string()
+            } else if inner.starts_with('[') {
+                format!("{path}{inner}")
+            } else {
+                format!("{path}.{inner}")
+            };
+            errors.push(ConfigError::at(full, tidy(&e.into_inner().to_string())));
+            None
+        }
+    }
+}
+
+/// serde's untagged-enum message says nothing useful; name the accepted forms instead.
+fn tidy(msg: &str) -> String {
+    if msg.contains("did not match any variant of untagged enum EndpointConf") {
+        return "expected an address string or a table `{ address = \"host:port\", weight = N }`".into();
+    }
+    if msg.contains("did not match any variant of untagged enum OneOrMany") {
+        return "expected a string or a list of strings".into();
+    }
+    msg.to_string()
+}

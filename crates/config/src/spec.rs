@@ -1,0 +1,331 @@
+//! Validated config ([`Spec`]): defaults applied, names checked, units and regexes parsed.
+//! The core compiles a `Spec` into its runtime snapshot; nothing here does I/O.
+
+use regex::Regex;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A whole validated config.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub global: GlobalSpec,
+    pub admin: Option<AdminSpec>,
+    pub access_log: AccessLogSpec,
+    pub listeners: Vec<ListenerSpec>,
+    pub routes: Vec<RouteSpec>,
+    pub upstreams: Vec<UpstreamSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GlobalSpec {
+    /// Worker threads; 1 runs everything on one thread.
+    pub workers: usize,
+    /// How long in-flight requests may run after SIGTERM.
+    pub drain_timeout: Duration,
+    /// Peers whose X-Forwarded-* / Forwarded headers are kept and appended to.
+    pub trusted_proxies: Vec<IpNet>,
+    /// The name put in `Via` and in local replies.
+    pub server_name: String,
+}
+
+/// An IP network (`10.0.0.0/8`, `::1/128`); a bare address is a /32 or /128.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    pub addr: std::net::IpAddr,
+    pub prefix: u8,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminSpec {
+    pub listen: SocketAddr,
+    /// Bearer token; required when `listen` is not a loopback address.
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccessLogSpec {
+    pub enabled: bool,
+    pub target: LogTarget,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    Stdout,
+    Stderr,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    /// NCSA Common Log Format.
+    Clf,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerSpec {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub kind: ListenerKind,
+    /// Accept HTTP/2 (ALPN `h2` on TLS, prior knowledge on plain).
+    pub http2: bool,
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub tls_handshake_timeout: Duration,
+    pub limits: LimitsSpec,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ListenerKind {
+    Http,
+    Https(TlsSpec),
+    /// Answers every request with a redirect to `https://host[:port]/path`.
+    Redirect { https_port: u16 },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsSpec {
+    pub certificates: Vec<CertSpec>,
+    pub min_version: TlsVersion,
+    pub client_auth: Option<ClientAuthSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CertSpec {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Names from config; empty means "take them from the certificate".
+    pub names: Vec<String>,
+    pub default: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientAuthSpec {
+    pub ca: PathBuf,
+    pub required: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitsSpec {
+    pub max_header_size: usize,
+    pub max_headers: usize,
+    /// Request body limit in bytes; `None` is unlimited.
+    pub max_body_size: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteSpec {
+    pub name: String,
+    /// Listener names this route serves; empty means every HTTP listener.
+    pub listeners: Vec<String>,
+    pub matcher: MatchSpec,
+    pub action: ActionSpec,
+    pub max_body_size: Option<u64>,
+    /// Whole-request deadline (headers to end of response body); `None` is none.
+    pub request_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct MatchSpec {
+    pub hosts: Vec<HostMatch>,
+    pub path: PathMatch,
+    pub methods: Vec<http::Method>,
+    pub headers: Vec<FieldMatch>,
+    pub query: Vec<FieldMatch>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    /// Lower-case name, no port.
+    Exact(String),
+    /// `*.example.com` stored as `.example.com`: matches any name ending in it.
+    Suffix(String),
+}
+
+#[derive(Debug, Clone, Default)]
+pub enum PathMatch {
+    #[default]
+    Any,
+    Exact(String),
+    Prefix(String),
+    Template(Vec<Segment>),
+    Regex(Regex),
+}
+
+/// One segment of a `/users/{id}` template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
+    Literal(String),
+    /// `{name}`: exactly one non-empty segment.
+    Param(String),
+    /// `{name*}` as the last segment: the rest of the path.
+    Rest(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct FieldMatch {
+    /// Header names are lower-case; query names as written.
+    pub name: String,
+    pub kind: FieldKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum FieldKind {
+    Exact(String),
+    Regex(Regex),
+    Present,
+    Absent,
+}
+
+#[derive(Debug, Clone)]
+pub enum ActionSpec {
+    Proxy(ProxySpec),
+    Respond(RespondSpec),
+    Redirect(RedirectSpec),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxySpec {
+    pub upstream: String,
+    pub strip_prefix: Option<String>,
+    pub replace_prefix: Option<String>,
+    pub host_rewrite: Option<String>,
+    pub preserve_host: bool,
+    /// Also send RFC 7239 `Forwarded`.
+    pub forwarded: bool,
+    /// Deadline for the upstream's response headers.
+    pub upstream_response_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RespondSpec {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedirectSpec {
+    /// Target; `{path}` and `{query}` are replaced by the request's.
+    pub to: String,
+    pub status: u16,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamSpec {
+    pub name: String,
+    pub endpoints: Vec<EndpointSpec>,
+    pub protocol: UpstreamProtocol,
+    pub balancer: BalancerKind,
+    pub tls: Option<UpstreamTlsSpec>,
+    pub pool: PoolSpec,
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EndpointSpec {
+    /// `host:port` as written.
+    pub address: String,
+    pub host: String,
+    pub port: u16,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UpstreamProtocol {
+    Http1,
+    Http2,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BalancerKind {
+    RoundRobin,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UpstreamTlsSpec {
+    pub ca: Option<PathBuf>,
+    /// Server name sent and verified; defaults to the endpoint's host.
+    pub sni: Option<String>,
+    pub verify: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PoolSpec {
+    pub max_idle_per_endpoint: usize,
+    /// 0 is unlimited.
+    pub max_connections_per_endpoint: usize,
+    pub idle_timeout: Duration,
+}
+
+// === impl IpNet ===
+
+impl IpNet {
+    /// Parses `addr` or `addr/prefix`.
+    pub fn parse(s: &str) -> Option<IpNet> {
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: std::net::IpAddr = a.trim().parse().ok()?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            Some(p) => p.trim().parse::<u8>().ok().filter(|p| *p <= max)?,
+            None => max,
+        };
+        Some(IpNet { addr, prefix })
+    }
+
+    /// Whether `ip` lies in this network (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr::*;
+        let ip = match ip {
+            V6(v6) => v6.to_ipv4_mapped().map(V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (V4(n), V4(a)) => prefix_eq(&n.octets(), &a.octets(), self.prefix),
+            (V6(n), V6(a)) => prefix_eq(&n.octets(), &a.octets(), self.prefix),
+            _ => false,
+        }
+    }
+}
+
+fn prefix_eq(a: &[u8], b: &[u8], bits: u8) -> bool {
+    let full = (bits / 8) as usize;
+    if a[..full] != b[..full] {
+        return false;
+    }
+    let rem = bits % 8;
+    if rem == 0 {
+        return true;
+    }
+    let mask = 0xffu8 << (8 - rem);
+    (a[full] & mask) == (b[full] & mask)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipnet_contains() {
+        let n = IpNet::parse("10.1.0.0/16").unwrap();
+        assert!(n.contains("10.1.200.3".parse().unwrap()));
+        assert!(!n.contains("10.2.0.1".parse().unwrap()));
+        assert!(n.contains("::ffff:10.1.0.9".parse().unwrap()));
+        let one = IpNet::parse("::1").unwrap();
+        assert!(one.contains("::1".parse().unwrap()));
+        assert!(IpNet::parse("10.0.0.0/33").is_none());
+        assert!(IpNet::parse("banana").is_none());
+    }
+}

@@ -1,0 +1,273 @@
+//! Validates `[[routes]]`: matchers (host, path, method, header, query), the action
+//! (upstream, respond or redirect) and references to listeners and upstreams.
+
+use super::listeners::valid_server_name;
+use super::{check_unique, Errors};
+use crate::raw::{FieldMatchConf, MatchConf, RouteConf};
+use crate::spec::*;
+use regex::Regex;
+use std::time::Duration;
+
+pub const DEFAULT_UPSTREAM_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub fn validate(
+    list: &[(usize, RouteConf)],
+    listeners: &[ListenerSpec],
+    upstreams: &[UpstreamSpec],
+    errs: &mut Errors,
+) -> Vec<RouteSpec> {
+    check_unique(list.iter().map(|(i, r)| (*i, r.name.as_str())), "routes", errs);
+    list.iter().map(|(i, r)| route(r, &format!("routes[{i}]"), listeners, upstreams, errs)).collect()
+}
+
+fn route(r: &RouteConf, path: &str, listeners: &[ListenerSpec], upstreams: &[UpstreamSpec], errs: &mut Errors) -> RouteSpec {
+    let names = r.listeners.clone().unwrap_or_default();
+    for (i, n) in names.iter().enumerate() {
+        if !listeners.iter().any(|l| &l.name == n) {
+            errs.push(format!("{path}.listeners[{i}]"), format!("no listener is named `{n}`"));
+        }
+    }
+    let matcher = matcher(&r.matches, &format!("{path}.match"), errs);
+    let action = action(r, path, upstreams, errs);
+    if let (Some(sp), PathMatch::Prefix(p)) = (&r.strip_prefix, &matcher.path) {
+        if !p.starts_with(sp.as_str()) {
+            errs.push(format!("{path}.strip_prefix"), format!("`{sp}` is not a prefix of the matched prefix `{p}`"));
+        }
+    }
+    let t = r.timeouts.as_ref();
+    RouteSpec {
+        name: r.name.clone(),
+        listeners: names,
+        matcher,
+        action,
+        max_body_size: r.max_body_size.map(|s| s.0),
+        request_timeout: t.and_then(|t| t.request).map(|d| d.0).filter(|d| !d.is_zero()),
+    }
+}
+
+fn action(r: &RouteConf, path: &str, upstreams: &[UpstreamSpec], errs: &mut Errors) -> ActionSpec {
+    let count = [r.upstream.is_some(), r.respond.is_some(), r.redirect.is_some()].iter().filter(|b| **b).count();
+    if count != 1 {
+        errs.push(path, "a route needs exactly one of `upstream`, `respond` or `redirect`");
+    }
+    let proxy_only = [
+        ("strip_prefix", r.strip_prefix.is_some()),
+        ("replace_prefix", r.replace_prefix.is_some()),
+        ("host_rewrite", r.host_rewrite.is_some()),
+        ("preserve_host", r.preserve_host.is_some()),
+        ("forwarded", r.forwarded.is_some()),
+    ];
+    if r.upstream.is_none() {
+        for (k, set) in proxy_only {
+            if set {
+                errs.push(format!("{path}.{k}"), "only applies to a route with an upstream");
+            }
+        }
+    }
+    if let Some(resp) = &r.respond {
+        let status = resp.status.unwrap_or(200);
+        check_status(status, 200..=599, &format!("{path}.respond.status"), errs);
+        for (k, v) in &resp.headers {
+            if http::HeaderName::from_bytes(k.as_bytes()).is_err() || http::HeaderValue::from_str(v).is_err() {
+                errs.push(format!("{path}.respond.headers.{k}"), "not a valid header name and value");
+            }
+        }
+        let headers = resp.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect();
+        return ActionSpec::Respond(RespondSpec { status, headers, body: resp.body.clone().unwrap_or_default() });
+    }
+    if let Some(red) = &r.redirect {
+        let status = red.status.unwrap_or(302);
+        if ![301, 302, 303, 307, 308].contains(&status) {
+            errs.push(format!("{path}.redirect.status"), format!("{status} is not a redirect status; expected 301, 302, 303, 307 or 308"));
+        }
+        if http::HeaderValue::from_str(&red.to).is_err() || red.to.is_empty() {
+            errs.push(format!("{path}.redirect.to"), "not a valid Location value");
+        }
+        return ActionSpec::Redirect(RedirectSpec { to: red.to.clone(), status });
+    }
+    let upstream = r.upstream.clone().unwrap_or_default();
+    if r.upstream.is_some() && !upstreams.iter().any(|u| u.name == upstream) {
+        errs.push(format!("{path}.upstream"), format!("no upstream is named `{upstream}`"));
+    }
+    for (k, v) in [("strip_prefix", &r.strip_prefix), ("replace_prefix", &r.replace_prefix)] {
+        if let Some(v) = v {
+            if !v.starts_with('/') {
+                errs.push(format!("{path}.{k}"), "must start with `/`");
+            }
+        }
+    }
+    if let Some(h) = &r.host_rewrite {
+        if http::HeaderValue::from_str(h).is_err() || h.is_empty() {
+            errs.push(format!("{path}.host_rewrite"), "not a valid Host value");
+        }
+    }
+    let t = r.timeouts.as_ref();
+    ActionSpec::Proxy(ProxySpec {
+        upstream,
+        strip_prefix: r.strip_prefix.clone(),
+        replace_prefix: r.replace_prefix.clone(),
+        host_rewrite: r.host_rewrite.clone(),
+        preserve_host: r.preserve_host.unwrap_or(true),
+        forwarded: r.forwarded.unwrap_or(false),
+        upstream_response_timeout: t
+            .and_then(|t| t.upstream_response)
+            .map(|d| d.0)
+            .unwrap_or(DEFAULT_UPSTREAM_RESPONSE_TIMEOUT),
+    })
+}
+
+fn check_status(status: u16, range: std::ops::RangeInclusive<u16>, path: &str, errs: &mut Errors) {
+    if !range.contains(&status) {
+        errs.push(path, format!("{status} is out of range {}..={}", range.start(), range.end()));
+    }
+}
+
+fn matcher(m: &MatchConf, path: &str, errs: &mut Errors) -> MatchSpec {
+    let hosts = m
+        .host
+        .as_ref()
+        .map(|h| h.to_vec())
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .filter_map(|(i, h)| host(h, &format!("{path}.host[{i}]"), errs))
+        .collect();
+    let methods = m
+        .method
+        .as_ref()
+        .map(|h| h.to_vec())
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| match http::Method::from_bytes(s.to_ascii_uppercase().as_bytes()) {
+            Ok(m) => Some(m),
+            Err(_) => {
+                errs.push(format!("{path}.method[{i}]"), format!("`{s}` is not an HTTP method"));
+                None
+            }
+        })
+        .collect();
+    MatchSpec {
+        hosts,
+        path: path_match(m, path, errs),
+        methods,
+        headers: fields(&m.headers, &format!("{path}.headers"), true, errs),
+        query: fields(&m.query, &format!("{path}.query"), false, errs),
+    }
+}
+
+fn host(h: &str, path: &str, errs: &mut Errors) -> Option<HostMatch> {
+    let h = h.to_ascii_lowercase();
+    if !valid_server_name(&h) {
+        errs.push(path, format!("`{h}` is not a host name (`example.com` or `*.example.com`)"));
+        return None;
+    }
+    Some(match h.strip_prefix('*') {
+        Some(suffix) => HostMatch::Suffix(suffix.to_string()),
+        None => HostMatch::Exact(h),
+    })
+}
+
+fn path_match(m: &MatchConf, path: &str, errs: &mut Errors) -> PathMatch {
+    let set = [m.path.is_some(), m.prefix.is_some(), m.regex.is_some()].iter().filter(|b| **b).count();
+    if set > 1 {
+        errs.push(path, "use only one of `path`, `prefix` and `regex`");
+    }
+    if let Some(p) = &m.path {
+        if !p.starts_with('/') {
+            errs.push(format!("{path}.path"), "must start with `/`");
+        }
+        if p.contains('{') {
+            return match template(p) {
+                Ok(segs) => PathMatch::Template(segs),
+                Err(e) => {
+                    errs.push(format!("{path}.path"), e);
+                    PathMatch::Any
+                }
+            };
+        }
+        return PathMatch::Exact(p.clone());
+    }
+    if let Some(p) = &m.prefix {
+        if !p.starts_with('/') {
+            errs.push(format!("{path}.prefix"), "must start with `/`");
+        }
+        return PathMatch::Prefix(p.clone());
+    }
+    if let Some(r) = &m.regex {
+        // Anchored: a regex matches the whole path, as in Envoy's safe_regex.
+        return match Regex::new(&format!("^(?:{r})$")) {
+            Ok(re) => PathMatch::Regex(re),
+            Err(e) => {
+                errs.push(format!("{path}.regex"), format!("regex does not compile: {}", first_line(&e.to_string())));
+                PathMatch::Any
+            }
+        };
+    }
+    PathMatch::Any
+}
+
+/// Parses `/users/{id}/files/{rest*}`.
+pub(crate) fn template(p: &str) -> Result<Vec<Segment>, String> {
+    let parts: Vec<&str> = p.trim_start_matches('/').split('/').collect();
+    let last = parts.len() - 1;
+    let mut out = Vec::with_capacity(parts.len());
+    for (i, s) in parts.iter().enumerate() {
+        if let Some(inner) = s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+            let (name, rest) = match inner.strip_suffix('*') {
+                Some(n) => (n, true),
+                None => (inner, false),
+            };
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                return Err(format!("`{{{inner}}}` is not a parameter; expected `{{name}}` or `{{name*}}`"));
+            }
+            if rest && i != last {
+                return Err(format!("`{{{inner}}}` may only be the last segment"));
+            }
+            out.push(if rest { Segment::Rest(name.into()) } else { Segment::Param(name.into()) });
+        } else if s.contains(['{', '}']) {
+            return Err(format!("segment `{s}` mixes text and a parameter; a parameter must be a whole segment"));
+        } else {
+            out.push(Segment::Literal((*s).to_string()));
+        }
+    }
+    Ok(out)
+}
+
+fn fields(list: &[FieldMatchConf], path: &str, header: bool, errs: &mut Errors) -> Vec<FieldMatch> {
+    list.iter()
+        .enumerate()
+        .filter_map(|(i, f)| {
+            let p = format!("{path}[{i}]");
+            if header && http::HeaderName::from_bytes(f.name.as_bytes()).is_err() {
+                errs.push(format!("{p}.name"), format!("`{}` is not a header name", f.name));
+            }
+            let n = [f.value.is_some(), f.regex.is_some(), f.present.is_some()].iter().filter(|b| **b).count();
+            if n != 1 {
+                errs.push(&p, "needs exactly one of `value`, `regex` or `present`");
+                return None;
+            }
+            let kind = if let Some(v) = &f.value {
+                FieldKind::Exact(v.clone())
+            } else if let Some(r) = &f.regex {
+                match Regex::new(&format!("^(?:{r})$")) {
+                    Ok(re) => FieldKind::Regex(re),
+                    Err(e) => {
+                        errs.push(format!("{p}.regex"), format!("regex does not compile: {}", first_line(&e.to_string())));
+                        return None;
+                    }
+                }
+            } else if f.present == Some(true) {
+                FieldKind::Present
+            } else {
+                FieldKind::Absent
+            };
+            let name = if header { f.name.to_ascii_lowercase() } else { f.name.clone() };
+            Some(FieldMatch { name, kind })
+        })
+        .collect()
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().filter(|l| !l.trim().is_empty()).last().unwrap_or(s).trim().to_string()
+}
