@@ -1,1 +1,148 @@
-fn main() {}
+//! The `gatehouse` binary: command line, logging, the tokio runtime, signals. All logic
+//! lives in `gatehouse-core`; this file only wires it to a process.
+
+mod signals;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use gatehouse_core::{Gateway, Source};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const EXAMPLES: &str = "Examples:
+  gatehouse run --config examples/quickstart.toml
+  gatehouse check --config /etc/gatehouse/gatehouse.toml
+  gatehouse run --config gatehouse.toml --watch --log-format json
+  kill -HUP <pid>                  # reload the config file
+  curl -X POST 127.0.0.1:9901/reload   # reload through the admin API";
+
+#[derive(Parser)]
+#[command(name = "gatehouse", version, about = "Reverse proxy, load balancer and API gateway in one binary", after_help = EXAMPLES)]
+struct Cli {
+    /// Log level (error, warn, info, debug, trace) or a tracing filter.
+    #[arg(long, global = true, default_value = "info", env = "GATEHOUSE_LOG")]
+    log_level: String,
+    /// Log line format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Run {
+        /// Config file (TOML, or YAML by .yaml/.yml extension).
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Reload when the config file changes (polled every second).
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Validate a config file, print every error, and exit 1 if there is any.
+    Check {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_level, cli.log_format);
+    let result = match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Run { config, watch } => run(config, watch),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("gatehouse: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(level: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => b.init(),
+        LogFormat::Json => b.json().init(),
+    }
+}
+
+fn check(path: &PathBuf) -> anyhow::Result<ExitCode> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    match gatehouse_core::gateway::parse(&text, &path.display().to_string()) {
+        Ok(spec) => {
+            println!(
+                "{}: ok ({} listeners, {} routes, {} upstreams)",
+                path.display(),
+                spec.listeners.len(),
+                spec.routes.len(),
+                spec.upstreams.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            for line in &e.0 {
+                println!("{line}");
+            }
+            println!(
+                "{} error{}",
+                e.0.len(),
+                if e.0.len() == 1 { "" } else { "s" }
+            );
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn run(config: PathBuf, watch: bool) -> anyhow::Result<ExitCode> {
+    // The worker count must be known before the runtime exists, so read it up front;
+    // a reload cannot change it.
+    let text = std::fs::read_to_string(&config)
+        .with_context(|| format!("cannot read {}", config.display()))?;
+    let spec = gatehouse_core::gateway::parse(&text, &config.display().to_string())
+        .map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
+    let workers = spec.global.workers;
+    let rt = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()?
+    };
+    rt.block_on(async move {
+        let gw = Gateway::start(Source::File(config.clone()))
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot start:\n{e}"))?;
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            workers,
+            "gatehouse started"
+        );
+        if watch {
+            tokio::spawn(signals::watch_file(config, gw.clone()));
+        }
+        signals::until_shutdown(&gw).await?;
+        tracing::info!("shutting down: draining connections");
+        let clean = gw.shutdown().await;
+        tracing::info!(clean, "stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -17,7 +17,11 @@ pub struct ConfigError {
 impl ConfigError {
     /// An error at `path` with no line yet; [`crate::load`] fills the line in.
     pub fn at(path: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError { path: path.into(), line: None, message: message.into() }
+        ConfigError {
+            path: path.into(),
+            line: None,
+            message: message.into(),
+        }
     }
 }
 
@@ -38,7 +42,10 @@ impl ConfigErrors {
             let lb = b.line.unwrap_or(usize::MAX);
             la.cmp(&lb).then_with(|| a.path.cmp(&b.path))
         });
-        ConfigErrors { file: file.to_string(), errors }
+        ConfigErrors {
+            file: file.to_string(),
+            errors,
+        }
     }
 
     /// The errors as plain lines, `file:line: path: message`.
@@ -65,7 +72,13 @@ impl ConfigErrors {
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.errors.len();
-        writeln!(f, "{}: {} error{}", self.file, n, if n == 1 { "" } else { "s" })?;
+        writeln!(
+            f,
+            "{}: {} error{}",
+            self.file,
+            n,
+            if n == 1 { "" } else { "s" }
+        )?;
         for line in self.lines() {
             writeln!(f, "  {line}")?;
         }

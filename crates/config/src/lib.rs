@@ -5,6 +5,8 @@
 //! line (see [`error`]). This crate does no I/O: the caller reads the file, and
 //! certificate files named in the spec are read by the core when it compiles the spec.
 
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod error;
 mod locate;
 pub mod raw;

@@ -33,16 +33,28 @@ impl Locator {
 pub fn parse_toml(text: &str) -> Result<(serde_json::Value, Locator), ConfigError> {
     let doc = toml_edit::Document::parse(text).map_err(|e| {
         let line = e.span().map(|s| line_at(text, s.start));
-        ConfigError { path: String::new(), line, message: format!("TOML syntax: {}", e.message()) }
+        ConfigError {
+            path: String::new(),
+            line,
+            message: format!("TOML syntax: {}", e.message()),
+        }
     })?;
-    let mut walker = Walker { text, lines: HashMap::new() };
+    let mut walker = Walker {
+        text,
+        lines: HashMap::new(),
+    };
     walker.table(doc.as_table(), "");
     let tree: serde_json::Value = toml::from_str(text).map_err(|e| ConfigError {
         path: String::new(),
         line: e.span().map(|s| line_at(text, s.start)),
         message: format!("TOML: {}", e.message()),
     })?;
-    Ok((tree, Locator { lines: walker.lines }))
+    Ok((
+        tree,
+        Locator {
+            lines: walker.lines,
+        },
+    ))
 }
 
 /// Parses YAML text; only syntax errors carry a line.
@@ -52,13 +64,21 @@ pub fn parse_yaml(text: &str) -> Result<(serde_json::Value, Locator), ConfigErro
         line: e.location().map(|l| l.line()),
         message: format!("YAML syntax: {e}"),
     })?;
-    let tree = if tree.is_null() { serde_json::Value::Object(Default::default()) } else { tree };
+    let tree = if tree.is_null() {
+        serde_json::Value::Object(Default::default())
+    } else {
+        tree
+    };
     Ok((tree, Locator::default()))
 }
 
 fn line_at(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
-    text.as_bytes()[..end].iter().filter(|b| **b == b'\n').count() + 1
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
 }
 
 fn join(prefix: &str, key: &str) -> String {
@@ -84,7 +104,9 @@ impl Walker<'_> {
 
     fn table(&mut self, table: &Table, prefix: &str) {
         for (k, _) in table.iter() {
-            let Some((key, item)) = table.get_key_value(k) else { continue };
+            let Some((key, item)) = table.get_key_value(k) else {
+                continue;
+            };
             let path = join(prefix, k);
             self.mark(&path, key.span());
             self.item(item, &path);
@@ -119,7 +141,9 @@ impl Walker<'_> {
             }
             Value::InlineTable(t) => {
                 for (k, _) in t.iter() {
-                    let Some((key, item)) = t.get_key_value(k) else { continue };
+                    let Some((key, item)) = t.get_key_value(k) else {
+                        continue;
+                    };
                     let p = join(path, k);
                     self.mark(&p, key.span());
                     self.item(item, &p);

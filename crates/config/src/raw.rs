@@ -199,7 +199,10 @@ pub struct UpstreamConf {
 #[serde(untagged)]
 pub enum EndpointConf {
     Address(String),
-    Full { address: String, weight: Option<u32> },
+    Full {
+        address: String,
+        weight: Option<u32>,
+    },
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -227,18 +230,31 @@ pub struct UpstreamTimeoutsConf {
     pub idle: Option<HumanDuration>,
 }
 
-const TOP_LEVEL: &[&str] = &["global", "admin", "access_log", "listeners", "routes", "upstreams"];
+const TOP_LEVEL: &[&str] = &[
+    "global",
+    "admin",
+    "access_log",
+    "listeners",
+    "routes",
+    "upstreams",
+];
 
 /// Splits the tree into sections and deserializes each, collecting every error.
 pub fn from_tree(tree: Value, errors: &mut Vec<ConfigError>) -> RawConfig {
     let mut raw = RawConfig::default();
     let Value::Object(mut top) = tree else {
-        errors.push(ConfigError::at("", "the config must be a table of sections"));
+        errors.push(ConfigError::at(
+            "",
+            "the config must be a table of sections",
+        ));
         return raw;
     };
     for key in top.keys() {
         if !TOP_LEVEL.contains(&key.as_str()) {
-            errors.push(ConfigError::at(key, format!("unknown section; expected one of {}", TOP_LEVEL.join(", "))));
+            errors.push(ConfigError::at(
+                key,
+                format!("unknown section; expected one of {}", TOP_LEVEL.join(", ")),
+            ));
         }
     }
     if let Some(v) = top.remove("global") {
@@ -256,7 +272,11 @@ pub fn from_tree(tree: Value, errors: &mut Vec<ConfigError>) -> RawConfig {
     raw
 }
 
-fn list<T: DeserializeOwned>(v: Option<Value>, name: &str, errors: &mut Vec<ConfigError>) -> Vec<(usize, T)> {
+fn list<T: DeserializeOwned>(
+    v: Option<Value>,
+    name: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<(usize, T)> {
     match v {
         None => Vec::new(),
         Some(Value::Array(items)) => items
@@ -265,7 +285,10 @@ fn list<T: DeserializeOwned>(v: Option<Value>, name: &str, errors: &mut Vec<Conf
             .filter_map(|(i, item)| section(item, &format!("{name}[{i}]"), errors).map(|t| (i, t)))
             .collect(),
         Some(_) => {
-            errors.push(ConfigError::at(name, "expected a list (`[[{name}]]` tables)".replace("{name}", name)));
+            errors.push(ConfigError::at(
+                name,
+                "expected a list (`[[{name}]]` tables)".replace("{name}", name),
+            ));
             Vec::new()
         }
     }
@@ -292,7 +315,8 @@ fn section<T: DeserializeOwned>(v: Value, path: &str, errors: &mut Vec<ConfigErr
 /// serde's untagged-enum message says nothing useful; name the accepted forms instead.
 fn tidy(msg: &str) -> String {
     if msg.contains("did not match any variant of untagged enum EndpointConf") {
-        return "expected an address string or a table `{ address = \"host:port\", weight = N }`".into();
+        return "expected an address string or a table `{ address = \"host:port\", weight = N }`"
+            .into();
     }
     if msg.contains("did not match any variant of untagged enum OneOrMany") {
         return "expected a string or a list of strings".into();

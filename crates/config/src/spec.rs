@@ -83,7 +83,9 @@ pub enum ListenerKind {
     Http,
     Https(TlsSpec),
     /// Answers every request with a redirect to `https://host[:port]/path`.
-    Redirect { https_port: u16 },
+    Redirect {
+        https_port: u16,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -1,1 +1,25 @@
-//! placeholder
+//! Gatehouse's data plane and control plane as a library. The request path, in module
+//! order: [`listener`] accepts, [`tls`] terminates, [`http::server`] speaks HTTP/1.1 and
+//! HTTP/2, [`proxy`] routes ([`route`]) and forwards through [`upstream`] groups and
+//! [`http::client`] pools; [`body`] streams and finishes each response into the
+//! [`access_log`] and [`metrics`]. [`runtime`] holds the compiled config snapshot and
+//! [`gateway`] loads, reloads and drains it; [`admin`] exposes it.
+
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod access_log;
+pub mod admin;
+pub mod body;
+pub mod drain;
+pub mod error;
+pub mod gateway;
+pub mod http;
+pub mod listener;
+pub mod metrics;
+pub mod proxy;
+pub mod route;
+pub mod runtime;
+pub mod tls;
+pub mod upstream;
+
+pub use gateway::{Gateway, LoadErrors, Source};

@@ -14,12 +14,22 @@ pub const DEFAULT_MAX_HEADER_SIZE: usize = 64 * 1024;
 pub const DEFAULT_MAX_HEADERS: usize = 100;
 
 pub fn validate(list: &[(usize, ListenerConf)], errs: &mut Errors) -> Vec<ListenerSpec> {
-    check_unique(list.iter().map(|(i, l)| (*i, l.name.as_str())), "listeners", errs);
-    let out: Vec<ListenerSpec> = list.iter().filter_map(|(i, l)| listener(l, &format!("listeners[{i}]"), errs)).collect();
+    check_unique(
+        list.iter().map(|(i, l)| (*i, l.name.as_str())),
+        "listeners",
+        errs,
+    );
+    let out: Vec<ListenerSpec> = list
+        .iter()
+        .filter_map(|(i, l)| listener(l, &format!("listeners[{i}]"), errs))
+        .collect();
     let mut seen = std::collections::HashMap::new();
     for l in &out {
         if let Some(other) = seen.insert(l.addr, &l.name) {
-            errs.push("listeners", format!("listeners `{other}` and `{}` both bind {}", l.name, l.addr));
+            errs.push(
+                "listeners",
+                format!("listeners `{other}` and `{}` both bind {}", l.name, l.addr),
+            );
         }
     }
     out
@@ -34,22 +44,35 @@ fn listener(l: &ListenerConf, path: &str, errs: &mut Errors) -> Option<ListenerS
         }
         "redirect" => {
             no_tls(l, path, "redirect", errs);
-            ListenerKind::Redirect { https_port: l.redirect_port.unwrap_or(443) }
+            ListenerKind::Redirect {
+                https_port: l.redirect_port.unwrap_or(443),
+            }
         }
         "https" => match &l.tls {
             Some(t) => ListenerKind::Https(tls(t, &format!("{path}.tls"), errs)),
             None => {
-                errs.push(format!("{path}.tls"), "an https listener needs a [listeners.tls] table with certificates");
+                errs.push(
+                    format!("{path}.tls"),
+                    "an https listener needs a [listeners.tls] table with certificates",
+                );
                 ListenerKind::Http
             }
         },
         other => {
-            errs.push(format!("{path}.protocol"), format!("`{other}` is not a listener protocol; expected `http`, `https` or `redirect`"));
+            errs.push(
+                format!("{path}.protocol"),
+                format!(
+                    "`{other}` is not a listener protocol; expected `http`, `https` or `redirect`"
+                ),
+            );
             ListenerKind::Http
         }
     };
     if l.redirect_port.is_some() && !matches!(kind, ListenerKind::Redirect { .. }) {
-        errs.push(format!("{path}.redirect_port"), "only a `redirect` listener takes redirect_port");
+        errs.push(
+            format!("{path}.redirect_port"),
+            "only a `redirect` listener takes redirect_port",
+        );
     }
     let max_connections = l.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
     if max_connections == 0 {
@@ -58,12 +81,20 @@ fn listener(l: &ListenerConf, path: &str, errs: &mut Errors) -> Option<ListenerS
     let t = l.timeouts.as_ref();
     let lim = l.limits.as_ref();
     let limits = LimitsSpec {
-        max_header_size: lim.and_then(|x| x.max_header_size).map(|s| s.0 as usize).unwrap_or(DEFAULT_MAX_HEADER_SIZE),
-        max_headers: lim.and_then(|x| x.max_headers).unwrap_or(DEFAULT_MAX_HEADERS),
+        max_header_size: lim
+            .and_then(|x| x.max_header_size)
+            .map(|s| s.0 as usize)
+            .unwrap_or(DEFAULT_MAX_HEADER_SIZE),
+        max_headers: lim
+            .and_then(|x| x.max_headers)
+            .unwrap_or(DEFAULT_MAX_HEADERS),
         max_body_size: lim.and_then(|x| x.max_body_size).map(|s| s.0),
     };
     if limits.max_header_size < 1024 {
-        errs.push(format!("{path}.limits.max_header_size"), "must be at least 1KiB");
+        errs.push(
+            format!("{path}.limits.max_header_size"),
+            "must be at least 1KiB",
+        );
     }
     if limits.max_headers == 0 {
         errs.push(format!("{path}.limits.max_headers"), "must be at least 1");
@@ -74,22 +105,37 @@ fn listener(l: &ListenerConf, path: &str, errs: &mut Errors) -> Option<ListenerS
         kind,
         http2: l.http2.unwrap_or(true),
         max_connections,
-        header_read_timeout: t.and_then(|t| t.header_read).map(|d| d.0).unwrap_or(DEFAULT_HEADER_READ_TIMEOUT),
-        idle_timeout: t.and_then(|t| t.idle).map(|d| d.0).unwrap_or(DEFAULT_IDLE_TIMEOUT),
-        tls_handshake_timeout: t.and_then(|t| t.tls_handshake).map(|d| d.0).unwrap_or(DEFAULT_TLS_HANDSHAKE_TIMEOUT),
+        header_read_timeout: t
+            .and_then(|t| t.header_read)
+            .map(|d| d.0)
+            .unwrap_or(DEFAULT_HEADER_READ_TIMEOUT),
+        idle_timeout: t
+            .and_then(|t| t.idle)
+            .map(|d| d.0)
+            .unwrap_or(DEFAULT_IDLE_TIMEOUT),
+        tls_handshake_timeout: t
+            .and_then(|t| t.tls_handshake)
+            .map(|d| d.0)
+            .unwrap_or(DEFAULT_TLS_HANDSHAKE_TIMEOUT),
         limits,
     })
 }
 
 fn no_tls(l: &ListenerConf, path: &str, proto: &str, errs: &mut Errors) {
     if l.tls.is_some() {
-        errs.push(format!("{path}.tls"), format!("a `{proto}` listener takes no tls table; set protocol = \"https\""));
+        errs.push(
+            format!("{path}.tls"),
+            format!("a `{proto}` listener takes no tls table; set protocol = \"https\""),
+        );
     }
 }
 
 fn tls(t: &ListenerTlsConf, path: &str, errs: &mut Errors) -> TlsSpec {
     if t.certificates.is_empty() {
-        errs.push(format!("{path}.certificates"), "at least one certificate is required");
+        errs.push(
+            format!("{path}.certificates"),
+            "at least one certificate is required",
+        );
     }
     let mut defaults = 0;
     let certificates = t
@@ -98,32 +144,55 @@ fn tls(t: &ListenerTlsConf, path: &str, errs: &mut Errors) -> TlsSpec {
         .enumerate()
         .map(|(i, c)| {
             let p = format!("{path}.certificates[{i}]");
-            let names: Vec<String> = c.names.clone().unwrap_or_default().iter().map(|n| n.to_ascii_lowercase()).collect();
+            let names: Vec<String> = c
+                .names
+                .clone()
+                .unwrap_or_default()
+                .iter()
+                .map(|n| n.to_ascii_lowercase())
+                .collect();
             for (j, n) in names.iter().enumerate() {
                 if !valid_server_name(n) {
-                    errs.push(format!("{p}.names[{j}]"), format!("`{n}` is not a server name (`example.com` or `*.example.com`)"));
+                    errs.push(
+                        format!("{p}.names[{j}]"),
+                        format!("`{n}` is not a server name (`example.com` or `*.example.com`)"),
+                    );
                 }
             }
             let default = c.default.unwrap_or(false);
             defaults += usize::from(default);
-            CertSpec { cert: PathBuf::from(&c.cert), key: PathBuf::from(&c.key), names, default }
+            CertSpec {
+                cert: PathBuf::from(&c.cert),
+                key: PathBuf::from(&c.key),
+                names,
+                default,
+            }
         })
         .collect();
     if defaults > 1 {
-        errs.push(format!("{path}.certificates"), "only one certificate may be the default");
+        errs.push(
+            format!("{path}.certificates"),
+            "only one certificate may be the default",
+        );
     }
     let min_version = match t.min_version.as_deref() {
         None | Some("1.2") => TlsVersion::Tls12,
         Some("1.3") => TlsVersion::Tls13,
         Some(v) => {
-            errs.push(format!("{path}.min_version"), format!("`{v}` is not a TLS version; expected \"1.2\" or \"1.3\""));
+            errs.push(
+                format!("{path}.min_version"),
+                format!("`{v}` is not a TLS version; expected \"1.2\" or \"1.3\""),
+            );
             TlsVersion::Tls12
         }
     };
     let client_auth = match (&t.client_ca, t.client_auth.as_deref()) {
         (None, None) => None,
         (None, Some(_)) => {
-            errs.push(format!("{path}.client_auth"), "client_auth needs client_ca (a PEM file of trusted CAs)");
+            errs.push(
+                format!("{path}.client_auth"),
+                "client_auth needs client_ca (a PEM file of trusted CAs)",
+            );
             None
         }
         (Some(ca), mode) => {
@@ -131,19 +200,34 @@ fn tls(t: &ListenerTlsConf, path: &str, errs: &mut Errors) -> TlsSpec {
                 None | Some("required") => true,
                 Some("optional") => false,
                 Some(m) => {
-                    errs.push(format!("{path}.client_auth"), format!("`{m}` is not a mode; expected `required` or `optional`"));
+                    errs.push(
+                        format!("{path}.client_auth"),
+                        format!("`{m}` is not a mode; expected `required` or `optional`"),
+                    );
                     true
                 }
             };
-            Some(ClientAuthSpec { ca: PathBuf::from(ca), required })
+            Some(ClientAuthSpec {
+                ca: PathBuf::from(ca),
+                required,
+            })
         }
     };
-    TlsSpec { certificates, min_version, client_auth }
+    TlsSpec {
+        certificates,
+        min_version,
+        client_auth,
+    }
 }
 
 /// `example.com` or `*.example.com`, letters, digits, `-` and `.` only.
 pub(crate) fn valid_server_name(n: &str) -> bool {
     let rest = n.strip_prefix("*.").unwrap_or(n);
     !rest.is_empty()
-        && rest.split('.').all(|label| !label.is_empty() && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        && rest.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }

@@ -37,7 +37,14 @@ pub fn validate(raw: &RawConfig, errors: &mut Vec<ConfigError>) -> Spec {
     if listeners.is_empty() && errs.0.is_empty() {
         errs.push("listeners", "at least one listener is required");
     }
-    Spec { global, admin, access_log, listeners, routes, upstreams }
+    Spec {
+        global,
+        admin,
+        access_log,
+        listeners,
+        routes,
+        upstreams,
+    }
 }
 
 fn global(g: &GlobalConf, errs: &mut Errors) -> GlobalSpec {
@@ -47,18 +54,26 @@ fn global(g: &GlobalConf, errs: &mut Errors) -> GlobalSpec {
             1
         }
         Some(n) => n,
-        None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        None => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
     };
     let mut trusted = Vec::new();
     for (i, s) in g.trusted_proxies.iter().flatten().enumerate() {
         match IpNet::parse(s) {
             Some(n) => trusted.push(n),
-            None => errs.push(format!("global.trusted_proxies[{i}]"), format!("`{s}` is not an IP address or CIDR network")),
+            None => errs.push(
+                format!("global.trusted_proxies[{i}]"),
+                format!("`{s}` is not an IP address or CIDR network"),
+            ),
         }
     }
     GlobalSpec {
         workers,
-        drain_timeout: g.drain_timeout.map(|d| d.0).unwrap_or(DEFAULT_DRAIN_TIMEOUT),
+        drain_timeout: g
+            .drain_timeout
+            .map(|d| d.0)
+            .unwrap_or(DEFAULT_DRAIN_TIMEOUT),
         trusted_proxies: trusted,
         server_name: g.server_name.clone().unwrap_or_else(|| "gatehouse".into()),
     }
@@ -66,11 +81,17 @@ fn global(g: &GlobalConf, errs: &mut Errors) -> GlobalSpec {
 
 fn admin(a: &AdminConf, errs: &mut Errors) -> Option<AdminSpec> {
     let listen = a.listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN);
-    let Some(addr) = parse_addr(listen, "admin.listen", errs) else { return None };
+    let addr = parse_addr(listen, "admin.listen", errs)?;
     if !addr.ip().is_loopback() && a.token.as_deref().is_none_or(str::is_empty) {
-        errs.push("admin.token", "a bearer token is required when the admin listener is not on a loopback address");
+        errs.push(
+            "admin.token",
+            "a bearer token is required when the admin listener is not on a loopback address",
+        );
     }
-    Some(AdminSpec { listen: addr, token: a.token.clone().filter(|t| !t.is_empty()) })
+    Some(AdminSpec {
+        listen: addr,
+        token: a.token.clone().filter(|t| !t.is_empty()),
+    })
 }
 
 fn access_log(a: &AccessLogConf, errs: &mut Errors) -> AccessLogSpec {
@@ -78,7 +99,10 @@ fn access_log(a: &AccessLogConf, errs: &mut Errors) -> AccessLogSpec {
         None | Some("stdout") => LogTarget::Stdout,
         Some("stderr") => LogTarget::Stderr,
         Some("") => {
-            errs.push("access_log.target", "expected `stdout`, `stderr` or a file path");
+            errs.push(
+                "access_log.target",
+                "expected `stdout`, `stderr` or a file path",
+            );
             LogTarget::Stdout
         }
         Some(p) => LogTarget::File(PathBuf::from(p)),
@@ -87,31 +111,54 @@ fn access_log(a: &AccessLogConf, errs: &mut Errors) -> AccessLogSpec {
         None | Some("json") => LogFormat::Json,
         Some("clf") | Some("common") => LogFormat::Clf,
         Some(other) => {
-            errs.push("access_log.format", format!("`{other}` is not a log format; expected `json` or `clf`"));
+            errs.push(
+                "access_log.format",
+                format!("`{other}` is not a log format; expected `json` or `clf`"),
+            );
             LogFormat::Json
         }
     };
-    AccessLogSpec { enabled: a.enabled.unwrap_or(true), target, format }
+    AccessLogSpec {
+        enabled: a.enabled.unwrap_or(true),
+        target,
+        format,
+    }
 }
 
 /// Parses `ip:port`, `[v6]:port` or `:port` (all interfaces).
 pub(crate) fn parse_addr(s: &str, path: &str, errs: &mut Errors) -> Option<SocketAddr> {
-    let full = if s.starts_with(':') { format!("0.0.0.0{s}") } else { s.to_string() };
+    let full = if s.starts_with(':') {
+        format!("0.0.0.0{s}")
+    } else {
+        s.to_string()
+    };
     match full.parse() {
         Ok(a) => Some(a),
         Err(_) => {
-            errs.push(path, format!("`{s}` is not a socket address; expected `ip:port` such as `127.0.0.1:8080`"));
+            errs.push(
+                path,
+                format!(
+                    "`{s}` is not a socket address; expected `ip:port` such as `127.0.0.1:8080`"
+                ),
+            );
             None
         }
     }
 }
 
 /// Reports names used twice in a list.
-pub(crate) fn check_unique<'a>(names: impl Iterator<Item = (usize, &'a str)>, section: &str, errs: &mut Errors) {
+pub(crate) fn check_unique<'a>(
+    names: impl Iterator<Item = (usize, &'a str)>,
+    section: &str,
+    errs: &mut Errors,
+) {
     let mut seen = std::collections::HashMap::new();
     for (i, n) in names {
         if let Some(first) = seen.insert(n, i) {
-            errs.push(format!("{section}[{i}].name"), format!("`{n}` is already the name of {section}[{first}]"));
+            errs.push(
+                format!("{section}[{i}].name"),
+                format!("`{n}` is already the name of {section}[{first}]"),
+            );
         }
     }
 }

@@ -16,22 +16,40 @@ pub fn validate(
     upstreams: &[UpstreamSpec],
     errs: &mut Errors,
 ) -> Vec<RouteSpec> {
-    check_unique(list.iter().map(|(i, r)| (*i, r.name.as_str())), "routes", errs);
-    list.iter().map(|(i, r)| route(r, &format!("routes[{i}]"), listeners, upstreams, errs)).collect()
+    check_unique(
+        list.iter().map(|(i, r)| (*i, r.name.as_str())),
+        "routes",
+        errs,
+    );
+    list.iter()
+        .map(|(i, r)| route(r, &format!("routes[{i}]"), listeners, upstreams, errs))
+        .collect()
 }
 
-fn route(r: &RouteConf, path: &str, listeners: &[ListenerSpec], upstreams: &[UpstreamSpec], errs: &mut Errors) -> RouteSpec {
+fn route(
+    r: &RouteConf,
+    path: &str,
+    listeners: &[ListenerSpec],
+    upstreams: &[UpstreamSpec],
+    errs: &mut Errors,
+) -> RouteSpec {
     let names = r.listeners.clone().unwrap_or_default();
     for (i, n) in names.iter().enumerate() {
         if !listeners.iter().any(|l| &l.name == n) {
-            errs.push(format!("{path}.listeners[{i}]"), format!("no listener is named `{n}`"));
+            errs.push(
+                format!("{path}.listeners[{i}]"),
+                format!("no listener is named `{n}`"),
+            );
         }
     }
     let matcher = matcher(&r.matches, &format!("{path}.match"), errs);
     let action = action(r, path, upstreams, errs);
     if let (Some(sp), PathMatch::Prefix(p)) = (&r.strip_prefix, &matcher.path) {
         if !p.starts_with(sp.as_str()) {
-            errs.push(format!("{path}.strip_prefix"), format!("`{sp}` is not a prefix of the matched prefix `{p}`"));
+            errs.push(
+                format!("{path}.strip_prefix"),
+                format!("`{sp}` is not a prefix of the matched prefix `{p}`"),
+            );
         }
     }
     let t = r.timeouts.as_ref();
@@ -41,14 +59,27 @@ fn route(r: &RouteConf, path: &str, listeners: &[ListenerSpec], upstreams: &[Ups
         matcher,
         action,
         max_body_size: r.max_body_size.map(|s| s.0),
-        request_timeout: t.and_then(|t| t.request).map(|d| d.0).filter(|d| !d.is_zero()),
+        request_timeout: t
+            .and_then(|t| t.request)
+            .map(|d| d.0)
+            .filter(|d| !d.is_zero()),
     }
 }
 
 fn action(r: &RouteConf, path: &str, upstreams: &[UpstreamSpec], errs: &mut Errors) -> ActionSpec {
-    let count = [r.upstream.is_some(), r.respond.is_some(), r.redirect.is_some()].iter().filter(|b| **b).count();
+    let count = [
+        r.upstream.is_some(),
+        r.respond.is_some(),
+        r.redirect.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
     if count != 1 {
-        errs.push(path, "a route needs exactly one of `upstream`, `respond` or `redirect`");
+        errs.push(
+            path,
+            "a route needs exactly one of `upstream`, `respond` or `redirect`",
+        );
     }
     let proxy_only = [
         ("strip_prefix", r.strip_prefix.is_some()),
@@ -60,7 +91,10 @@ fn action(r: &RouteConf, path: &str, upstreams: &[UpstreamSpec], errs: &mut Erro
     if r.upstream.is_none() {
         for (k, set) in proxy_only {
             if set {
-                errs.push(format!("{path}.{k}"), "only applies to a route with an upstream");
+                errs.push(
+                    format!("{path}.{k}"),
+                    "only applies to a route with an upstream",
+                );
             }
         }
     }
@@ -68,28 +102,53 @@ fn action(r: &RouteConf, path: &str, upstreams: &[UpstreamSpec], errs: &mut Erro
         let status = resp.status.unwrap_or(200);
         check_status(status, 200..=599, &format!("{path}.respond.status"), errs);
         for (k, v) in &resp.headers {
-            if http::HeaderName::from_bytes(k.as_bytes()).is_err() || http::HeaderValue::from_str(v).is_err() {
-                errs.push(format!("{path}.respond.headers.{k}"), "not a valid header name and value");
+            if http::HeaderName::from_bytes(k.as_bytes()).is_err()
+                || http::HeaderValue::from_str(v).is_err()
+            {
+                errs.push(
+                    format!("{path}.respond.headers.{k}"),
+                    "not a valid header name and value",
+                );
             }
         }
-        let headers = resp.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect();
-        return ActionSpec::Respond(RespondSpec { status, headers, body: resp.body.clone().unwrap_or_default() });
+        let headers = resp
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .collect();
+        return ActionSpec::Respond(RespondSpec {
+            status,
+            headers,
+            body: resp.body.clone().unwrap_or_default(),
+        });
     }
     if let Some(red) = &r.redirect {
         let status = red.status.unwrap_or(302);
         if ![301, 302, 303, 307, 308].contains(&status) {
-            errs.push(format!("{path}.redirect.status"), format!("{status} is not a redirect status; expected 301, 302, 303, 307 or 308"));
+            errs.push(
+                format!("{path}.redirect.status"),
+                format!("{status} is not a redirect status; expected 301, 302, 303, 307 or 308"),
+            );
         }
         if http::HeaderValue::from_str(&red.to).is_err() || red.to.is_empty() {
             errs.push(format!("{path}.redirect.to"), "not a valid Location value");
         }
-        return ActionSpec::Redirect(RedirectSpec { to: red.to.clone(), status });
+        return ActionSpec::Redirect(RedirectSpec {
+            to: red.to.clone(),
+            status,
+        });
     }
     let upstream = r.upstream.clone().unwrap_or_default();
     if r.upstream.is_some() && !upstreams.iter().any(|u| u.name == upstream) {
-        errs.push(format!("{path}.upstream"), format!("no upstream is named `{upstream}`"));
+        errs.push(
+            format!("{path}.upstream"),
+            format!("no upstream is named `{upstream}`"),
+        );
     }
-    for (k, v) in [("strip_prefix", &r.strip_prefix), ("replace_prefix", &r.replace_prefix)] {
+    for (k, v) in [
+        ("strip_prefix", &r.strip_prefix),
+        ("replace_prefix", &r.replace_prefix),
+    ] {
         if let Some(v) = v {
             if !v.starts_with('/') {
                 errs.push(format!("{path}.{k}"), "must start with `/`");
@@ -118,7 +177,14 @@ fn action(r: &RouteConf, path: &str, upstreams: &[UpstreamSpec], errs: &mut Erro
 
 fn check_status(status: u16, range: std::ops::RangeInclusive<u16>, path: &str, errs: &mut Errors) {
     if !range.contains(&status) {
-        errs.push(path, format!("{status} is out of range {}..={}", range.start(), range.end()));
+        errs.push(
+            path,
+            format!(
+                "{status} is out of range {}..={}",
+                range.start(),
+                range.end()
+            ),
+        );
     }
 }
 
@@ -139,13 +205,18 @@ fn matcher(m: &MatchConf, path: &str, errs: &mut Errors) -> MatchSpec {
         .unwrap_or_default()
         .iter()
         .enumerate()
-        .filter_map(|(i, s)| match http::Method::from_bytes(s.to_ascii_uppercase().as_bytes()) {
-            Ok(m) => Some(m),
-            Err(_) => {
-                errs.push(format!("{path}.method[{i}]"), format!("`{s}` is not an HTTP method"));
-                None
-            }
-        })
+        .filter_map(
+            |(i, s)| match http::Method::from_bytes(s.to_ascii_uppercase().as_bytes()) {
+                Ok(m) => Some(m),
+                Err(_) => {
+                    errs.push(
+                        format!("{path}.method[{i}]"),
+                        format!("`{s}` is not an HTTP method"),
+                    );
+                    None
+                }
+            },
+        )
         .collect();
     MatchSpec {
         hosts,
@@ -159,7 +230,10 @@ fn matcher(m: &MatchConf, path: &str, errs: &mut Errors) -> MatchSpec {
 fn host(h: &str, path: &str, errs: &mut Errors) -> Option<HostMatch> {
     let h = h.to_ascii_lowercase();
     if !valid_server_name(&h) {
-        errs.push(path, format!("`{h}` is not a host name (`example.com` or `*.example.com`)"));
+        errs.push(
+            path,
+            format!("`{h}` is not a host name (`example.com` or `*.example.com`)"),
+        );
         return None;
     }
     Some(match h.strip_prefix('*') {
@@ -169,7 +243,10 @@ fn host(h: &str, path: &str, errs: &mut Errors) -> Option<HostMatch> {
 }
 
 fn path_match(m: &MatchConf, path: &str, errs: &mut Errors) -> PathMatch {
-    let set = [m.path.is_some(), m.prefix.is_some(), m.regex.is_some()].iter().filter(|b| **b).count();
+    let set = [m.path.is_some(), m.prefix.is_some(), m.regex.is_some()]
+        .iter()
+        .filter(|b| **b)
+        .count();
     if set > 1 {
         errs.push(path, "use only one of `path`, `prefix` and `regex`");
     }
@@ -199,7 +276,10 @@ fn path_match(m: &MatchConf, path: &str, errs: &mut Errors) -> PathMatch {
         return match Regex::new(&format!("^(?:{r})$")) {
             Ok(re) => PathMatch::Regex(re),
             Err(e) => {
-                errs.push(format!("{path}.regex"), format!("regex does not compile: {}", first_line(&e.to_string())));
+                errs.push(
+                    format!("{path}.regex"),
+                    format!("regex does not compile: {}", first_line(&e.to_string())),
+                );
                 PathMatch::Any
             }
         };
@@ -219,14 +299,22 @@ pub(crate) fn template(p: &str) -> Result<Vec<Segment>, String> {
                 None => (inner, false),
             };
             if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                return Err(format!("`{{{inner}}}` is not a parameter; expected `{{name}}` or `{{name*}}`"));
+                return Err(format!(
+                    "`{{{inner}}}` is not a parameter; expected `{{name}}` or `{{name*}}`"
+                ));
             }
             if rest && i != last {
                 return Err(format!("`{{{inner}}}` may only be the last segment"));
             }
-            out.push(if rest { Segment::Rest(name.into()) } else { Segment::Param(name.into()) });
+            out.push(if rest {
+                Segment::Rest(name.into())
+            } else {
+                Segment::Param(name.into())
+            });
         } else if s.contains(['{', '}']) {
-            return Err(format!("segment `{s}` mixes text and a parameter; a parameter must be a whole segment"));
+            return Err(format!(
+                "segment `{s}` mixes text and a parameter; a parameter must be a whole segment"
+            ));
         } else {
             out.push(Segment::Literal((*s).to_string()));
         }
@@ -240,9 +328,15 @@ fn fields(list: &[FieldMatchConf], path: &str, header: bool, errs: &mut Errors) 
         .filter_map(|(i, f)| {
             let p = format!("{path}[{i}]");
             if header && http::HeaderName::from_bytes(f.name.as_bytes()).is_err() {
-                errs.push(format!("{p}.name"), format!("`{}` is not a header name", f.name));
+                errs.push(
+                    format!("{p}.name"),
+                    format!("`{}` is not a header name", f.name),
+                );
             }
-            let n = [f.value.is_some(), f.regex.is_some(), f.present.is_some()].iter().filter(|b| **b).count();
+            let n = [f.value.is_some(), f.regex.is_some(), f.present.is_some()]
+                .iter()
+                .filter(|b| **b)
+                .count();
             if n != 1 {
                 errs.push(&p, "needs exactly one of `value`, `regex` or `present`");
                 return None;
@@ -253,7 +347,10 @@ fn fields(list: &[FieldMatchConf], path: &str, header: bool, errs: &mut Errors) 
                 match Regex::new(&format!("^(?:{r})$")) {
                     Ok(re) => FieldKind::Regex(re),
                     Err(e) => {
-                        errs.push(format!("{p}.regex"), format!("regex does not compile: {}", first_line(&e.to_string())));
+                        errs.push(
+                            format!("{p}.regex"),
+                            format!("regex does not compile: {}", first_line(&e.to_string())),
+                        );
                         return None;
                     }
                 }
@@ -262,12 +359,20 @@ fn fields(list: &[FieldMatchConf], path: &str, header: bool, errs: &mut Errors) 
             } else {
                 FieldKind::Absent
             };
-            let name = if header { f.name.to_ascii_lowercase() } else { f.name.clone() };
+            let name = if header {
+                f.name.to_ascii_lowercase()
+            } else {
+                f.name.clone()
+            };
             Some(FieldMatch { name, kind })
         })
         .collect()
 }
 
 fn first_line(s: &str) -> String {
-    s.lines().filter(|l| !l.trim().is_empty()).last().unwrap_or(s).trim().to_string()
+    s.lines()
+        .rfind(|l| !l.trim().is_empty())
+        .unwrap_or(s)
+        .trim()
+        .to_string()
 }

@@ -11,13 +11,22 @@ pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_IDLE_PER_ENDPOINT: usize = 256;
 
 pub fn validate(list: &[(usize, UpstreamConf)], errs: &mut Errors) -> Vec<UpstreamSpec> {
-    check_unique(list.iter().map(|(i, u)| (*i, u.name.as_str())), "upstreams", errs);
-    list.iter().map(|(i, u)| upstream(u, &format!("upstreams[{i}]"), errs)).collect()
+    check_unique(
+        list.iter().map(|(i, u)| (*i, u.name.as_str())),
+        "upstreams",
+        errs,
+    );
+    list.iter()
+        .map(|(i, u)| upstream(u, &format!("upstreams[{i}]"), errs))
+        .collect()
 }
 
 fn upstream(u: &UpstreamConf, path: &str, errs: &mut Errors) -> UpstreamSpec {
     if u.endpoints.is_empty() {
-        errs.push(format!("{path}.endpoints"), "at least one endpoint is required");
+        errs.push(
+            format!("{path}.endpoints"),
+            "at least one endpoint is required",
+        );
     }
     let endpoints = u
         .endpoints
@@ -29,25 +38,37 @@ fn upstream(u: &UpstreamConf, path: &str, errs: &mut Errors) -> UpstreamSpec {
         None | Some("http1") | Some("http/1.1") => UpstreamProtocol::Http1,
         Some("http2") | Some("h2") => UpstreamProtocol::Http2,
         Some(p) => {
-            errs.push(format!("{path}.protocol"), format!("`{p}` is not an upstream protocol; expected `http1` or `http2`"));
+            errs.push(
+                format!("{path}.protocol"),
+                format!("`{p}` is not an upstream protocol; expected `http1` or `http2`"),
+            );
             UpstreamProtocol::Http1
         }
     };
     let balancer = match u.balancer.as_deref() {
         None | Some("round_robin") => BalancerKind::RoundRobin,
         Some(b) => {
-            errs.push(format!("{path}.balancer"), format!("`{b}` is not a balancer; expected `round_robin`"));
+            errs.push(
+                format!("{path}.balancer"),
+                format!("`{b}` is not a balancer; expected `round_robin`"),
+            );
             BalancerKind::RoundRobin
         }
     };
-    let tls = u.tls.as_ref().filter(|t| t.enabled.unwrap_or(true)).map(|t| UpstreamTlsSpec {
-        ca: t.ca.as_ref().map(PathBuf::from),
-        sni: t.sni.clone(),
-        verify: t.verify.unwrap_or(true),
-    });
+    let tls = u
+        .tls
+        .as_ref()
+        .filter(|t| t.enabled.unwrap_or(true))
+        .map(|t| UpstreamTlsSpec {
+            ca: t.ca.as_ref().map(PathBuf::from),
+            sni: t.sni.clone(),
+            verify: t.verify.unwrap_or(true),
+        });
     let p = u.pool.as_ref();
     let pool = PoolSpec {
-        max_idle_per_endpoint: p.and_then(|p| p.max_idle_per_endpoint).unwrap_or(DEFAULT_MAX_IDLE_PER_ENDPOINT),
+        max_idle_per_endpoint: p
+            .and_then(|p| p.max_idle_per_endpoint)
+            .unwrap_or(DEFAULT_MAX_IDLE_PER_ENDPOINT),
         max_connections_per_endpoint: p.and_then(|p| p.max_connections_per_endpoint).unwrap_or(0),
         idle_timeout: p
             .and_then(|p| p.idle_timeout)
@@ -69,7 +90,10 @@ fn upstream(u: &UpstreamConf, path: &str, errs: &mut Errors) -> UpstreamSpec {
         balancer,
         tls,
         pool,
-        connect_timeout: t.and_then(|t| t.connect).map(|d| d.0).unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+        connect_timeout: t
+            .and_then(|t| t.connect)
+            .map(|d| d.0)
+            .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
     }
 }
 
@@ -85,14 +109,22 @@ fn endpoint(e: &EndpointConf, path: &str, errs: &mut Errors) -> Option<EndpointS
         errs.push(path, format!("`{address}` is not `host:port`"));
         return None;
     };
-    Some(EndpointSpec { address, host, port, weight })
+    Some(EndpointSpec {
+        address,
+        host,
+        port,
+        weight,
+    })
 }
 
 /// Splits `host:port` or `[v6]:port`.
 fn split_host_port(a: &str) -> Option<(String, u16)> {
     let (host, port) = a.rsplit_once(':')?;
     let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
-    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
     if host.is_empty() || host.contains(char::is_whitespace) {
         return None;
     }

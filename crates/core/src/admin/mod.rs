@@ -1,0 +1,180 @@
+//! The admin API, on its own listener (loopback by default, a bearer token required
+//! elsewhere): `/healthz`, `/readyz`, `/metrics`, `/config`, `/upstreams` and
+//! `POST /reload`. The admin listener is bound at start; changing it needs a restart.
+
+use crate::gateway::Gateway;
+use bytes::Bytes;
+use gatehouse_config::spec::AdminSpec;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+type Reply = Response<Full<Bytes>>;
+
+/// Binds the admin listener and serves it in the background; returns its address.
+pub async fn start(spec: AdminSpec, gw: Arc<Gateway>) -> Result<SocketAddr, String> {
+    let listener = tokio::net::TcpListener::bind(spec.listen)
+        .await
+        .map_err(|e| format!("admin: cannot bind {}: {e}", spec.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let token: Option<Arc<str>> = spec.token.as_deref().map(Arc::from);
+    let weak = Arc::downgrade(&gw);
+    drop(gw);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let Some(gw) = weak.upgrade() else { return };
+            let token = token.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| {
+                    let (gw, token) = (gw.clone(), token.clone());
+                    async move {
+                        Ok::<_, std::convert::Infallible>(route(req, &gw, token.as_deref()).await)
+                    }
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    tracing::info!(address = %addr, "admin API listening");
+    Ok(addr)
+}
+
+async fn route(req: Request<Incoming>, gw: &Gateway, token: Option<&str>) -> Reply {
+    if let Some(t) = token {
+        let expected = format!("Bearer {t}");
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
+        if given != Some(expected.as_bytes()) {
+            return json_reply(
+                StatusCode::UNAUTHORIZED,
+                &json!({"error": "unauthorized", "message": "a bearer token is required"}),
+            );
+        }
+    }
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/healthz") => json_reply(StatusCode::OK, &json!({"status": "ok"})),
+        (&Method::GET, "/readyz") => {
+            if gw.is_draining() {
+                json_reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &json!({"status": "draining"}),
+                )
+            } else {
+                json_reply(StatusCode::OK, &json!({"status": "ready"}))
+            }
+        }
+        (&Method::GET, "/metrics") => {
+            let mut r = Response::new(Full::new(Bytes::from(gw.metrics().encode())));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            r
+        }
+        (&Method::GET, "/config") => config(gw),
+        (&Method::GET, "/upstreams") => upstreams(gw),
+        (&Method::POST, "/reload") => match gw.reload().await {
+            Ok(g) => json_reply(
+                StatusCode::OK,
+                &json!({"status": "reloaded", "generation": g}),
+            ),
+            Err(e) => json_reply(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &json!({"status": "rejected", "generation": gw.snapshot().generation, "errors": e.0}),
+            ),
+        },
+        (_, "/healthz" | "/readyz" | "/metrics" | "/config" | "/upstreams" | "/reload") => {
+            json_reply(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &json!({"error": "method_not_allowed"}),
+            )
+        }
+        _ => json_reply(
+            StatusCode::NOT_FOUND,
+            &json!({"error": "not_found", "message": "unknown admin path"}),
+        ),
+    }
+}
+
+fn config(gw: &Gateway) -> Reply {
+    let s = gw.snapshot();
+    let loaded = s
+        .loaded_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut listeners: Vec<_> = s
+        .spec
+        .listeners
+        .iter()
+        .map(|l| json!({"name": l.name, "address": gw.listener_addr(&l.name)}))
+        .collect();
+    listeners.sort_by_key(|v| v["name"].as_str().map(str::to_string));
+    json_reply(
+        StatusCode::OK,
+        &json!({
+            "generation": s.generation,
+            "hash": s.hash,
+            "loaded_at_unix": loaded,
+            "listeners": listeners,
+            "routes": s.spec.routes.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+            "upstreams": s.spec.upstreams.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(),
+        }),
+    )
+}
+
+fn upstreams(gw: &Gateway) -> Reply {
+    use std::sync::atomic::Ordering::Relaxed;
+    let s = gw.snapshot();
+    let mut groups: Vec<_> = s.upstreams.values().collect();
+    groups.sort_by(|a, b| a.name.cmp(&b.name));
+    let body: Vec<_> = groups
+        .iter()
+        .map(|g| {
+            let eps: Vec<_> = g
+                .endpoints
+                .iter()
+                .map(|e| {
+                    json!({
+                        "address": &*e.label,
+                        "weight": e.spec.weight,
+                        "in_flight": e.in_flight.load(Relaxed),
+                        "requests": e.requests.load(Relaxed),
+                        "failures": e.failures.load(Relaxed),
+                        "open_connections": e.pool.open(),
+                        "idle_connections": e.pool.idle(),
+                    })
+                })
+                .collect();
+            json!({"name": &*g.name, "endpoints": eps})
+        })
+        .collect();
+    json_reply(StatusCode::OK, &json!({ "upstreams": body }))
+}
+
+fn json_reply(status: StatusCode, v: &serde_json::Value) -> Reply {
+    let mut body = serde_json::to_vec_pretty(v).unwrap_or_default();
+    body.push(b'\n');
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}

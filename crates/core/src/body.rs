@@ -1,0 +1,250 @@
+//! Body types on both sides of the proxy, as enums rather than boxed trait objects so the
+//! common paths allocate nothing: [`UpstreamBody`] carries the client's request body to the
+//! upstream (with the size limit), [`ResponseBody`] carries the upstream's (or a local)
+//! response to the client and, when it ends, hands the upstream connection back to its
+//! pool and completes the access-log record.
+
+use crate::access_log::Completion;
+use crate::http::client::PoolReturn;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use tokio::time::Sleep;
+
+/// Errors produced while streaming a body through the proxy.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The request body went over its limit; found in an upstream error's source chain to
+/// answer 413 instead of 502.
+#[derive(Debug, thiserror::Error)]
+#[error("request body is larger than {0} bytes")]
+pub struct BodyTooLarge(pub u64);
+
+/// The whole-request deadline passed while the response body was streaming.
+#[derive(Debug, thiserror::Error)]
+#[error("request deadline passed while streaming the response")]
+pub struct DeadlinePassed;
+
+/// The body sent to an upstream.
+pub enum UpstreamBody {
+    Empty,
+    Incoming {
+        inner: Incoming,
+        /// Bytes allowed; `u64::MAX` when unlimited.
+        limit: u64,
+        seen: u64,
+        /// Filled in for the access log when it is on.
+        counter: Option<Arc<AtomicU64>>,
+    },
+}
+
+enum Inner {
+    Empty,
+    Full(Option<Bytes>),
+    Upstream(Incoming),
+}
+
+/// The body sent to the client.
+pub struct ResponseBody {
+    inner: Inner,
+    pool: Option<PoolReturn>,
+    completion: Option<Completion>,
+    deadline: Option<Pin<Box<Sleep>>>,
+    sent: u64,
+}
+
+// === impl UpstreamBody ===
+
+impl UpstreamBody {
+    pub fn incoming(inner: Incoming, limit: Option<u64>, counter: Option<Arc<AtomicU64>>) -> Self {
+        UpstreamBody::Incoming {
+            inner,
+            limit: limit.unwrap_or(u64::MAX),
+            seen: 0,
+            counter,
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            UpstreamBody::Empty => Poll::Ready(None),
+            UpstreamBody::Incoming {
+                inner,
+                limit,
+                seen,
+                counter,
+            } => {
+                let frame = ready!(Pin::new(inner).poll_frame(cx));
+                match frame {
+                    Some(Ok(f)) => {
+                        if let Some(d) = f.data_ref() {
+                            *seen += d.len() as u64;
+                            if let Some(c) = counter {
+                                c.store(*seen, Ordering::Relaxed);
+                            }
+                            if *seen > *limit {
+                                return Poll::Ready(Some(Err(Box::new(BodyTooLarge(*limit)))));
+                            }
+                        }
+                        Poll::Ready(Some(Ok(f)))
+                    }
+                    Some(Err(e)) => Poll::Ready(Some(Err(Box::new(e)))),
+                    None => Poll::Ready(None),
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Empty => true,
+            UpstreamBody::Incoming { inner, .. } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Empty => SizeHint::with_exact(0),
+            UpstreamBody::Incoming { inner, .. } => inner.size_hint(),
+        }
+    }
+}
+
+// === impl ResponseBody ===
+
+impl ResponseBody {
+    pub fn empty() -> Self {
+        Self::with(Inner::Empty)
+    }
+
+    pub fn full(b: Bytes) -> Self {
+        Self::with(Inner::Full(Some(b)))
+    }
+
+    pub fn upstream(b: Incoming, pool: Option<PoolReturn>) -> Self {
+        let mut r = Self::with(Inner::Upstream(b));
+        r.pool = pool;
+        r
+    }
+
+    fn with(inner: Inner) -> Self {
+        ResponseBody {
+            inner,
+            pool: None,
+            completion: None,
+            deadline: None,
+            sent: 0,
+        }
+    }
+
+    /// Runs `c` once when the body ends, fails or is dropped.
+    pub fn set_completion(&mut self, c: Completion) {
+        self.completion = Some(c);
+    }
+
+    /// Ends the body with an error if it is still streaming at `deadline`.
+    pub fn set_deadline(&mut self, deadline: tokio::time::Instant) {
+        self.deadline = Some(Box::pin(tokio::time::sleep_until(deadline)));
+    }
+
+    fn finish(&mut self, ok: bool) {
+        if ok {
+            if let Some(p) = self.pool.take() {
+                p.give_back();
+            }
+        }
+        self.pool = None;
+        if let Some(c) = self.completion.take() {
+            c.finish(self.sent, ok);
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        if let Some(d) = this.deadline.as_mut() {
+            if d.as_mut().poll(cx).is_ready() {
+                this.finish(false);
+                return Poll::Ready(Some(Err(Box::new(DeadlinePassed))));
+            }
+        }
+        let frame = match &mut this.inner {
+            Inner::Empty => None,
+            Inner::Full(b) => b.take().map(|b| Ok(Frame::data(b))),
+            Inner::Upstream(b) => {
+                ready!(Pin::new(b).poll_frame(cx)).map(|r| r.map_err(|e| Box::new(e) as BodyError))
+            }
+        };
+        match &frame {
+            Some(Ok(f)) => {
+                if let Some(d) = f.data_ref() {
+                    this.sent += d.len() as u64;
+                }
+            }
+            Some(Err(_)) => this.finish(false),
+            None => this.finish(true),
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Empty => true,
+            Inner::Full(b) => b.is_none(),
+            Inner::Upstream(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Empty => SizeHint::with_exact(0),
+            Inner::Full(b) => SizeHint::with_exact(b.as_ref().map(|b| b.len() as u64).unwrap_or(0)),
+            Inner::Upstream(b) => b.size_hint(),
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        // A body dropped before its end (client went away) must not return its upstream
+        // connection: the rest of that response is still on the wire.
+        if self.pool.is_some() || self.completion.is_some() {
+            let done = self.is_end_stream();
+            self.finish(done);
+        }
+    }
+}
+
+/// Finds an error of type `T` in `e`'s source chain.
+pub fn find_cause<'a, T: std::error::Error + 'static>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        if let Some(t) = c.downcast_ref::<T>() {
+            return Some(t);
+        }
+        cur = c.source();
+    }
+    None
+}

@@ -1,0 +1,181 @@
+//! The one request-path error type, [`ProxyError`], and the single function that turns
+//! any of them into a local reply: a status from one exhaustive `match`, and a JSON body
+//! that carries the request id.
+
+use crate::body::ResponseBody;
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+
+/// What went wrong; [`ErrorKind::status`] decides the status code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// No route matched the request.
+    NoRoute,
+    /// The request body is larger than the route or listener allows.
+    PayloadTooLarge,
+    /// The client sent something that cannot be proxied.
+    BadRequest,
+    /// The upstream could not be reached (refused, reset, DNS, TLS).
+    UpstreamConnect,
+    /// The upstream broke the protocol or closed mid-response.
+    UpstreamProtocol,
+    /// Connect or response deadline passed.
+    UpstreamTimeout,
+    /// The whole-request deadline passed.
+    RequestTimeout,
+    /// The upstream group has no endpoint to send to, or all are at capacity.
+    NoEndpoint,
+    /// The listener or route was removed by a reload mid-connection.
+    Unavailable,
+    /// A broken internal invariant.
+    Internal,
+}
+
+/// Which side caused an error: used in logs and to decide retries later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Upstream,
+    Internal,
+}
+
+/// An error on the request path.
+#[derive(Debug, thiserror::Error)]
+#[error("{kind:?}: {context}")]
+pub struct ProxyError {
+    pub kind: ErrorKind,
+    pub side: Side,
+    /// Safe to send the request again elsewhere (nothing reached the upstream).
+    pub retryable: bool,
+    pub context: String,
+    #[source]
+    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+// === impl ErrorKind ===
+
+impl ErrorKind {
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorKind::NoRoute => StatusCode::NOT_FOUND,
+            ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorKind::UpstreamConnect | ErrorKind::UpstreamProtocol => StatusCode::BAD_GATEWAY,
+            ErrorKind::UpstreamTimeout | ErrorKind::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::NoEndpoint | ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Stable machine-readable code put in the JSON body.
+    pub fn code(self) -> &'static str {
+        match self {
+            ErrorKind::NoRoute => "no_route",
+            ErrorKind::PayloadTooLarge => "payload_too_large",
+            ErrorKind::BadRequest => "bad_request",
+            ErrorKind::UpstreamConnect => "upstream_connect_failed",
+            ErrorKind::UpstreamProtocol => "upstream_protocol_error",
+            ErrorKind::UpstreamTimeout => "upstream_timeout",
+            ErrorKind::RequestTimeout => "request_timeout",
+            ErrorKind::NoEndpoint => "no_endpoint",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Internal => "internal_error",
+        }
+    }
+
+    fn side(self) -> Side {
+        match self {
+            ErrorKind::NoRoute | ErrorKind::PayloadTooLarge | ErrorKind::BadRequest => Side::Client,
+            ErrorKind::UpstreamConnect
+            | ErrorKind::UpstreamProtocol
+            | ErrorKind::UpstreamTimeout
+            | ErrorKind::RequestTimeout
+            | ErrorKind::NoEndpoint => Side::Upstream,
+            ErrorKind::Unavailable | ErrorKind::Internal => Side::Internal,
+        }
+    }
+}
+
+// === impl ProxyError ===
+
+impl ProxyError {
+    pub fn new(kind: ErrorKind, context: impl Into<String>) -> Self {
+        ProxyError {
+            kind,
+            side: kind.side(),
+            retryable: false,
+            context: context.into(),
+            source: None,
+        }
+    }
+
+    pub fn with_source(mut self, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        self.source = Some(e.into());
+        self
+    }
+
+    pub fn retryable(mut self) -> Self {
+        self.retryable = true;
+        self
+    }
+
+    /// The message put in the reply: the context and the first cause, never internals.
+    pub fn message(&self) -> String {
+        match &self.source {
+            Some(s) => format!("{}: {s}", self.context),
+            None => self.context.clone(),
+        }
+    }
+}
+
+/// Builds a JSON local reply: `{"error": code, "message": ..., "status": n, "request_id": ...}`.
+pub fn local_reply(
+    kind: ErrorKind,
+    message: &str,
+    request_id: &HeaderValue,
+) -> Response<ResponseBody> {
+    let status = kind.status();
+    let body = serde_json::json!({
+        "error": kind.code(),
+        "message": message,
+        "status": status.as_u16(),
+        "request_id": request_id.to_str().unwrap_or_default(),
+    });
+    let mut bytes = serde_json::to_vec(&body).unwrap_or_default();
+    bytes.push(b'\n');
+    let mut resp = Response::new(ResponseBody::full(Bytes::from(bytes)));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(crate::http::headers::X_REQUEST_ID, request_id.clone());
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_maps_to_its_status() {
+        assert_eq!(ErrorKind::NoRoute.status(), 404);
+        assert_eq!(ErrorKind::UpstreamConnect.status(), 502);
+        assert_eq!(ErrorKind::NoEndpoint.status(), 503);
+        assert_eq!(ErrorKind::UpstreamTimeout.status(), 504);
+        assert_eq!(ErrorKind::PayloadTooLarge.status(), 413);
+    }
+
+    #[test]
+    fn reply_carries_request_id_and_code() {
+        let id = HeaderValue::from_static("abc");
+        let r = local_reply(ErrorKind::NoEndpoint, "none", &id);
+        assert_eq!(r.status(), 503);
+        assert_eq!(r.headers()["x-request-id"], "abc");
+        assert_eq!(r.headers()["retry-after"], "1");
+    }
+}

@@ -1,0 +1,213 @@
+//! The gateway as a whole: loads config from its source, compiles and swaps generations
+//! (one reload at a time), keeps the listener set in step, runs the admin API, and
+//! drains on shutdown. The binary and the tests both start it through [`Gateway::start`].
+
+use crate::admin;
+use crate::listener::Listeners;
+use crate::metrics::{Metrics, ResultLabels};
+use crate::runtime::{compile, ConfigStore, Runtime};
+use gatehouse_config::{Format, Spec};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Where the config comes from.
+pub enum Source {
+    /// A file, read again on every reload.
+    File(PathBuf),
+    /// Text held in memory (tests, embedding); replaced with [`Gateway::reload_text`].
+    Text { name: String, text: String },
+}
+
+/// Why a start or reload was refused: every problem, one line each.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.join("\n"))]
+pub struct LoadErrors(pub Vec<String>);
+
+/// A running gateway.
+pub struct Gateway {
+    store: Arc<ConfigStore>,
+    metrics: Arc<Metrics>,
+    listeners: Listeners,
+    source: Mutex<Source>,
+    reload_lock: tokio::sync::Mutex<()>,
+    generation: AtomicU64,
+    draining: AtomicBool,
+    admin_addr: Mutex<Option<SocketAddr>>,
+}
+
+/// Reads, parses and validates config text into a spec.
+pub fn parse(text: &str, name: &str) -> Result<Spec, LoadErrors> {
+    gatehouse_config::load(text, name, Format::from_path(name)).map_err(|e| LoadErrors(e.lines()))
+}
+
+/// A short stable hash of the config text, shown by the admin API.
+fn hash(text: &str) -> String {
+    // FNV-1a: stable across runs and builds, unlike std's RandomState.
+    let h = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{h:016x}")
+}
+
+// === impl Source ===
+
+impl Source {
+    fn read(&self) -> Result<(String, String), LoadErrors> {
+        match self {
+            Source::File(p) => {
+                let name = p.display().to_string();
+                std::fs::read_to_string(p)
+                    .map(|t| (t, name.clone()))
+                    .map_err(|e| LoadErrors(vec![format!("{name}: cannot read: {e}")]))
+            }
+            Source::Text { name, text } => Ok((text.clone(), name.clone())),
+        }
+    }
+}
+
+// === impl Gateway ===
+
+impl Gateway {
+    /// Loads the config, binds every listener and the admin API, and starts serving.
+    pub async fn start(source: Source) -> Result<Arc<Gateway>, LoadErrors> {
+        let (text, name) = source.read()?;
+        let spec = parse(&text, &name)?;
+        let metrics = Arc::new(Metrics::new());
+        let admin_spec = spec.admin.clone();
+        let first = compile(spec, hash(&text), 1, None, &metrics)
+            .map_err(|e| LoadErrors(e.iter().map(|e| e.to_string()).collect()))?;
+        let listeners = Listeners::default();
+        let bound = listeners.bind(&first).map_err(LoadErrors)?;
+        let store = Arc::new(ConfigStore::new(first));
+        let gw = Arc::new(Gateway {
+            store: store.clone(),
+            metrics,
+            listeners,
+            source: Mutex::new(source),
+            reload_lock: tokio::sync::Mutex::new(()),
+            generation: AtomicU64::new(1),
+            draining: AtomicBool::new(false),
+            admin_addr: Mutex::new(None),
+        });
+        if let Some(a) = admin_spec {
+            let addr = admin::start(a, gw.clone())
+                .await
+                .map_err(|e| LoadErrors(vec![e]))?;
+            if let Ok(mut g) = gw.admin_addr.lock() {
+                *g = Some(addr);
+            }
+        }
+        let snap = store.load();
+        gw.listeners.commit(bound, &snap, &store);
+        gw.metrics.generation.set(1);
+        tokio::spawn(sweep_pools(Arc::downgrade(&gw)));
+        Ok(gw)
+    }
+
+    /// Reloads from the source. On any error the running config stays.
+    pub async fn reload(&self) -> Result<u64, LoadErrors> {
+        let _one = self.reload_lock.lock().await;
+        let read = self
+            .source
+            .lock()
+            .map_err(|_| LoadErrors(vec!["config source poisoned".into()]))?
+            .read();
+        let result = match read {
+            Ok((text, name)) => self.apply(&text, &name),
+            Err(e) => Err(e),
+        };
+        let label = if result.is_ok() { "success" } else { "failure" };
+        self.metrics
+            .reloads
+            .get_or_create(&ResultLabels { result: label })
+            .inc();
+        match &result {
+            Ok(g) => tracing::info!(generation = g, "config reloaded"),
+            Err(e) => {
+                tracing::error!(errors = %e, "config reload rejected; the running config stays")
+            }
+        }
+        result
+    }
+
+    /// Replaces an in-memory source's text and reloads it.
+    pub async fn reload_text(&self, text: &str) -> Result<u64, LoadErrors> {
+        if let Ok(mut s) = self.source.lock() {
+            if let Source::Text { text: t, .. } = &mut *s {
+                *t = text.to_string();
+            }
+        }
+        self.reload().await
+    }
+
+    fn apply(&self, text: &str, name: &str) -> Result<u64, LoadErrors> {
+        let spec = parse(text, name)?;
+        let prev = self.store.load();
+        let generation = self.generation.load(Ordering::Relaxed) + 1;
+        let next = compile(spec, hash(text), generation, Some(&prev), &self.metrics)
+            .map_err(|e| LoadErrors(e.iter().map(|e| e.to_string()).collect()))?;
+        let bound = self.listeners.bind(&next).map_err(LoadErrors)?;
+        self.store.swap(next);
+        self.generation.store(generation, Ordering::Relaxed);
+        let snap = self.store.load();
+        for d in self.listeners.commit(bound, &snap, &self.store) {
+            let timeout = snap.spec.global.drain_timeout;
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(timeout, d.wait()).await;
+            });
+        }
+        self.metrics.generation.set(generation as i64);
+        Ok(generation)
+    }
+
+    /// Stops accepting, lets in-flight requests finish within `drain_timeout`, and
+    /// returns whether everything finished in time.
+    pub async fn shutdown(&self) -> bool {
+        self.draining.store(true, Ordering::Relaxed);
+        let timeout = self.store.load().spec.global.drain_timeout;
+        let drains = self.listeners.drain_all();
+        let all = futures_util::future::join_all(drains.iter().map(|d| d.wait()));
+        tokio::time::timeout(timeout, all).await.is_ok()
+    }
+
+    /// The current config generation.
+    pub fn snapshot(&self) -> Arc<Runtime> {
+        self.store.load()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Whether shutdown has begun (readiness turns false).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Where a listener is bound; resolves port 0 to the port the system chose.
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners.local_addr(name)
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr.lock().ok().and_then(|g| *g)
+    }
+}
+
+/// Closes pooled upstream connections past their idle timeout, every few seconds, for as
+/// long as the gateway lives.
+async fn sweep_pools(gw: std::sync::Weak<Gateway>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        let Some(gw) = gw.upgrade() else { return };
+        for g in gw.store.load().upstreams.values() {
+            for e in &g.endpoints {
+                e.pool.sweep();
+            }
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! Proxy header rules, with no I/O: hop-by-hop stripping (including headers named in
+//! `Connection`), X-Forwarded-For/-Proto/-Host with a trusted-proxy list, RFC 7239
+//! `Forwarded`, `Via`, and the request id.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use std::fmt::Write;
+use std::net::IpAddr;
+
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Hop-by-hop headers (RFC 9110 7.6.1), always removed before forwarding.
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    header::TRANSFER_ENCODING,
+    header::TRAILER,
+    header::PROXY_AUTHORIZATION,
+];
+
+/// Facts about the client connection that the forwarding headers report.
+pub struct Forwarding<'a> {
+    pub client: IpAddr,
+    /// The peer is a trusted proxy: its X-Forwarded-* are kept and appended to.
+    pub trusted: bool,
+    /// `http` or `https`: how the client reached us.
+    pub proto: &'static str,
+    /// The Host the client asked for.
+    pub host: Option<&'a HeaderValue>,
+    /// `Via` entry such as `1.1 gatehouse`.
+    pub via: &'a HeaderValue,
+    /// Also write RFC 7239 `Forwarded`.
+    pub forwarded: bool,
+}
+
+/// Removes hop-by-hop headers and those named in `Connection`. With `upgrade`, the
+/// `Connection: upgrade` / `Upgrade` pair is kept so an upgrade can pass through.
+/// `TE: trailers` is kept (gRPC needs it); any other TE is dropped.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    if let Some(conn) = headers.get(header::CONNECTION) {
+        if let Ok(s) = conn.to_str() {
+            let named: Vec<HeaderName> = s
+                .split(',')
+                .map(str::trim)
+                .filter(|t| !(t.is_empty() || upgrade && t.eq_ignore_ascii_case("upgrade")))
+                .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+                .collect();
+            for n in named {
+                headers.remove(n);
+            }
+        }
+    }
+    for h in HOP_BY_HOP.iter() {
+        headers.remove(h);
+    }
+    let te_trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .any(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    headers.remove(header::TE);
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// Whether a request asks for an HTTP/1.1 protocol upgrade (WebSocket and the like).
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers.get_all(header::CONNECTION).iter().any(|v| {
+            v.to_str()
+                .map(|s| {
+                    s.split(',')
+                        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+                })
+                .unwrap_or(false)
+        })
+}
+
+/// Writes X-Forwarded-*, optional `Forwarded`, and `Via`.
+pub fn add_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
+    let mut ip = String::with_capacity(40);
+    let _ = write!(ip, "{}", f.client);
+    append_or_set(headers, X_FORWARDED_FOR, &ip, f.trusted);
+    if !(f.trusted && headers.contains_key(X_FORWARDED_PROTO)) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(f.proto));
+    }
+    if !(f.trusted && headers.contains_key(X_FORWARDED_HOST)) {
+        match f.host {
+            Some(h) => headers.insert(X_FORWARDED_HOST, h.clone()),
+            None => headers.remove(X_FORWARDED_HOST),
+        };
+    }
+    if f.forwarded {
+        let mut elem = String::with_capacity(64);
+        match f.client {
+            IpAddr::V4(a) => {
+                let _ = write!(elem, "for={a}");
+            }
+            IpAddr::V6(a) => {
+                let _ = write!(elem, "for=\"[{a}]\"");
+            }
+        }
+        let _ = write!(elem, ";proto={}", f.proto);
+        if let Some(h) = f.host.and_then(|h| h.to_str().ok()) {
+            let _ = write!(elem, ";host=\"{}\"", h.replace('"', ""));
+        }
+        append_or_set(headers, header::FORWARDED, &elem, f.trusted);
+    }
+    match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
+        Some(prev) => {
+            let joined = format!("{prev}, {}", f.via.to_str().unwrap_or_default());
+            if let Ok(v) = HeaderValue::from_str(&joined) {
+                headers.insert(header::VIA, v);
+            }
+        }
+        None => {
+            headers.insert(header::VIA, f.via.clone());
+        }
+    }
+}
+
+/// Appends `value` to a list header from a trusted peer, or replaces it otherwise.
+fn append_or_set(headers: &mut HeaderMap, name: HeaderName, value: &str, trusted: bool) {
+    let prev: Option<String> = if trusted {
+        let all: Vec<&str> = headers
+            .get_all(&name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        (!all.is_empty()).then(|| all.join(", "))
+    } else {
+        None
+    };
+    let joined = match prev {
+        Some(p) => format!("{p}, {value}"),
+        None => value.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&joined) {
+        headers.insert(name, v);
+    }
+}
+
+/// The request's id: a well-formed incoming `X-Request-Id` is kept, else a new one is
+/// generated (128 random bits as 32 hex digits) and set on the request.
+pub fn request_id(headers: &mut HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get(X_REQUEST_ID) {
+        let b = v.as_bytes();
+        if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic()) {
+            return v.clone();
+        }
+    }
+    let id = new_request_id();
+    headers.insert(X_REQUEST_ID, id.clone());
+    id
+}
+
+/// A fresh random request id.
+pub fn new_request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut n = fastrand::u128(..);
+    let mut buf = [0u8; 32];
+    for b in buf.iter_mut().rev() {
+        *b = HEX[(n & 0xf) as usize];
+        n >>= 4;
+    }
+    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+#[cfg(test)]
+#[path = "headers_tests.rs"]
+mod tests;

@@ -1,0 +1,119 @@
+use super::*;
+use http::header::{self, HeaderMap, HeaderValue};
+
+fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut m = HeaderMap::new();
+    for (k, v) in pairs {
+        m.append(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    m
+}
+
+#[test]
+fn strips_hop_by_hop_and_connection_named() {
+    let mut h = map(&[
+        ("connection", "keep-alive, x-secret"),
+        ("keep-alive", "timeout=5"),
+        ("x-secret", "1"),
+        ("transfer-encoding", "chunked"),
+        ("te", "gzip"),
+        ("upgrade", "websocket"),
+        ("x-keep", "yes"),
+    ]);
+    strip_hop_by_hop(&mut h, false);
+    assert_eq!(h.len(), 1, "{h:?}");
+    assert_eq!(h["x-keep"], "yes");
+}
+
+#[test]
+fn keeps_te_trailers_for_grpc() {
+    let mut h = map(&[("te", "trailers")]);
+    strip_hop_by_hop(&mut h, false);
+    assert_eq!(h["te"], "trailers");
+}
+
+#[test]
+fn keeps_upgrade_pair_when_upgrading() {
+    let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+    assert!(is_upgrade(&h));
+    strip_hop_by_hop(&mut h, true);
+    assert_eq!(h["connection"], "upgrade");
+    assert_eq!(h["upgrade"], "websocket");
+}
+
+fn fwd<'a>(trusted: bool, host: Option<&'a HeaderValue>, via: &'a HeaderValue) -> Forwarding<'a> {
+    Forwarding {
+        client: "10.0.0.9".parse().unwrap(),
+        trusted,
+        proto: "https",
+        host,
+        via,
+        forwarded: true,
+    }
+}
+
+#[test]
+fn untrusted_peer_headers_are_replaced() {
+    let via = HeaderValue::from_static("1.1 gatehouse");
+    let host = HeaderValue::from_static("example.com");
+    let mut h = map(&[
+        ("x-forwarded-for", "6.6.6.6"),
+        ("x-forwarded-proto", "http"),
+        ("forwarded", "for=6.6.6.6"),
+    ]);
+    add_forwarding(&mut h, &fwd(false, Some(&host), &via));
+    assert_eq!(h["x-forwarded-for"], "10.0.0.9");
+    assert_eq!(h["x-forwarded-proto"], "https");
+    assert_eq!(h["x-forwarded-host"], "example.com");
+    assert_eq!(
+        h["forwarded"],
+        "for=10.0.0.9;proto=https;host=\"example.com\""
+    );
+    assert_eq!(h["via"], "1.1 gatehouse");
+}
+
+#[test]
+fn trusted_peer_headers_are_appended() {
+    let via = HeaderValue::from_static("1.1 gatehouse");
+    let mut h = map(&[
+        ("x-forwarded-for", "1.1.1.1"),
+        ("x-forwarded-for", "2.2.2.2"),
+        ("x-forwarded-proto", "http"),
+        ("via", "1.0 edge"),
+    ]);
+    add_forwarding(&mut h, &fwd(true, None, &via));
+    assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.9");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["via"], "1.0 edge, 1.1 gatehouse");
+}
+
+#[test]
+fn ipv6_forwarded_is_quoted() {
+    let via = HeaderValue::from_static("1.1 g");
+    let mut h = HeaderMap::new();
+    let f = Forwarding {
+        client: "::1".parse().unwrap(),
+        trusted: false,
+        proto: "http",
+        host: None,
+        via: &via,
+        forwarded: true,
+    };
+    add_forwarding(&mut h, &f);
+    assert_eq!(h["forwarded"], "for=\"[::1]\";proto=http");
+}
+
+#[test]
+fn request_id_kept_or_generated() {
+    let mut h = map(&[("x-request-id", "abc-123")]);
+    assert_eq!(request_id(&mut h), "abc-123");
+    let mut h = map(&[("x-request-id", "bad id with spaces")]);
+    let id = request_id(&mut h);
+    assert_eq!(id.len(), 32);
+    assert_eq!(h["x-request-id"], id);
+    assert_ne!(new_request_id(), new_request_id());
+    let _ = header::VIA;
+}

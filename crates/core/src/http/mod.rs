@@ -1,0 +1,6 @@
+//! HTTP glue on both sides of the proxy: the server side ([`server`]), upstream
+//! connections and their pools ([`client`]), and proxy header rules ([`headers`]).
+
+pub mod client;
+pub mod headers;
+pub mod server;

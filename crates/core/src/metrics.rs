@@ -1,0 +1,155 @@
+//! Every metric family, defined in one place, on a registry owned by the gateway and
+//! passed in (no global statics). Request-path handles (per route, per listener) are
+//! created at compile time so a request only touches atomics.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::Mutex;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: String,
+    pub upstream: String,
+    pub class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    pub listener: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+/// The gateway's metrics.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    requests: Family<RequestLabels, Counter>,
+    duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    pub active_connections: Family<ListenerLabels, Gauge>,
+    pub connections: Family<ListenerLabels, Counter>,
+    pub reloads: Family<ResultLabels, Counter>,
+    pub generation: Gauge,
+}
+
+/// Handles for one route: a counter per status class and a latency histogram.
+#[derive(Clone)]
+pub struct RouteMetrics {
+    by_class: [Counter; 5],
+    duration: Histogram,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new([
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ])
+}
+
+// === impl Metrics ===
+
+impl Metrics {
+    pub fn new() -> Self {
+        let m = Metrics {
+            registry: Mutex::new(Registry::with_prefix("gatehouse")),
+            requests: Family::default(),
+            duration: Family::new_with_constructor(latency_histogram),
+            active_connections: Family::default(),
+            connections: Family::default(),
+            reloads: Family::default(),
+            generation: Gauge::default(),
+        };
+        if let Ok(mut r) = m.registry.lock() {
+            r.register(
+                "requests",
+                "Requests by route, upstream and status class",
+                m.requests.clone(),
+            );
+            r.register(
+                "request_duration_seconds",
+                "Time from request head to end of response",
+                m.duration.clone(),
+            );
+            r.register(
+                "active_connections",
+                "Open client connections by listener",
+                m.active_connections.clone(),
+            );
+            r.register(
+                "connections",
+                "Accepted client connections by listener",
+                m.connections.clone(),
+            );
+            r.register("reloads", "Config reloads by result", m.reloads.clone());
+            r.register(
+                "config_generation",
+                "Generation number of the running config",
+                m.generation.clone(),
+            );
+        }
+        m
+    }
+
+    /// Handles for a route (`-` for requests no route matched).
+    pub fn route(&self, route: &str, upstream: &str) -> RouteMetrics {
+        let class = |c: &'static str| {
+            self.requests
+                .get_or_create(&RequestLabels {
+                    route: route.to_string(),
+                    upstream: upstream.to_string(),
+                    class: c,
+                })
+                .clone()
+        };
+        RouteMetrics {
+            by_class: [
+                class("1xx"),
+                class("2xx"),
+                class("3xx"),
+                class("4xx"),
+                class("5xx"),
+            ],
+            duration: self
+                .duration
+                .get_or_create(&RouteLabels {
+                    route: route.to_string(),
+                })
+                .clone(),
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Ok(r) = self.registry.lock() {
+            let _ = prometheus_client::encoding::text::encode(&mut out, &r);
+        }
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+// === impl RouteMetrics ===
+
+impl RouteMetrics {
+    pub fn record(&self, status: u16, seconds: f64) {
+        let i = (status / 100).clamp(1, 5) as usize - 1;
+        self.by_class[i].inc();
+        self.duration.observe(seconds);
+    }
+}

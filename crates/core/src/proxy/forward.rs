@@ -1,0 +1,290 @@
+//! Forwarding to an upstream: body limit, header rules, path and Host rewriting, the
+//! endpoint pick (trying another endpoint when a connection cannot be made), the
+//! response deadline, and upgrades.
+
+use super::{content_length, upgrade, Req};
+use crate::access_log::{BytesIn, LogRecord};
+use crate::body::{ResponseBody, UpstreamBody};
+use crate::error::{ErrorKind, ProxyError};
+use crate::http::headers::{self, Forwarding};
+use crate::runtime::{ProxyAction, Route};
+use gatehouse_config::spec::UpstreamProtocol;
+use http::request::Parts;
+use http::uri::{PathAndQuery, Uri};
+use http::{header, HeaderValue, Request, Response, StatusCode, Version};
+use http_body::Body as _;
+use hyper::body::Incoming;
+use std::sync::Arc;
+use tokio::time::Instant;
+
+type Failed = (ProxyError, Option<Box<LogRecord>>);
+
+pub(super) async fn forward(
+    r: &Req<'_>,
+    mut req: Request<Incoming>,
+    host: &str,
+    route: &Arc<Route>,
+    p: &ProxyAction,
+    mut log: Option<Box<LogRecord>>,
+) -> Result<Response<ResponseBody>, Failed> {
+    let limit = route.max_body_size.or(r.listener.spec.limits.max_body_size);
+    if let (Some(max), Some(n)) = (limit, content_length(&req)) {
+        if n > max {
+            return Err((
+                ProxyError::new(
+                    ErrorKind::PayloadTooLarge,
+                    format!("request body of {n} bytes is over the limit of {max}"),
+                ),
+                log,
+            ));
+        }
+    }
+    let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let deadline = route.request_timeout.map(|t| r.start + t);
+    let (mut parts, body) = req.into_parts();
+    rewrite_head(r, &mut parts, host, p, upgrade);
+    let counter = match log.as_deref() {
+        Some(LogRecord {
+            bytes_in: BytesIn::Counted(c),
+            ..
+        }) => Some(c.clone()),
+        _ => None,
+    };
+    let body = if body.is_end_stream() {
+        UpstreamBody::Empty
+    } else {
+        UpstreamBody::incoming(body, limit, counter)
+    };
+    let req = Request::from_parts(parts, body);
+
+    let (resp, pool, in_flight) = match exchange(p, req, deadline).await {
+        Ok(x) => x,
+        Err(e) => return Err((e, log)),
+    };
+    if let Some(l) = log.as_mut() {
+        l.upstream = Some(p.group.name.clone());
+        l.endpoint = Some(in_flight.endpoint().label.clone());
+    }
+    let mut resp = resp;
+    let upgraded = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let out = match (upgraded, client_upgrade) {
+        (true, Some(client)) => {
+            let upstream = hyper::upgrade::on(&mut resp);
+            upgrade::tunnel(client, upstream, r.conn.drain.clone());
+            let (mut parts, _) = resp.into_parts();
+            headers::strip_hop_by_hop(&mut parts.headers, true);
+            Response::from_parts(parts, ResponseBody::empty())
+        }
+        _ => {
+            let (mut parts, body) = resp.into_parts();
+            headers::strip_hop_by_hop(&mut parts.headers, false);
+            let mut body = ResponseBody::upstream(body, pool);
+            if let Some(d) = deadline {
+                body.set_deadline(d);
+            }
+            Response::from_parts(parts, body)
+        }
+    };
+    Ok(r.complete(out, route.metrics.clone(), log, Some(in_flight)))
+}
+
+/// Picks an endpoint, connects and sends; a failed connect moves on to an endpoint not
+/// yet tried (nothing has been sent, so this is safe for any method).
+async fn exchange(
+    p: &ProxyAction,
+    mut req: Request<UpstreamBody>,
+    deadline: Option<Instant>,
+) -> Result<
+    (
+        Response<Incoming>,
+        Option<crate::http::client::PoolReturn>,
+        crate::upstream::endpoint::InFlight,
+    ),
+    ProxyError,
+> {
+    let group = &p.group;
+    let mut tried: Vec<usize> = Vec::new();
+    let lease = loop {
+        let Some((i, ep)) = group.pick(&tried) else {
+            return Err(ProxyError::new(
+                ErrorKind::NoEndpoint,
+                format!("upstream `{}` has no endpoint left to try", group.name),
+            ));
+        };
+        let in_flight = ep.start();
+        match group.connector.lease(ep).await {
+            Ok(l) => break (l, in_flight),
+            Err(e) => {
+                in_flight.failed();
+                tracing::debug!(endpoint = %ep.label, error = %e.message(), "connect failed");
+                tried.push(i);
+                if !e.retryable || tried.len() >= group.endpoints.len() {
+                    return Err(e);
+                }
+            }
+        }
+    };
+    let (lease, in_flight) = lease;
+    let ep = in_flight.endpoint().clone();
+    if p.host_rewrite.is_none() && !p.spec.preserve_host {
+        endpoint_host(&mut req, &ep.label);
+    }
+    let mut until = Instant::now() + p.spec.upstream_response_timeout;
+    let mut kind = ErrorKind::UpstreamTimeout;
+    if let Some(d) = deadline.filter(|d| *d < until) {
+        until = d;
+        kind = ErrorKind::RequestTimeout;
+    }
+    match tokio::time::timeout_at(until, group.connector.send(&ep, lease, req)).await {
+        Ok(Ok((resp, pool))) => Ok((resp, pool, in_flight)),
+        Ok(Err(e)) => {
+            in_flight.failed();
+            Err(e)
+        }
+        Err(_) => {
+            in_flight.failed();
+            Err(ProxyError::new(
+                kind,
+                format!("upstream {} did not answer in time", ep.label),
+            ))
+        }
+    }
+}
+
+/// Applies the header rules, Host and path rewriting, and the upstream's HTTP version.
+fn rewrite_head(r: &Req<'_>, parts: &mut Parts, host: &str, p: &ProxyAction, upgrade: bool) {
+    let original_host = match parts.headers.get(header::HOST) {
+        Some(h) => Some(h.clone()),
+        None => parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    };
+    headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+    let via = if parts.version == Version::HTTP_2 {
+        &r.snap.via_h2
+    } else {
+        &r.snap.via_h1
+    };
+    let ip = r.conn.peer.ip();
+    let f = Forwarding {
+        client: ip,
+        trusted: !r.snap.trusted_proxies.is_empty() && r.snap.is_trusted(ip),
+        proto: r.listener.scheme,
+        host: original_host.as_ref(),
+        via,
+        forwarded: p.spec.forwarded,
+    };
+    headers::add_forwarding(&mut parts.headers, &f);
+    let upstream_host = match (&p.host_rewrite, p.spec.preserve_host) {
+        (Some(h), _) => Some(h.clone()),
+        (None, true) => original_host,
+        (None, false) => None,
+    };
+    let path = rewrite_path(parts, p);
+    let (uri, version) = match p.group.spec.protocol {
+        UpstreamProtocol::Http1 => (origin_form(path), Version::HTTP_11),
+        UpstreamProtocol::Http2 => (
+            absolute_form(path, upstream_host.as_ref(), host, p),
+            Version::HTTP_2,
+        ),
+    };
+    parts.uri = uri;
+    parts.version = version;
+    match (p.group.spec.protocol, upstream_host) {
+        (UpstreamProtocol::Http1, Some(h)) => {
+            parts.headers.insert(header::HOST, h);
+        }
+        // With preserve_host off the Host is the endpoint's address, set once it is picked.
+        (UpstreamProtocol::Http1, None) => {}
+        (UpstreamProtocol::Http2, _) => {
+            parts.headers.remove(header::HOST);
+        }
+    }
+}
+
+/// The path and query to send, after strip_prefix / replace_prefix.
+fn rewrite_path(parts: &Parts, p: &ProxyAction) -> PathAndQuery {
+    let pq = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    if p.spec.strip_prefix.is_none() && p.spec.replace_prefix.is_none() {
+        return pq;
+    }
+    let path = pq.path();
+    let rest = match &p.spec.strip_prefix {
+        Some(s) => path.strip_prefix(s.trim_end_matches('/')).unwrap_or(path),
+        None => path,
+    };
+    let prefix = p
+        .spec
+        .replace_prefix
+        .as_deref()
+        .unwrap_or("")
+        .trim_end_matches('/');
+    let mut out = String::with_capacity(
+        prefix.len() + rest.len() + 1 + pq.query().map_or(0, |q| q.len() + 1),
+    );
+    out.push_str(prefix);
+    if !rest.starts_with('/') {
+        out.push('/');
+    }
+    out.push_str(rest);
+    if let Some(q) = pq.query() {
+        out.push('?');
+        out.push_str(q);
+    }
+    PathAndQuery::try_from(out).unwrap_or(pq)
+}
+
+/// Names the endpoint itself as the Host (HTTP/1.1) or authority (HTTP/2).
+fn endpoint_host<B>(req: &mut Request<B>, label: &str) {
+    if req.version() == Version::HTTP_2 {
+        let mut parts = req.uri().clone().into_parts();
+        if let Ok(a) = label.parse() {
+            parts.authority = Some(a);
+        }
+        if let Ok(u) = Uri::from_parts(parts) {
+            *req.uri_mut() = u;
+        }
+    } else if let Ok(v) = HeaderValue::from_str(label) {
+        req.headers_mut().insert(header::HOST, v);
+    }
+}
+
+fn origin_form(pq: PathAndQuery) -> Uri {
+    Uri::from(pq)
+}
+
+fn absolute_form(
+    pq: PathAndQuery,
+    upstream_host: Option<&HeaderValue>,
+    host: &str,
+    p: &ProxyAction,
+) -> Uri {
+    let scheme = if p.group.spec.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let authority = upstream_host
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            if host.is_empty() {
+                p.group.endpoints[0].label.to_string()
+            } else {
+                host.to_string()
+            }
+        });
+    // (When preserve_host is off the authority is replaced by the picked endpoint's.)
+    Uri::builder()
+        .scheme(scheme)
+        .authority(authority)
+        .path_and_query(pq.clone())
+        .build()
+        .unwrap_or_else(|_| Uri::from(pq))
+}

@@ -1,0 +1,249 @@
+//! The one place that knows the order of a request's life: load the snapshot once, find
+//! the route, answer locally or forward upstream, then hand the response body what it
+//! needs to log and to return its connection when it ends.
+
+mod forward;
+mod local;
+mod upgrade;
+
+use crate::access_log::{BytesIn, Completion, LogRecord};
+use crate::body::ResponseBody;
+use crate::drain::Watch;
+use crate::error::{local_reply, ErrorKind, ProxyError};
+use crate::http::headers;
+use crate::route;
+use crate::runtime::{Action, ConfigStore, ListenerRt, Route, Runtime};
+use gatehouse_config::spec::ListenerKind;
+use http::{header, HeaderValue, Request, Response, Version};
+use hyper::body::Incoming;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::SystemTime;
+use tokio::time::Instant;
+
+/// What a request knows about the connection it came on.
+pub struct ConnCtx {
+    pub peer: SocketAddr,
+    pub listener: Arc<str>,
+    pub store: Arc<ConfigStore>,
+    /// Lets upgraded tunnels outlive the connection but not the drain.
+    pub drain: Watch,
+}
+
+/// Per-request facts shared by the steps below.
+struct Req<'a> {
+    conn: &'a ConnCtx,
+    snap: &'a Runtime,
+    listener: &'a ListenerRt,
+    request_id: HeaderValue,
+    start: Instant,
+}
+
+/// Serves one request. Never fails: every error becomes a local reply.
+pub async fn handle(
+    req: Request<Incoming>,
+    conn: Arc<ConnCtx>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let start = Instant::now();
+    let snap = conn.store.load();
+    let mut req = req;
+    let request_id = headers::request_id(req.headers_mut());
+    let Some(listener) = snap.listeners.get(&*conn.listener) else {
+        return Ok(local_reply(
+            ErrorKind::Unavailable,
+            "listener was removed",
+            &request_id,
+        ));
+    };
+    let ctx = Req {
+        conn: &conn,
+        snap: &snap,
+        listener,
+        request_id,
+        start,
+    };
+    Ok(ctx.serve(req).await)
+}
+
+// === impl Req ===
+
+impl Req<'_> {
+    async fn serve(&self, req: Request<Incoming>) -> Response<ResponseBody> {
+        let host = match host_of(&req) {
+            Some(h) => h,
+            None if req.version() == Version::HTTP_10 => String::new(),
+            None => {
+                return self.reply_err(
+                    &req,
+                    None,
+                    ProxyError::new(ErrorKind::BadRequest, "request has no Host"),
+                )
+            }
+        };
+        if let ListenerKind::Redirect { https_port } = self.listener.spec.kind {
+            let resp = local::https_redirect(&req, &host, https_port);
+            return self.finish(&req, &host, None, resp, None);
+        }
+        let head = route::head(
+            req.method(),
+            &host,
+            req.uri().path(),
+            req.uri().query(),
+            req.headers(),
+        );
+        let Some(route) = self.listener.routes.find(&head).cloned() else {
+            let msg = format!(
+                "no route matched {} {}{}",
+                req.method(),
+                host,
+                req.uri().path()
+            );
+            return self.reply_err(&req, None, ProxyError::new(ErrorKind::NoRoute, msg));
+        };
+        match &route.action {
+            Action::Respond(r) => {
+                let resp = local::respond(r);
+                self.finish(&req, &host, Some(&route), resp, None)
+            }
+            Action::Redirect(r) => {
+                let resp = local::redirect(r, &req);
+                self.finish(&req, &host, Some(&route), resp, None)
+            }
+            Action::Proxy(p) => {
+                let log = self.log_record(&req, &host, Some(&route));
+                match forward::forward(self, req, &host, &route, p, log).await {
+                    Ok(resp) => resp,
+                    Err((e, log)) => self.error_reply(e, &route.metrics, log, Some(&route)),
+                }
+            }
+        }
+    }
+
+    /// Turns an error into a local reply, logged and counted like any response.
+    fn reply_err(
+        &self,
+        req: &Request<Incoming>,
+        route: Option<&Arc<Route>>,
+        e: ProxyError,
+    ) -> Response<ResponseBody> {
+        let host = host_of(req).unwrap_or_default();
+        let log = self.log_record(req, &host, route);
+        let metrics = route.map(|r| &r.metrics).unwrap_or(&self.listener.no_route);
+        self.error_reply(e, metrics, log, route)
+    }
+
+    fn error_reply(
+        &self,
+        e: ProxyError,
+        metrics: &Arc<crate::metrics::RouteMetrics>,
+        log: Option<Box<LogRecord>>,
+        route: Option<&Arc<Route>>,
+    ) -> Response<ResponseBody> {
+        tracing::debug!(request_id = ?self.request_id, route = route.map(|r| &*r.name), error = %e.message(), "local error reply");
+        let resp = local_reply(e.kind, &e.message(), &self.request_id);
+        self.complete(resp, metrics.clone(), log, None)
+    }
+
+    fn finish(
+        &self,
+        req: &Request<Incoming>,
+        host: &str,
+        route: Option<&Arc<Route>>,
+        resp: Response<ResponseBody>,
+        in_flight: Option<crate::upstream::endpoint::InFlight>,
+    ) -> Response<ResponseBody> {
+        let log = self.log_record(req, host, route);
+        let metrics = route
+            .map(|r| &r.metrics)
+            .unwrap_or(&self.listener.no_route)
+            .clone();
+        self.complete(resp, metrics, log, in_flight)
+    }
+
+    /// Attaches the completion (metrics, log line) to a response's body.
+    fn complete(
+        &self,
+        mut resp: Response<ResponseBody>,
+        metrics: Arc<crate::metrics::RouteMetrics>,
+        mut log: Option<Box<LogRecord>>,
+        in_flight: Option<crate::upstream::endpoint::InFlight>,
+    ) -> Response<ResponseBody> {
+        let status = resp.status().as_u16();
+        if let Some(l) = log.as_mut() {
+            l.status = status;
+        }
+        resp.headers_mut()
+            .insert(headers::X_REQUEST_ID, self.request_id.clone());
+        let c = Completion {
+            start: self.start,
+            status,
+            metrics,
+            in_flight,
+            log,
+        };
+        resp.body_mut().set_completion(c);
+        resp
+    }
+
+    /// A log record, when the access log is on.
+    fn log_record(
+        &self,
+        req: &Request<Incoming>,
+        host: &str,
+        route: Option<&Arc<Route>>,
+    ) -> Option<Box<LogRecord>> {
+        let log = self.snap.access_log.as_ref()?;
+        let bytes_in = match content_length(req) {
+            Some(n) => BytesIn::Known(n),
+            None if req.headers().contains_key(header::TRANSFER_ENCODING)
+                || req.version() == Version::HTTP_2 =>
+            {
+                BytesIn::Counted(Arc::new(AtomicU64::new(0)))
+            }
+            None => BytesIn::Known(0),
+        };
+        Some(Box::new(LogRecord {
+            log: log.clone(),
+            time: SystemTime::now(),
+            client: self.conn.peer,
+            method: req.method().clone(),
+            version: req.version(),
+            host: host.to_string(),
+            target: req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/")
+                .to_string(),
+            bytes_in,
+            route: route.map(|r| r.name.clone()),
+            upstream: None,
+            endpoint: None,
+            request_id: self.request_id.clone(),
+            user_agent: req.headers().get(header::USER_AGENT).cloned(),
+            status: 0,
+        }))
+    }
+}
+
+/// The request's host without port, lower-case: the URI authority (HTTP/2, absolute
+/// form) or the Host header.
+fn host_of<B>(req: &Request<B>) -> Option<String> {
+    let raw = match req.uri().authority() {
+        Some(a) => a.as_str(),
+        None => req.headers().get(header::HOST)?.to_str().ok()?,
+    };
+    Some(route::normalize_host(raw).into_owned())
+}
+
+fn content_length<B>(req: &Request<B>) -> Option<u64> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}

@@ -1,0 +1,233 @@
+//! Spec -> [`Runtime`]: reads certificate files, opens the access log, builds route
+//! tables per listener and upstream groups, reusing state from the previous generation.
+
+use super::*;
+use crate::http::client::{Connector, UpstreamTls};
+use crate::metrics::{ListenerLabels, Metrics};
+use gatehouse_config::spec::{ActionSpec, ListenerKind, RouteSpec, UpstreamSpec};
+
+/// A problem found while compiling (files that cannot be read, bad certificates).
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct CompileError {
+    pub path: String,
+    pub message: String,
+}
+
+fn err(path: impl Into<String>, message: impl std::fmt::Display) -> CompileError {
+    CompileError {
+        path: path.into(),
+        message: message.to_string(),
+    }
+}
+
+/// Compiles `spec` as generation `generation`. Every error is collected.
+pub fn compile(
+    spec: Spec,
+    hash: String,
+    generation: u64,
+    previous: Option<&Runtime>,
+    metrics: &Metrics,
+) -> Result<Runtime, Vec<CompileError>> {
+    let mut errors = Vec::new();
+    let upstreams = upstreams(&spec, previous, &mut errors);
+    let routes = routes(&spec, &upstreams, metrics);
+    let mut listeners = HashMap::new();
+    for (i, l) in spec.listeners.iter().enumerate() {
+        let tls = match &l.kind {
+            ListenerKind::Https(t) => match crate::tls::server_config(t, l.http2) {
+                Ok(cfg) => Some(tokio_rustls::TlsAcceptor::from(cfg)),
+                Err(e) => {
+                    errors.push(err(format!("listeners[{i}].tls"), e));
+                    None
+                }
+            },
+            _ => None,
+        };
+        let table = RouteTable::new(
+            spec.routes
+                .iter()
+                .zip(&routes)
+                .filter(|(r, _)| r.listeners.is_empty() || r.listeners.contains(&l.name))
+                .map(|(r, c)| (r.matcher.clone(), c.clone()))
+                .collect(),
+        );
+        let rt = ListenerRt {
+            name: Arc::from(l.name.as_str()),
+            routes: table,
+            scheme: if tls.is_some() { "https" } else { "http" },
+            tls,
+            no_route: Arc::new(metrics.route("-", "-")),
+            active: metrics
+                .active_connections
+                .get_or_create(&ListenerLabels {
+                    listener: l.name.clone(),
+                })
+                .clone(),
+            connections: metrics
+                .connections
+                .get_or_create(&ListenerLabels {
+                    listener: l.name.clone(),
+                })
+                .clone(),
+            spec: l.clone(),
+        };
+        listeners.insert(l.name.clone(), Arc::new(rt));
+    }
+    let access_log = access_log(&spec, previous, &mut errors);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let name = &spec.global.server_name;
+    Ok(Runtime {
+        generation,
+        hash,
+        loaded_at: SystemTime::now(),
+        trusted_proxies: spec.global.trusted_proxies.clone(),
+        via_h1: HeaderValue::from_str(&format!("1.1 {name}"))
+            .unwrap_or(HeaderValue::from_static("1.1 gatehouse")),
+        via_h2: HeaderValue::from_str(&format!("2.0 {name}"))
+            .unwrap_or(HeaderValue::from_static("2.0 gatehouse")),
+        listeners,
+        upstreams,
+        access_log,
+        spec,
+    })
+}
+
+fn upstreams(
+    spec: &Spec,
+    previous: Option<&Runtime>,
+    errors: &mut Vec<CompileError>,
+) -> HashMap<String, Arc<UpstreamGroup>> {
+    let mut out = HashMap::new();
+    for (i, u) in spec.upstreams.iter().enumerate() {
+        let prev = previous.and_then(|p| p.upstreams.get(&u.name));
+        if let Some(p) = prev.filter(|p| p.spec == *u) {
+            out.insert(u.name.clone(), p.clone());
+            continue;
+        }
+        match connector(u) {
+            Ok(c) => {
+                out.insert(
+                    u.name.clone(),
+                    Arc::new(UpstreamGroup::new(u.clone(), c, prev.map(|p| p.as_ref()))),
+                );
+            }
+            Err(e) => errors.push(err(format!("upstreams[{i}].tls"), e)),
+        }
+    }
+    out
+}
+
+fn connector(u: &UpstreamSpec) -> Result<Connector, crate::tls::TlsError> {
+    let tls = match &u.tls {
+        None => None,
+        Some(t) => {
+            let cfg = crate::tls::client_config(t, u.protocol)?;
+            let sni = match &t.sni {
+                Some(n) => Some(
+                    rustls::pki_types::ServerName::try_from(n.clone())
+                        .map_err(|e| crate::tls::TlsError::Config(format!("sni `{n}`: {e}")))?,
+                ),
+                None => None,
+            };
+            Some(UpstreamTls {
+                connector: tokio_rustls::TlsConnector::from(cfg),
+                sni,
+            })
+        }
+    };
+    Ok(Connector {
+        protocol: u.protocol,
+        connect_timeout: u.connect_timeout,
+        tls,
+    })
+}
+
+fn routes(
+    spec: &Spec,
+    upstreams: &HashMap<String, Arc<UpstreamGroup>>,
+    metrics: &Metrics,
+) -> Vec<Arc<Route>> {
+    spec.routes
+        .iter()
+        .filter_map(|r| route(r, upstreams, metrics).map(Arc::new))
+        .collect()
+}
+
+fn route(
+    r: &RouteSpec,
+    upstreams: &HashMap<String, Arc<UpstreamGroup>>,
+    metrics: &Metrics,
+) -> Option<Route> {
+    let (action, upstream_name) = match &r.action {
+        ActionSpec::Proxy(p) => {
+            // A group that failed to compile is already an error; skip its routes.
+            let group = upstreams.get(&p.upstream)?.clone();
+            let host_rewrite = p
+                .host_rewrite
+                .as_deref()
+                .and_then(|h| HeaderValue::from_str(h).ok());
+            (
+                Action::Proxy(ProxyAction {
+                    group,
+                    spec: p.clone(),
+                    host_rewrite,
+                }),
+                p.upstream.as_str(),
+            )
+        }
+        ActionSpec::Respond(s) => {
+            let mut headers = HeaderMap::new();
+            for (k, v) in &s.headers {
+                if let (Ok(k), Ok(v)) = (
+                    http::HeaderName::from_bytes(k.as_bytes()),
+                    HeaderValue::from_str(v),
+                ) {
+                    headers.append(k, v);
+                }
+            }
+            let status = StatusCode::from_u16(s.status).unwrap_or(StatusCode::OK);
+            (
+                Action::Respond(Respond {
+                    status,
+                    headers,
+                    body: Bytes::from(s.body.clone()),
+                }),
+                "-",
+            )
+        }
+        ActionSpec::Redirect(s) => (Action::Redirect(s.clone()), "-"),
+    };
+    Some(Route {
+        name: Arc::from(r.name.as_str()),
+        action,
+        max_body_size: r.max_body_size,
+        request_timeout: r.request_timeout,
+        metrics: Arc::new(metrics.route(&r.name, upstream_name)),
+    })
+}
+
+fn access_log(
+    spec: &Spec,
+    previous: Option<&Runtime>,
+    errors: &mut Vec<CompileError>,
+) -> Option<Arc<AccessLog>> {
+    if !spec.access_log.enabled {
+        return None;
+    }
+    if let Some(prev) = previous
+        .and_then(|p| p.access_log.as_ref())
+        .filter(|l| l.spec == spec.access_log)
+    {
+        return Some(prev.clone());
+    }
+    match AccessLog::open(&spec.access_log) {
+        Ok(l) => Some(Arc::new(l)),
+        Err(e) => {
+            errors.push(err("access_log.target", format!("cannot open: {e}")));
+            None
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! The compiled config snapshot ([`Runtime`]) and the [`ConfigStore`] that swaps it
+//! atomically. `compile` turns a validated spec into route tables, upstream groups,
+//! TLS acceptors and the access log, reusing unchanged upstream groups (and so their
+//! pools and counters) from the previous generation.
+
+mod compile;
+
+use crate::access_log::AccessLog;
+use crate::metrics::RouteMetrics;
+use crate::route::RouteTable;
+use crate::upstream::UpstreamGroup;
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use gatehouse_config::spec::{IpNet, ListenerSpec, ProxySpec, RedirectSpec, Spec};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+pub use compile::{compile, CompileError};
+
+/// One generation of compiled config. Immutable; requests hold an `Arc` to the one they
+/// started on, so a reload never changes a request midway.
+pub struct Runtime {
+    pub generation: u64,
+    /// Hash of the config text, shown by the admin API.
+    pub hash: String,
+    pub loaded_at: SystemTime,
+    pub spec: Spec,
+    pub listeners: HashMap<String, Arc<ListenerRt>>,
+    pub upstreams: HashMap<String, Arc<UpstreamGroup>>,
+    pub access_log: Option<Arc<AccessLog>>,
+    pub trusted_proxies: Vec<IpNet>,
+    /// `Via` entries for HTTP/1.x and HTTP/2 requests.
+    pub via_h1: HeaderValue,
+    pub via_h2: HeaderValue,
+}
+
+/// A listener's compiled settings and routes.
+pub struct ListenerRt {
+    pub spec: ListenerSpec,
+    pub name: Arc<str>,
+    pub routes: RouteTable<Arc<Route>>,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Metrics for requests no route matched.
+    pub no_route: Arc<RouteMetrics>,
+    /// `http` or `https`, for X-Forwarded-Proto.
+    pub scheme: &'static str,
+    /// Open and accepted client connections.
+    pub active: prometheus_client::metrics::gauge::Gauge,
+    pub connections: prometheus_client::metrics::counter::Counter,
+}
+
+/// A compiled route.
+pub struct Route {
+    pub name: Arc<str>,
+    pub action: Action,
+    pub max_body_size: Option<u64>,
+    pub request_timeout: Option<Duration>,
+    pub metrics: Arc<RouteMetrics>,
+}
+
+/// What a route does with a request.
+pub enum Action {
+    Proxy(ProxyAction),
+    Respond(Respond),
+    Redirect(RedirectSpec),
+}
+
+pub struct ProxyAction {
+    pub group: Arc<UpstreamGroup>,
+    pub spec: ProxySpec,
+    pub host_rewrite: Option<HeaderValue>,
+}
+
+/// A fixed response, prebuilt.
+pub struct Respond {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// Holds the current [`Runtime`] for the request path.
+pub struct ConfigStore {
+    current: ArcSwap<Runtime>,
+}
+
+// === impl ConfigStore ===
+
+impl ConfigStore {
+    pub fn new(first: Runtime) -> Self {
+        ConfigStore {
+            current: ArcSwap::from_pointee(first),
+        }
+    }
+
+    /// The current generation; cheap, taken once per request.
+    pub fn load(&self) -> Arc<Runtime> {
+        self.current.load_full()
+    }
+
+    pub fn swap(&self, next: Runtime) -> Arc<Runtime> {
+        self.current.swap(Arc::new(next))
+    }
+}
+
+// === impl Runtime ===
+
+impl Runtime {
+    /// Whether `ip` is a trusted proxy whose forwarding headers are kept.
+    pub fn is_trusted(&self, ip: std::net::IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|n| n.contains(ip))
+    }
+}
