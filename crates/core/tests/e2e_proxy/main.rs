@@ -1,0 +1,6 @@
+//! End-to-end tests of the proxy path: real sockets on 127.0.0.1, real upstreams and
+//! clients, the gateway in-process. One binary, one module per area.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod smoke;
