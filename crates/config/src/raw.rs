@@ -321,5 +321,18 @@ fn tidy(msg: &str) -> String {
     if msg.contains("did not match any variant of untagged enum OneOrMany") {
         return "expected a string or a list of strings".into();
     }
+    // serde names Rust types; say what to write instead.
+    let plain = [
+        ("expected usize", "expected a whole number (0 or more)"),
+        ("expected u16", "expected a whole number from 0 to 65535"),
+        ("expected u32", "expected a whole number (0 or more)"),
+        ("expected a sequence", "expected a list"),
+        ("expected a map", "expected a table"),
+    ];
+    for (from, to) in plain {
+        if let Some(head) = msg.strip_suffix(from) {
+            return format!("{head}{to}");
+        }
+    }
     msg.to_string()
 }

@@ -16,7 +16,16 @@ pub struct ByteSize(pub u64);
 /// Parses a duration; the error says what form is expected.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim()).map_err(|e| {
-        format!("`{s}` is not a duration ({e}); expected a form like `30s`, `250ms`, `2m`")
+        // Only an unknown unit is worth naming; humantime's other messages point at
+        // character offsets ("expected number at 0"), which says less than the example.
+        let why = match e {
+            humantime::DurationError::UnknownUnit { unit, .. } => {
+                format!(" (unknown unit `{unit}`)")
+            }
+            humantime::DurationError::NumberOverflow => " (too large)".to_string(),
+            _ => String::new(),
+        };
+        format!("`{s}` is not a duration{why}; expected a form like `30s`, `250ms`, `2m`")
     })
 }
 
@@ -44,10 +53,19 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        parse_duration(&s)
-            .map(HumanDuration)
-            .map_err(serde::de::Error::custom)
+        // A visitor rather than `String::deserialize` so that a bare number says
+        // "expected a duration such as ..." instead of "expected a string".
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = HumanDuration;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration string such as \"30s\" or \"250ms\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<HumanDuration, E> {
+                parse_duration(v).map(HumanDuration).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 
@@ -84,9 +102,13 @@ mod tests {
         assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-        assert!(parse_duration("soon")
+        assert_eq!(
+            parse_duration("soon").unwrap_err(),
+            "`soon` is not a duration; expected a form like `30s`, `250ms`, `2m`"
+        );
+        assert!(parse_duration("5 parsecs")
             .unwrap_err()
-            .contains("`soon` is not a duration"));
+            .contains("(unknown unit `parsecs`)"));
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_HEADER_SIZE: usize = 64 * 1024;
 pub const DEFAULT_MAX_HEADERS: usize = 100;
+pub const MIN_MAX_HEADER_SIZE: usize = 8 * 1024;
 
 pub fn validate(list: &[(usize, ListenerConf)], errs: &mut Errors) -> Vec<ListenerSpec> {
     check_unique(
@@ -19,20 +20,24 @@ pub fn validate(list: &[(usize, ListenerConf)], errs: &mut Errors) -> Vec<Listen
         "listeners",
         errs,
     );
-    let out: Vec<ListenerSpec> = list
+    let out: Vec<(usize, ListenerSpec)> = list
         .iter()
-        .filter_map(|(i, l)| listener(l, &format!("listeners[{i}]"), errs))
+        .filter_map(|(i, l)| listener(l, &format!("listeners[{i}]"), errs).map(|s| (*i, s)))
         .collect();
     let mut seen = std::collections::HashMap::new();
-    for l in &out {
+    for (i, l) in &out {
+        // Port 0 asks the system for a free port: two of them never collide.
+        if l.addr.port() == 0 {
+            continue;
+        }
         if let Some(other) = seen.insert(l.addr, &l.name) {
             errs.push(
-                "listeners",
-                format!("listeners `{other}` and `{}` both bind {}", l.name, l.addr),
+                format!("listeners[{i}].listen"),
+                format!("{} is already bound by listener `{other}`", l.addr),
             );
         }
     }
-    out
+    out.into_iter().map(|(_, l)| l).collect()
 }
 
 fn listener(l: &ListenerConf, path: &str, errs: &mut Errors) -> Option<ListenerSpec> {
@@ -90,10 +95,12 @@ fn listener(l: &ListenerConf, path: &str, errs: &mut Errors) -> Option<ListenerS
             .unwrap_or(DEFAULT_MAX_HEADERS),
         max_body_size: lim.and_then(|x| x.max_body_size).map(|s| s.0),
     };
-    if limits.max_header_size < 1024 {
+    // hyper's HTTP/1.1 read buffer, which enforces this limit, cannot be smaller than
+    // 8KiB: a smaller value would be silently raised, so refuse it.
+    if limits.max_header_size < MIN_MAX_HEADER_SIZE {
         errs.push(
             format!("{path}.limits.max_header_size"),
-            "must be at least 1KiB",
+            "must be at least 8KiB",
         );
     }
     if limits.max_headers == 0 {
@@ -125,7 +132,9 @@ fn no_tls(l: &ListenerConf, path: &str, proto: &str, errs: &mut Errors) {
     if l.tls.is_some() {
         errs.push(
             format!("{path}.tls"),
-            format!("a `{proto}` listener takes no tls table; set protocol = \"https\""),
+            format!(
+                "a listener with protocol `{proto}` takes no tls table; set protocol = \"https\""
+            ),
         );
     }
 }

@@ -369,10 +369,12 @@ fn fields(list: &[FieldMatchConf], path: &str, header: bool, errs: &mut Errors) 
         .collect()
 }
 
+/// The regex crate's message ends with a line `error: <what>`; keep only `<what>`.
 fn first_line(s: &str) -> String {
-    s.lines()
+    let last = s
+        .lines()
         .rfind(|l| !l.trim().is_empty())
         .unwrap_or(s)
-        .trim()
-        .to_string()
+        .trim();
+    last.strip_prefix("error: ").unwrap_or(last).to_string()
 }

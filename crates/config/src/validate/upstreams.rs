@@ -106,7 +106,12 @@ fn endpoint(e: &EndpointConf, path: &str, errs: &mut Errors) -> Option<EndpointS
         errs.push(format!("{path}.weight"), "must be at least 1");
     }
     let Some((host, port)) = split_host_port(&address) else {
-        errs.push(path, format!("`{address}` is not `host:port`"));
+        let msg = if address.ends_with(":0") {
+            format!("`{address}`: port 0 cannot be connected to")
+        } else {
+            format!("`{address}` is not `host:port`")
+        };
+        errs.push(path, msg);
         return None;
     };
     Some(EndpointSpec {

@@ -10,7 +10,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -41,7 +41,18 @@ pub async fn serve<I>(
         count: activity.clone(),
     };
     let builder = builder(l, proto, tls);
-    let svc = service_fn(move |req| proxy::handle(req, ctx.clone()));
+    // Requests being handled: a connection waiting on a slow upstream is not idle.
+    let busy = Arc::new(AtomicUsize::new(0));
+    let in_svc = busy.clone();
+    let svc = service_fn(move |req| {
+        let busy = Busy::enter(&in_svc);
+        let ctx = ctx.clone();
+        async move {
+            let r = proxy::handle(req, ctx).await;
+            drop(busy);
+            r
+        }
+    });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);
     // Idle: no byte either way for `idle_timeout`, checked in quarters of it.
@@ -62,7 +73,8 @@ pub async fn serve<I>(
             }
             _ = tick.tick() => {
                 let now = activity.load(Ordering::Relaxed);
-                still = if now == last { still + 1 } else { 0 };
+                let waiting = busy.load(Ordering::Relaxed) > 0;
+                still = if now == last && !waiting { still + 1 } else { 0 };
                 last = now;
                 if still >= 4 {
                     tracing::debug!("closing idle client connection");
@@ -91,6 +103,22 @@ fn builder(l: &ListenerRt, proto: Proto, tls: bool) -> auto::Builder<TokioExecut
         Proto::Sniff if l.spec.http2 => b,
         Proto::Sniff | Proto::Http1 => b.http1_only(),
         Proto::Http2 => b.http2_only(),
+    }
+}
+
+/// Counts a request as being handled until dropped.
+struct Busy(Arc<AtomicUsize>);
+
+impl Busy {
+    fn enter(n: &Arc<AtomicUsize>) -> Busy {
+        n.fetch_add(1, Ordering::Relaxed);
+        Busy(n.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -1,0 +1,108 @@
+//! The `gatehouse` binary's command line: `check` exits 0 on a good file and 1 with every
+//! error printed on a bad one; `--version` and `--help` (with examples) work.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn gatehouse(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(args)
+        .env_remove("GATEHOUSE_LOG")
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn temp_file(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("gatehouse-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn check_accepts_the_quickstart() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart.toml");
+    let out = gatehouse(&["check", "--config", example.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = stdout(&out);
+    assert!(
+        text.trim_end()
+            .ends_with("ok (2 listeners, 4 routes, 1 upstreams)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn check_prints_every_error_and_exits_1() {
+    let bad = "\
+[[listeners]]
+name = \"web\"
+listen = \"nowhere\"
+
+[[routes]]
+name = \"api\"
+upstream = \"missing\"
+[routes.match]
+regex = \"(\"
+
+[[upstreams]]
+name = \"backend\"
+endpoints = []
+";
+    let path = temp_file("bad.toml", bad);
+    let file = path.display().to_string();
+    let out = gatehouse(&["check", "--config", &file]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let want = [
+        format!("{file}:3: listeners[0].listen: `nowhere` is not a socket address; expected `ip:port` such as `127.0.0.1:8080`"),
+        format!("{file}:7: routes[0].upstream: no upstream is named `missing`"),
+        format!("{file}:9: routes[0].match.regex: regex does not compile: unclosed group"),
+        format!("{file}:13: upstreams[0].endpoints: at least one endpoint is required"),
+        "4 errors".to_string(),
+    ];
+    let got: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn check_of_a_missing_file_fails() {
+    let out = gatehouse(&["check", "--config", "/nonexistent/gatehouse.toml"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot read /nonexistent/gatehouse.toml"),
+        "{err}"
+    );
+}
+
+#[test]
+fn version_and_help() {
+    let out = gatehouse(&["--version"]);
+    assert!(out.status.success());
+    assert_eq!(
+        stdout(&out).trim(),
+        format!("gatehouse {}", env!("CARGO_PKG_VERSION"))
+    );
+    let out = gatehouse(&["--help"]);
+    assert!(out.status.success());
+    let help = stdout(&out);
+    for want in [
+        "Usage: gatehouse",
+        "run",
+        "check",
+        "Examples:",
+        "gatehouse check --config",
+    ] {
+        assert!(help.contains(want), "`{want}` missing from:\n{help}");
+    }
+    let out = gatehouse(&["check", "--help"]);
+    assert!(out.status.success());
+    assert!(stdout(&out).contains("--config <CONFIG>"));
+}

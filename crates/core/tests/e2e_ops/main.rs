@@ -1,0 +1,231 @@
+//! End-to-end tests of the operational side: timeouts, limits, failure mapping, reload,
+//! the admin API, the access log and graceful shutdown. Real sockets on 127.0.0.1 port 0,
+//! real clients (reqwest, raw `TcpStream` for byte-level cases), the gateway in-process.
+//!
+//! Timing tests run on tokio's paused clock (`start_paused = true`): when every task is
+//! waiting, time jumps to the next timer, so a 20 s timeout takes no real time and
+//! "not before t" is shown with a `timeout` shorter than t. Nothing here sleeps to wait
+//! for state; where state settles in another task, [`eventually`] yields with a bound.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod access_log;
+mod admin;
+mod failures;
+mod limits;
+mod reload;
+mod shutdown;
+mod timeouts;
+
+use gatehouse_test_support::upstream::{full, TestBody};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A gateway config with one listener `web`, an `[admin]` on port 0, the access log off,
+/// and one route `api` to upstream `backend` at `upstream`; `route_extra` and
+/// `upstream_extra` are appended to the route's and the upstream's tables.
+pub fn config(upstream: SocketAddr, route_extra: &str, upstream_extra: &str) -> String {
+    format!(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+
+[access_log]
+enabled = false
+
+[[listeners]]
+name = "web"
+listen = "127.0.0.1:0"
+
+[[routes]]
+name = "api"
+upstream = "backend"
+{route_extra}
+
+[[upstreams]]
+name = "backend"
+endpoints = ["{upstream}"]
+{upstream_extra}
+"#
+    )
+}
+
+/// An address nothing listens on: bound, then released.
+pub async fn dead_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap()
+}
+
+/// An upstream that accepts connections and reads, but never answers. The connections
+/// stay open for as long as the returned task runs.
+pub async fn silent_upstream() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            held.push(tokio::spawn(drain_forever(s)));
+        }
+    });
+    (addr, task)
+}
+
+async fn drain_forever(mut s: TcpStream) {
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = s.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+    }
+    // Hold the socket open after the peer's half-close too.
+    std::future::pending::<()>().await;
+}
+
+/// An upstream that reads one request head and answers with `bytes`, then closes.
+pub async fn raw_upstream(bytes: &'static [u8]) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                read_head(&mut s).await;
+                let _ = s.write_all(bytes).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+async fn read_head(s: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    got
+}
+
+/// A body that sends `first` and then never ends.
+pub fn stalling_body(first: &'static str) -> TestBody {
+    use futures_util::StreamExt;
+    use http_body_util::BodyExt;
+    let s = futures_util::stream::once(async move {
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(hyper::body::Frame::data(
+            bytes::Bytes::from_static(first.as_bytes()),
+        ))
+    })
+    .chain(futures_util::stream::pending());
+    BodyExt::boxed(http_body_util::StreamBody::new(s))
+}
+
+/// A 200 response with `body`.
+pub fn ok(body: &'static str) -> http::Response<TestBody> {
+    http::Response::new(full(body))
+}
+
+/// Sends `bytes` on a new connection and reads until the gateway closes it. A reset
+/// after some bytes arrived ends the read like a close.
+pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    read_to_close(&mut s).await
+}
+
+/// Reads until EOF (or a reset), returning what arrived.
+pub async fn read_to_close(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Reads one HTTP/1.1 response with a Content-Length body from a kept-alive connection.
+pub async fn read_response(s: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map(|v| v.trim().parse().unwrap())
+                .unwrap_or(0);
+            if got.len() >= end + 4 + len {
+                return String::from_utf8_lossy(&got).into_owned();
+            }
+        }
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "connection closed mid-response: {got:?}");
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Checks a local error reply: its status, a JSON body with `error` = `code`, the same
+/// `status`, and a `request_id` equal to the X-Request-Id header. Returns the body.
+pub async fn expect_error(resp: reqwest::Response, status: u16, code: &str) -> serde_json::Value {
+    assert_eq!(resp.status(), status, "status");
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], code, "{body}");
+    assert_eq!(body["status"], status, "{body}");
+    assert_eq!(body["request_id"], id.as_str(), "{body}");
+    assert!(!id.is_empty());
+    body
+}
+
+/// A client that never pools, so each request opens its own connection.
+pub fn fresh_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
+}
+
+/// Retries `check` (yielding to the gateway's tasks in between) until it returns `Some`,
+/// up to a bounded number of tries. For state that settles in another task right after
+/// the client saw its response, such as a log line written when the body ends.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    for _ in 0..2_000 {
+        if let Some(t) = check().await {
+            return t;
+        }
+        tokio::task::yield_now().await;
+        std::thread::yield_now();
+    }
+    panic!("gave up waiting for {what}");
+}
+
+/// A unique path under the system temp dir.
+pub fn temp_path(name: &str) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "gatehouse-e2e-ops-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+/// The virtual time since `start`, for paused-clock assertions.
+pub fn since(start: tokio::time::Instant) -> Duration {
+    tokio::time::Instant::now() - start
+}

@@ -1,0 +1,68 @@
+//! Graceful shutdown: a request in flight when shutdown starts completes with 200, new
+//! connections are refused, and shutdown reports that everything drained in time.
+
+use crate::*;
+use gatehouse_test_support::{TestGateway, Upstream, UpstreamOptions};
+use std::time::Duration;
+use tokio::net::TcpStream;
+
+#[tokio::test(start_paused = true)]
+async fn in_flight_request_completes_and_new_connections_are_refused() {
+    let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
+    let up = Upstream::start(UpstreamOptions::default(), move |_req| {
+        let tx = started_tx.clone();
+        async move {
+            let _ = tx.send(());
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            ok("finished")
+        }
+    })
+    .await;
+    let gw = TestGateway::start(&config(up.addr, "", "")).await;
+    let addr = gw.addr("web");
+    let in_flight = tokio::spawn(reqwest::get(gw.url("web", "/slow")));
+    started.recv().await.unwrap();
+
+    let gw2 = gw.gw.clone();
+    let shutdown = tokio::spawn(async move { gw2.shutdown().await });
+    eventually("the listener to refuse new connections", || async {
+        TcpStream::connect(addr).await.err()
+    })
+    .await;
+    assert!(
+        !shutdown.is_finished(),
+        "shutdown did not wait for the request"
+    );
+
+    let resp = in_flight.await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "finished");
+    assert!(shutdown.await.unwrap(), "shutdown did not drain in time");
+    assert!(TcpStream::connect(addr).await.is_err());
+}
+
+/// A request longer than drain_timeout is cut off, and shutdown says so.
+#[tokio::test(start_paused = true)]
+async fn shutdown_reports_a_drain_that_ran_out_of_time() {
+    let (addr, _up) = silent_upstream().await;
+    let toml =
+        config(addr, "", "").replace("[admin]", "[global]\ndrain_timeout = \"2s\"\n\n[admin]");
+    let gw = TestGateway::start(&toml).await;
+    let url = gw.url("web", "/");
+    let stuck = tokio::spawn(reqwest::get(url));
+    // Let the request reach the gateway before shutting down.
+    eventually("the request to be in flight", || async {
+        let s = gw.gw.snapshot();
+        let ep = &s.upstreams["backend"].endpoints[0];
+        (ep.in_flight.load(std::sync::atomic::Ordering::Relaxed) == 1).then_some(())
+    })
+    .await;
+    let start = tokio::time::Instant::now();
+    assert!(!gw.gw.shutdown().await);
+    let t = since(start);
+    assert!(
+        t >= Duration::from_secs(2) && t < Duration::from_millis(2100),
+        "{t:?}"
+    );
+    stuck.abort();
+}

@@ -1,0 +1,283 @@
+//! Every timeout, on the paused clock: client header read (slowloris), client idle,
+//! upstream connect, upstream response headers, and the whole-request deadline (before
+//! the response, and while its body streams).
+
+use crate::*;
+use gatehouse_test_support::{TestGateway, Upstream, UpstreamOptions};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::{timeout, Instant};
+
+fn gateway_with_listener(timeouts: &str) -> String {
+    format!(
+        r#"
+[access_log]
+enabled = false
+
+[[listeners]]
+name = "web"
+listen = "127.0.0.1:0"
+[listeners.timeouts]
+{timeouts}
+
+[[routes]]
+name = "home"
+respond = {{ status = 200, body = "hi" }}
+"#
+    )
+}
+
+/// A client that sends half a request head and stops is cut off at header_read.
+#[tokio::test(start_paused = true)]
+async fn slowloris_partial_head_is_closed_at_header_read() {
+    let gw = TestGateway::start(&gateway_with_listener("header_read = \"2s\"")).await;
+    let mut s = TcpStream::connect(gw.addr("web")).await.unwrap();
+    let start = Instant::now();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await
+        .unwrap();
+    // Still open just before the deadline...
+    let mut one = [0u8; 1];
+    let early = timeout(Duration::from_millis(1900), async {
+        use tokio::io::AsyncReadExt;
+        s.read(&mut one).await
+    })
+    .await;
+    assert!(early.is_err(), "closed before header_read: {early:?}");
+    // ...and closed (no response, or a 408) at it.
+    let got = read_to_close(&mut s).await;
+    let t = since(start);
+    assert!(got.is_empty() || got.starts_with("HTTP/1.1 408"), "{got:?}");
+    assert!(
+        t >= Duration::from_secs(2) && t < Duration::from_millis(2100),
+        "{t:?}"
+    );
+}
+
+/// Trickling a header line every second does not extend the header deadline.
+#[tokio::test(start_paused = true)]
+async fn slowloris_trickle_does_not_extend_header_read() {
+    let gw = TestGateway::start(&gateway_with_listener("header_read = \"3s\"")).await;
+    let mut s = TcpStream::connect(gw.addr("web")).await.unwrap();
+    let start = Instant::now();
+    s.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+    let (mut rd, mut wr) = s.split();
+    let trickle = async {
+        for i in 0..10 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if wr
+                .write_all(format!("X-{i}: y\r\n").as_bytes())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    };
+    let read = async {
+        use tokio::io::AsyncReadExt;
+        let mut out = Vec::new();
+        let _ = rd.read_to_end(&mut out).await;
+        (out, since(start))
+    };
+    let ((got, t), ()) = tokio::join!(read, trickle);
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.is_empty() || got.starts_with("HTTP/1.1 408"), "{got:?}");
+    assert!(
+        t >= Duration::from_secs(3) && t < Duration::from_millis(3100),
+        "{t:?}"
+    );
+}
+
+/// A kept-alive connection with no traffic is closed after `idle`.
+#[tokio::test(start_paused = true)]
+async fn idle_keepalive_connection_is_closed_after_idle() {
+    let gw = TestGateway::start(&gateway_with_listener(
+        "idle = \"8s\"\nheader_read = \"20s\"",
+    ))
+    .await;
+    let mut s = TcpStream::connect(gw.addr("web")).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let resp = read_response(&mut s).await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let start = Instant::now();
+    let early = timeout(Duration::from_millis(7900), read_to_close(&mut s)).await;
+    assert!(early.is_err(), "closed before idle: {:?}", since(start));
+    // The idle check runs in quarters of `idle`: closed within 25% after it.
+    let got = read_to_close(&mut s).await;
+    let t = since(start);
+    assert_eq!(got, "");
+    assert!(
+        t >= Duration::from_secs(8) && t <= Duration::from_secs(10),
+        "{t:?}"
+    );
+    // A fresh connection is served.
+    let again = raw_exchange(
+        gw.addr("web"),
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(again.starts_with("HTTP/1.1 200"), "{again}");
+}
+
+/// As documented (docs/config.md), on HTTP/1.1 `header_read` also bounds the wait for
+/// the next request on a kept-alive connection, when it is shorter than `idle`.
+#[tokio::test(start_paused = true)]
+async fn header_read_bounds_the_wait_for_the_next_request() {
+    let gw = TestGateway::start(&gateway_with_listener(
+        "idle = \"60s\"\nheader_read = \"5s\"",
+    ))
+    .await;
+    let mut s = TcpStream::connect(gw.addr("web")).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_response(&mut s).await.starts_with("HTTP/1.1 200"));
+    let start = Instant::now();
+    assert_eq!(read_to_close(&mut s).await, "");
+    let t = since(start);
+    assert!(
+        t >= Duration::from_secs(5) && t < Duration::from_millis(5100),
+        "{t:?}"
+    );
+}
+
+/// A request waiting on a slow upstream is not "idle": it outlives the idle timeout.
+#[tokio::test(start_paused = true)]
+async fn slow_response_outlives_client_idle_timeout() {
+    let up = Upstream::start(UpstreamOptions::default(), |_req| async {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        ok("slow")
+    })
+    .await;
+    let toml = config(up.addr, "", "").replace(
+        "listen = \"127.0.0.1:0\"\n\n[[routes]]",
+        "listen = \"127.0.0.1:0\"\n[listeners.timeouts]\nidle = \"2s\"\n\n[[routes]]",
+    );
+    assert!(toml.contains("idle = \"2s\""));
+    let gw = TestGateway::start(&toml).await;
+    let resp = reqwest::get(gw.url("web", "/")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "slow");
+}
+
+/// An upstream whose accept queue is full drops the SYN, so connect hangs: 504 at the
+/// upstream's connect timeout.
+#[tokio::test(start_paused = true)]
+async fn upstream_connect_timeout_is_504() {
+    let (addr, _filler) = full_backlog_upstream();
+    let gw = TestGateway::start(&config(addr, "", "[upstreams.timeouts]\nconnect = \"3s\"")).await;
+    let start = Instant::now();
+    let resp = reqwest::get(gw.url("web", "/")).await.unwrap();
+    let t = since(start);
+    let body = expect_error(resp, 504, "upstream_timeout").await;
+    assert!(
+        body["message"].as_str().unwrap().contains("connect"),
+        "{body}"
+    );
+    assert!(
+        t >= Duration::from_secs(3) && t < Duration::from_millis(3100),
+        "{t:?}"
+    );
+}
+
+/// A listener with backlog 0 and one connection that is never accepted: Linux drops
+/// further SYNs while the accept queue is full.
+fn full_backlog_upstream() -> (SocketAddr, (socket2::Socket, std::net::TcpStream)) {
+    use socket2::{Domain, Socket, Type};
+    let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    sock.bind(&any.into()).unwrap();
+    sock.listen(0).unwrap();
+    let addr = sock.local_addr().unwrap().as_socket().unwrap();
+    let filler = std::net::TcpStream::connect(addr).unwrap();
+    (addr, (sock, filler))
+}
+
+/// An upstream that accepts and never answers: 504 at routes.timeouts.upstream_response.
+#[tokio::test(start_paused = true)]
+async fn upstream_response_timeout_is_504() {
+    let (addr, _up) = silent_upstream().await;
+    let gw = TestGateway::start(&config(
+        addr,
+        "[routes.timeouts]\nupstream_response = \"2s\"",
+        "",
+    ))
+    .await;
+    let start = Instant::now();
+    let resp = reqwest::get(gw.url("web", "/")).await.unwrap();
+    let t = since(start);
+    let body = expect_error(resp, 504, "upstream_timeout").await;
+    assert!(
+        body["message"].as_str().unwrap().contains("did not answer"),
+        "{body}"
+    );
+    assert!(
+        t >= Duration::from_secs(2) && t < Duration::from_millis(2100),
+        "{t:?}"
+    );
+}
+
+/// A request deadline shorter than the response deadline wins: 504 request_timeout.
+#[tokio::test(start_paused = true)]
+async fn request_timeout_before_response_is_504() {
+    let (addr, _up) = silent_upstream().await;
+    let gw = TestGateway::start(&config(
+        addr,
+        "[routes.timeouts]\nrequest = \"1s\"\nupstream_response = \"5s\"",
+        "",
+    ))
+    .await;
+    let start = Instant::now();
+    let resp = reqwest::get(gw.url("web", "/")).await.unwrap();
+    let t = since(start);
+    expect_error(resp, 504, "request_timeout").await;
+    assert!(
+        t >= Duration::from_secs(1) && t < Duration::from_millis(1100),
+        "{t:?}"
+    );
+}
+
+/// A response body that stalls mid-stream is cut at the request deadline: the client
+/// gets the first bytes, then an error (never a clean, silently short body).
+#[tokio::test(start_paused = true)]
+async fn request_timeout_cuts_a_stalled_response_body() {
+    let up = Upstream::start(UpstreamOptions::default(), |_req| async {
+        http::Response::new(stalling_body("first;"))
+    })
+    .await;
+    let gw = TestGateway::start(&config(up.addr, "[routes.timeouts]\nrequest = \"3s\"", "")).await;
+    let start = Instant::now();
+    let mut resp = reqwest::get(gw.url("web", "/")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let first = resp.chunk().await.unwrap().unwrap();
+    assert_eq!(&first[..], b"first;");
+    let end = resp.chunk().await;
+    let t = since(start);
+    assert!(end.is_err(), "body ended cleanly: {end:?}");
+    assert!(
+        t >= Duration::from_secs(3) && t < Duration::from_millis(3100),
+        "{t:?}"
+    );
+}
+
+/// A new connection that sends nothing at all is idle: it is closed at the idle timeout
+/// (the protocol is not known before its first bytes, so no header deadline runs yet).
+#[tokio::test(start_paused = true)]
+async fn silent_new_connection_is_closed_at_idle() {
+    let gw = TestGateway::start(&gateway_with_listener(
+        "idle = \"8s\"\nheader_read = \"2s\"",
+    ))
+    .await;
+    let mut s = TcpStream::connect(gw.addr("web")).await.unwrap();
+    let start = Instant::now();
+    assert_eq!(read_to_close(&mut s).await, "");
+    let t = since(start);
+    assert!(
+        t >= Duration::from_secs(8) && t <= Duration::from_secs(10),
+        "{t:?}"
+    );
+}
