@@ -20,6 +20,14 @@ pub struct Leaf {
     pub key_pem: String,
 }
 
+impl Leaf {
+    /// The certificate in DER, to compare with what a peer presented.
+    pub fn der(&self) -> rustls_pki_types::CertificateDer<'static> {
+        use rustls_pki_types::pem::PemObject;
+        rustls_pki_types::CertificateDer::from_pem_slice(self.cert_pem.as_bytes()).unwrap()
+    }
+}
+
 impl TestCa {
     /// A new CA, with its files in a fresh folder under the system temp dir.
     pub fn new() -> TestCa {

@@ -45,6 +45,61 @@ pub fn full(b: impl Into<Bytes>) -> TestBody {
         .boxed()
 }
 
+/// Boxes a body that is `Send` but not `Sync` (tonic's, for one) as a [`TestBody`].
+pub fn send_body<B>(b: B) -> TestBody
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use http_body_util::BodyExt;
+    SyncBody(Mutex::new(b)).map_err(Into::into).boxed()
+}
+
+/// Makes a `Send` body `Sync`: polling takes `&mut self`, so the lock is never contended.
+struct SyncBody<B>(Mutex<B>);
+
+impl<B: http_body::Body + Unpin> http_body::Body for SyncBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        let inner = self
+            .get_mut()
+            .0
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner());
+        Pin::new(inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.lock().map(|b| b.is_end_stream()).unwrap_or(false)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.0.lock().map(|b| b.size_hint()).unwrap_or_default()
+    }
+}
+
+/// An empty body.
+pub fn empty() -> TestBody {
+    full(Bytes::new())
+}
+
+/// A body whose chunks the test sends, one `Bytes` at a time; it ends when the sender
+/// is dropped. Lets a test decide when each chunk leaves.
+pub fn channel_body() -> (tokio::sync::mpsc::Sender<Bytes>, TestBody) {
+    use http_body_util::BodyExt;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        let chunk = rx.recv().await?;
+        Some((Ok(http_body::Frame::data(chunk)), rx))
+    });
+    (tx, http_body_util::StreamBody::new(stream).boxed())
+}
+
 impl Upstream {
     /// Starts an upstream that answers every request with `handler`.
     pub async fn start<F, Fut>(opts: UpstreamOptions, handler: F) -> Upstream
@@ -74,9 +129,13 @@ impl Upstream {
                         async move {
                             let (parts, body) = req.into_parts();
                             seen.lock().unwrap().push(clone_parts(&parts));
-                            Ok::<_, std::convert::Infallible>(
-                                h(Request::from_parts(parts, body)).await,
-                            )
+                            let head = parts.method == http::Method::HEAD;
+                            let resp = h(Request::from_parts(parts, body)).await;
+                            Ok::<_, std::convert::Infallible>(if head {
+                                without_body(resp)
+                            } else {
+                                resp
+                            })
                         }
                     });
                     let mut b = auto::Builder::new(TokioExecutor::new());
@@ -119,6 +178,21 @@ impl Upstream {
     pub fn count(&self) -> usize {
         self.seen.lock().unwrap().len()
     }
+}
+
+/// A HEAD response as a real server sends it: the GET's headers, no content. hyper
+/// drops the body itself on HTTP/1.1 but sends it on HTTP/2, where it is a protocol
+/// error, so handlers can answer HEAD like GET and this keeps both versions honest.
+fn without_body(resp: Response<TestBody>) -> Response<TestBody> {
+    use http_body::Body as _;
+    let (mut parts, body) = resp.into_parts();
+    if let Some(n) = body.size_hint().exact() {
+        parts
+            .headers
+            .entry(http::header::CONTENT_LENGTH)
+            .or_insert_with(|| n.into());
+    }
+    Response::from_parts(parts, empty())
 }
 
 fn clone_parts(p: &http::request::Parts) -> http::request::Parts {

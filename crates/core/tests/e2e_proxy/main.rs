@@ -3,4 +3,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod big_body;
+mod common;
+mod grpc;
+mod matrix;
+mod routing;
 mod smoke;
+mod streaming;
+mod tls;
+mod websocket;
