@@ -116,6 +116,20 @@ pub struct RouteConf {
     pub forwarded: Option<bool>,
     pub timeouts: Option<RouteTimeoutsConf>,
     pub max_body_size: Option<ByteSize>,
+    pub request_headers: Option<HeaderRulesConf>,
+    pub response_headers: Option<HeaderRulesConf>,
+}
+
+/// Header edits: `set` replaces, `add` appends, `remove` deletes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderRulesConf {
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    #[serde(default)]
+    pub add: BTreeMap<String, String>,
+    #[serde(default)]
+    pub remove: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

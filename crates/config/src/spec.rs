@@ -134,6 +134,26 @@ pub struct RouteSpec {
     pub max_body_size: Option<u64>,
     /// Whole-request deadline (headers to end of response body); `None` is none.
     pub request_timeout: Option<Duration>,
+    /// Filters in config order; the core runs them in stage order.
+    pub filters: Vec<FilterSpec>,
+}
+
+/// A filter on a route. Adding a filter means a variant here, a module under the core's
+/// `filter/`, an arm in its `build` match, and tests.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FilterSpec {
+    /// Edits the request sent upstream (after the forwarding headers).
+    RequestHeaders(HeaderRulesSpec),
+    /// Edits the response sent to the client.
+    ResponseHeaders(HeaderRulesSpec),
+}
+
+/// Header edits, names lower-case: set (replace), add (append), remove.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HeaderRulesSpec {
+    pub set: Vec<(String, String)>,
+    pub add: Vec<(String, String)>,
+    pub remove: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default)]

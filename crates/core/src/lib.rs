@@ -12,6 +12,7 @@ pub mod admin;
 pub mod body;
 pub mod drain;
 pub mod error;
+pub mod filter;
 pub mod gateway;
 pub mod http;
 pub mod listener;

@@ -3,7 +3,7 @@
 
 use super::listeners::valid_server_name;
 use super::{check_unique, Errors};
-use crate::raw::{FieldMatchConf, MatchConf, RouteConf};
+use crate::raw::{FieldMatchConf, HeaderRulesConf, MatchConf, RouteConf};
 use crate::spec::*;
 use regex::Regex;
 use std::time::Duration;
@@ -63,7 +63,66 @@ fn route(
             .and_then(|t| t.request)
             .map(|d| d.0)
             .filter(|d| !d.is_zero()),
+        filters: filters(r, path, errs),
     }
+}
+
+fn filters(r: &RouteConf, path: &str, errs: &mut Errors) -> Vec<FilterSpec> {
+    let mut out = Vec::new();
+    if let Some(h) = &r.request_headers {
+        out.push(FilterSpec::RequestHeaders(header_rules(
+            h,
+            &format!("{path}.request_headers"),
+            errs,
+        )));
+    }
+    if let Some(h) = &r.response_headers {
+        out.push(FilterSpec::ResponseHeaders(header_rules(
+            h,
+            &format!("{path}.response_headers"),
+            errs,
+        )));
+    }
+    out
+}
+
+fn header_rules(h: &HeaderRulesConf, path: &str, errs: &mut Errors) -> HeaderRulesSpec {
+    let mut pairs =
+        |map: &std::collections::BTreeMap<String, String>, key: &str| -> Vec<(String, String)> {
+            map.iter()
+                .filter(|(k, v)| {
+                    let ok = http::HeaderName::from_bytes(k.as_bytes()).is_ok()
+                        && http::HeaderValue::from_str(v).is_ok();
+                    if !ok {
+                        errs.push(
+                            format!("{path}.{key}.{k}"),
+                            "not a valid header name and value",
+                        );
+                    }
+                    ok
+                })
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                .collect()
+        };
+    let set = pairs(&h.set, "set");
+    let add = pairs(&h.add, "add");
+    let remove = h
+        .remove
+        .iter()
+        .enumerate()
+        .filter(|(i, n)| {
+            let ok = http::HeaderName::from_bytes(n.as_bytes()).is_ok();
+            if !ok {
+                errs.push(
+                    format!("{path}.remove[{i}]"),
+                    format!("`{n}` is not a header name"),
+                );
+            }
+            ok
+        })
+        .map(|(_, n)| n.to_ascii_lowercase())
+        .collect();
+    HeaderRulesSpec { set, add, remove }
 }
 
 fn action(r: &RouteConf, path: &str, upstreams: &[UpstreamSpec], errs: &mut Errors) -> ActionSpec {
@@ -87,6 +146,7 @@ fn action(r: &RouteConf, path: &str, upstreams: &[UpstreamSpec], errs: &mut Erro
         ("host_rewrite", r.host_rewrite.is_some()),
         ("preserve_host", r.preserve_host.is_some()),
         ("forwarded", r.forwarded.is_some()),
+        ("request_headers", r.request_headers.is_some()),
     ];
     if r.upstream.is_none() {
         for (k, set) in proxy_only {

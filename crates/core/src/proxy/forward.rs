@@ -6,6 +6,7 @@ use super::{content_length, upgrade, Req};
 use crate::access_log::{BytesIn, LogRecord};
 use crate::body::{ResponseBody, UpstreamBody};
 use crate::error::{ErrorKind, ProxyError};
+use crate::filter::Flow;
 use crate::http::headers::{self, Forwarding};
 use crate::runtime::{ProxyAction, Route};
 use gatehouse_config::spec::UpstreamProtocol;
@@ -44,6 +45,15 @@ pub(super) async fn forward(
     let deadline = route.request_timeout.map(|t| r.start + t);
     let (mut parts, body) = req.into_parts();
     rewrite_head(r, &mut parts, host, p, upgrade);
+    if !route.filters.is_empty() {
+        if let Flow::Respond(resp) = route
+            .filters
+            .on_request(&mut parts, &r.filter_ctx(route))
+            .await
+        {
+            return Ok(r.complete(*resp, route.metrics.clone(), log, None));
+        }
+    }
     let counter = match log.as_deref() {
         Some(LogRecord {
             bytes_in: BytesIn::Counted(c),
@@ -79,6 +89,7 @@ pub(super) async fn forward(
         _ => {
             let (mut parts, body) = resp.into_parts();
             headers::strip_hop_by_hop(&mut parts.headers, false);
+            route.filters.on_response(&mut parts, &r.filter_ctx(route));
             let mut body = ResponseBody::upstream(body, pool);
             if let Some(d) = deadline {
                 body.set_deadline(d);

@@ -10,6 +10,7 @@ use crate::access_log::{BytesIn, Completion, LogRecord};
 use crate::body::ResponseBody;
 use crate::drain::Watch;
 use crate::error::{local_reply, ErrorKind, ProxyError};
+use crate::filter::FilterCtx;
 use crate::http::headers;
 use crate::route;
 use crate::runtime::{Action, ConfigStore, ListenerRt, Route, Runtime};
@@ -104,11 +105,11 @@ impl Req<'_> {
         };
         match &route.action {
             Action::Respond(r) => {
-                let resp = local::respond(r);
+                let resp = self.response_filters(&route, local::respond(r));
                 self.finish(&req, &host, Some(&route), resp, None)
             }
             Action::Redirect(r) => {
-                let resp = local::redirect(r, &req);
+                let resp = self.response_filters(&route, local::redirect(r, &req));
                 self.finish(&req, &host, Some(&route), resp, None)
             }
             Action::Proxy(p) => {
@@ -119,6 +120,31 @@ impl Req<'_> {
                 }
             }
         }
+    }
+
+    /// The context filters see.
+    fn filter_ctx<'a>(&'a self, route: &'a Route) -> FilterCtx<'a> {
+        FilterCtx {
+            request_id: &self.request_id,
+            client: self.conn.peer,
+            route: &route.name,
+        }
+    }
+
+    /// Runs a route's response filters on a response head.
+    fn response_filters(
+        &self,
+        route: &Route,
+        resp: Response<ResponseBody>,
+    ) -> Response<ResponseBody> {
+        if route.filters.is_empty() {
+            return resp;
+        }
+        let (mut parts, body) = resp.into_parts();
+        route
+            .filters
+            .on_response(&mut parts, &self.filter_ctx(route));
+        Response::from_parts(parts, body)
     }
 
     /// Turns an error into a local reply, logged and counted like any response.

@@ -206,6 +206,7 @@ fn route(
         max_body_size: r.max_body_size,
         request_timeout: r.request_timeout,
         metrics: Arc::new(metrics.route(&r.name, upstream_name)),
+        filters: crate::filter::Chain::new(&r.filters),
     })
 }
 

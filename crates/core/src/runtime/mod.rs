@@ -58,6 +58,7 @@ pub struct Route {
     pub max_body_size: Option<u64>,
     pub request_timeout: Option<Duration>,
     pub metrics: Arc<RouteMetrics>,
+    pub filters: crate::filter::Chain,
 }
 
 /// What a route does with a request.
