@@ -12,6 +12,7 @@
 mod access_log;
 mod admin;
 mod failures;
+mod filters;
 mod limits;
 mod reload;
 mod shutdown;
