@@ -1,0 +1,61 @@
+//! The upstream side's idle timeout: a pooled connection unused for `pool.idle_timeout`
+//! is closed (paused clock), and a later request opens a new one.
+
+use crate::*;
+use gatehouse_test_support::{TestGateway, Upstream};
+
+async fn open_connections(gw: &TestGateway) -> u64 {
+    let v: serde_json::Value = reqwest::get(gw.admin_url("/upstreams"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["upstreams"][0]["endpoints"][0]["open_connections"]
+        .as_u64()
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_pooled_connections_close_after_the_idle_timeout() {
+    let up = Upstream::fixed("ok").await;
+    let gw = TestGateway::start(&config(up.addr, "", "pool = { idle_timeout = \"30s\" }")).await;
+    let c = fresh_client();
+    assert_eq!(
+        c.get(gw.url("web", "/"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "ok"
+    );
+    eventually("one pooled connection", || async {
+        (open_connections(&gw).await == 1).then_some(())
+    })
+    .await;
+    // Still pooled before the timeout...
+    tokio::time::advance(Duration::from_secs(20)).await;
+    assert_eq!(open_connections(&gw).await, 1);
+    // ...closed by the pool sweep once it has passed.
+    tokio::time::advance(Duration::from_secs(20)).await;
+    eventually("the idle connection to close", || async {
+        (open_connections(&gw).await == 0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        c.get(gw.url("web", "/"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "ok"
+    );
+    eventually("a new pooled connection", || async {
+        (open_connections(&gw).await == 1).then_some(())
+    })
+    .await;
+}
