@@ -26,6 +26,8 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 /// Facts about the client connection that the forwarding headers report.
 pub struct Forwarding<'a> {
     pub client: IpAddr,
+    /// `client` as header text, made once per connection.
+    pub client_text: &'a HeaderValue,
     /// The peer is a trusted proxy: its X-Forwarded-* are kept and appended to.
     pub trusted: bool,
     /// `http` or `https`: how the client reached us.
@@ -42,6 +44,13 @@ pub struct Forwarding<'a> {
 /// `Connection: upgrade` / `Upgrade` pair is kept so an upgrade can pass through.
 /// `TE: trailers` is kept (gRPC needs it); any other TE is dropped.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // Most messages carry none of these: one pass of cheap name comparisons instead of
+    // a hashed removal per name (callgrind: ~1,000 instructions a message before).
+    let present =
+        |k: &HeaderName| HOP_BY_HOP.contains(k) || k == header::TE || k == header::UPGRADE;
+    if !upgrade && !headers.keys().any(present) {
+        return;
+    }
     if let Some(conn) = headers.get(header::CONNECTION) {
         if let Ok(s) = conn.to_str() {
             let named: Vec<HeaderName> = s
@@ -88,9 +97,16 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 
 /// Writes X-Forwarded-*, optional `Forwarded`, and `Via`.
 pub fn add_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
-    let mut ip = String::with_capacity(40);
-    let _ = write!(ip, "{}", f.client);
-    append_or_set(headers, X_FORWARDED_FOR, &ip, f.trusted);
+    if f.trusted {
+        append_or_set(
+            headers,
+            X_FORWARDED_FOR,
+            f.client_text.to_str().unwrap_or_default(),
+            true,
+        );
+    } else {
+        headers.insert(X_FORWARDED_FOR, f.client_text.clone());
+    }
     if !(f.trusted && headers.contains_key(X_FORWARDED_PROTO)) {
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(f.proto));
     }
@@ -162,6 +178,11 @@ pub fn request_id(headers: &mut HeaderMap) -> HeaderValue {
     let id = new_request_id();
     headers.insert(X_REQUEST_ID, id.clone());
     id
+}
+
+/// An IP address as header text, for X-Forwarded-For.
+pub fn ip_text(ip: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// A fresh random request id.

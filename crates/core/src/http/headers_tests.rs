@@ -45,8 +45,10 @@ fn keeps_upgrade_pair_when_upgrading() {
 }
 
 fn fwd<'a>(trusted: bool, host: Option<&'a HeaderValue>, via: &'a HeaderValue) -> Forwarding<'a> {
+    static TEXT: std::sync::OnceLock<HeaderValue> = std::sync::OnceLock::new();
     Forwarding {
         client: "10.0.0.9".parse().unwrap(),
+        client_text: TEXT.get_or_init(|| ip_text("10.0.0.9".parse().unwrap())),
         trusted,
         proto: "https",
         host,
@@ -94,8 +96,10 @@ fn trusted_peer_headers_are_appended() {
 fn ipv6_forwarded_is_quoted() {
     let via = HeaderValue::from_static("1.1 g");
     let mut h = HeaderMap::new();
+    let text = ip_text("::1".parse().unwrap());
     let f = Forwarding {
         client: "::1".parse().unwrap(),
+        client_text: &text,
         trusted: false,
         proto: "http",
         host: None,

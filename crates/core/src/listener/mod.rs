@@ -196,6 +196,7 @@ async fn connection(
     l.active.inc();
     let ctx = Arc::new(ConnCtx {
         peer,
+        peer_ip: crate::http::headers::ip_text(peer.ip()),
         listener: name,
         store,
         drain: watch.clone(),

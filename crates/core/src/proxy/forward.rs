@@ -181,6 +181,7 @@ fn rewrite_head(r: &Req<'_>, parts: &mut Parts, host: &str, p: &ProxyAction, upg
     let ip = r.conn.peer.ip();
     let f = Forwarding {
         client: ip,
+        client_text: &r.conn.peer_ip,
         trusted: !r.snap.trusted_proxies.is_empty() && r.snap.is_trusted(ip),
         proto: r.listener.scheme,
         host: original_host.as_ref(),

@@ -27,6 +27,8 @@ use tokio::time::Instant;
 /// What a request knows about the connection it came on.
 pub struct ConnCtx {
     pub peer: SocketAddr,
+    /// The peer's IP as header text, for X-Forwarded-For.
+    pub peer_ip: HeaderValue,
     pub listener: Arc<str>,
     pub store: Arc<ConfigStore>,
     /// Lets upgraded tunnels outlive the connection but not the drain.
@@ -72,9 +74,11 @@ pub async fn handle(
 
 impl Req<'_> {
     async fn serve(&self, req: Request<Incoming>) -> Response<ResponseBody> {
-        let host = match host_of(&req) {
-            Some(h) => h,
-            None if req.version() == Version::HTTP_10 => String::new(),
+        // Borrowed from a cheap (refcounted) copy of the Host, since `req` moves on.
+        let src = HostSrc::of(&req);
+        let host = match src.as_ref().and_then(HostSrc::as_str) {
+            Some(raw) => route::normalize_host(raw),
+            None if req.version() == Version::HTTP_10 => std::borrow::Cow::Borrowed(""),
             None => {
                 return self.reply_err(
                     &req,
@@ -254,8 +258,34 @@ impl Req<'_> {
     }
 }
 
-/// The request's host without port, lower-case: the URI authority (HTTP/2, absolute
-/// form) or the Host header.
+/// Where a request names its host: the URI authority (HTTP/2, absolute form) or the
+/// Host header. Both are refcounted, so holding one costs no allocation.
+enum HostSrc {
+    Authority(http::uri::Authority),
+    Header(HeaderValue),
+}
+
+impl HostSrc {
+    fn of<B>(req: &Request<B>) -> Option<HostSrc> {
+        match req.uri().authority() {
+            Some(a) => Some(HostSrc::Authority(a.clone())),
+            None => req
+                .headers()
+                .get(header::HOST)
+                .cloned()
+                .map(HostSrc::Header),
+        }
+    }
+
+    fn as_str(&self) -> Option<&str> {
+        match self {
+            HostSrc::Authority(a) => Some(a.as_str()),
+            HostSrc::Header(h) => h.to_str().ok(),
+        }
+    }
+}
+
+/// The request's host without port, lower-case (see [`HostSrc`]).
 fn host_of<B>(req: &Request<B>) -> Option<String> {
     let raw = match req.uri().authority() {
         Some(a) => a.as_str(),
