@@ -171,7 +171,7 @@ impl Req<'_> {
         log: Option<Box<LogRecord>>,
         route: Option<&Arc<Route>>,
     ) -> Response<ResponseBody> {
-        tracing::debug!(request_id = ?self.request_id, route = route.map(|r| &*r.name), error = %e.message(), "local error reply");
+        tracing::debug!(request_id = ?self.request_id, route = route.map(|r| &*r.name), side = ?e.side, error = %e.message(), "local error reply");
         let resp = local_reply(e.kind, &e.message(), &self.request_id);
         self.complete(resp, metrics.clone(), log, None)
     }

@@ -9,24 +9,6 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-fn local_gateway(listener_extra: &str) -> String {
-    format!(
-        r#"
-[access_log]
-enabled = false
-
-[[listeners]]
-name = "web"
-listen = "127.0.0.1:0"
-{listener_extra}
-
-[[routes]]
-name = "home"
-respond = {{ status = 200, body = "hi" }}
-"#
-    )
-}
-
 fn request_with_headers(count: usize, each: usize) -> Vec<u8> {
     let mut r = String::from("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
     for i in 0..count {

@@ -55,6 +55,26 @@ endpoints = ["{upstream}"]
     )
 }
 
+/// A gateway with one listener `web` (plus `listener_extra` in its table) and one route
+/// answering 200 "hi" itself.
+pub fn local_gateway(listener_extra: &str) -> String {
+    format!(
+        r#"
+[access_log]
+enabled = false
+
+[[listeners]]
+name = "web"
+listen = "127.0.0.1:0"
+{listener_extra}
+
+[[routes]]
+name = "home"
+respond = {{ status = 200, body = "hi" }}
+"#
+    )
+}
+
 /// An address nothing listens on: bound, then released.
 pub async fn dead_addr() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();

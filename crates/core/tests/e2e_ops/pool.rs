@@ -16,46 +16,38 @@ async fn open_connections(gw: &TestGateway) -> u64 {
         .unwrap()
 }
 
+async fn get_ok(c: &reqwest::Client, gw: &TestGateway) {
+    let body = c
+        .get(gw.url("web", "/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(body, "ok");
+}
+
+async fn wait_open(gw: &TestGateway, n: u64, what: &str) {
+    eventually(what, || async {
+        (open_connections(gw).await == n).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn idle_pooled_connections_close_after_the_idle_timeout() {
     let up = Upstream::fixed("ok").await;
     let gw = TestGateway::start(&config(up.addr, "", "pool = { idle_timeout = \"30s\" }")).await;
     let c = fresh_client();
-    assert_eq!(
-        c.get(gw.url("web", "/"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        "ok"
-    );
-    eventually("one pooled connection", || async {
-        (open_connections(&gw).await == 1).then_some(())
-    })
-    .await;
+    get_ok(&c, &gw).await;
+    wait_open(&gw, 1, "one pooled connection").await;
     // Still pooled before the timeout...
     tokio::time::advance(Duration::from_secs(20)).await;
     assert_eq!(open_connections(&gw).await, 1);
     // ...closed by the pool sweep once it has passed.
     tokio::time::advance(Duration::from_secs(20)).await;
-    eventually("the idle connection to close", || async {
-        (open_connections(&gw).await == 0).then_some(())
-    })
-    .await;
-    assert_eq!(
-        c.get(gw.url("web", "/"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        "ok"
-    );
-    eventually("a new pooled connection", || async {
-        (open_connections(&gw).await == 1).then_some(())
-    })
-    .await;
+    wait_open(&gw, 0, "the idle connection to close").await;
+    get_ok(&c, &gw).await;
+    wait_open(&gw, 1, "a new pooled connection").await;
 }

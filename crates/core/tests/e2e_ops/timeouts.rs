@@ -10,22 +10,7 @@ use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 
 fn gateway_with_listener(timeouts: &str) -> String {
-    format!(
-        r#"
-[access_log]
-enabled = false
-
-[[listeners]]
-name = "web"
-listen = "127.0.0.1:0"
-[listeners.timeouts]
-{timeouts}
-
-[[routes]]
-name = "home"
-respond = {{ status = 200, body = "hi" }}
-"#
-    )
+    local_gateway(&format!("[listeners.timeouts]\n{timeouts}"))
 }
 
 /// A client that sends half a request head and stops is cut off at header_read.
