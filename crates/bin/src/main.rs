@@ -137,7 +137,7 @@ fn run(config: PathBuf, watch: bool) -> anyhow::Result<ExitCode> {
             "gatehouse started"
         );
         if watch {
-            tokio::spawn(signals::watch_file(config, gw.clone()));
+            tokio::spawn(signals::watch_file(config, gw.clone(), text.into_bytes()));
         }
         signals::until_shutdown(&gw).await?;
         tracing::info!("shutting down: draining connections");

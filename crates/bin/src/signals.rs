@@ -25,8 +25,10 @@ pub async fn until_shutdown(gw: &Arc<Gateway>) -> anyhow::Result<()> {
 }
 
 /// Polls the config file once a second and reloads when its contents change.
-pub async fn watch_file(path: PathBuf, gw: Arc<Gateway>) {
-    let mut last = tokio::fs::read(&path).await.ok();
+/// `started_with` is the text read at start, so a change made before this task first
+/// runs is still seen as a change.
+pub async fn watch_file(path: PathBuf, gw: Arc<Gateway>, started_with: Vec<u8>) {
+    let mut last = Some(started_with);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;

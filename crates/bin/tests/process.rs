@@ -115,6 +115,18 @@ fn eventually_answers(addr: SocketAddr, want: &str) {
     panic!("the gateway never answered {want:?}");
 }
 
+/// Kills the child if a test fails before it has exited, so no gateway outlives its test.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 fn signal(child: &Child, sig: &str) {
     let ok = Command::new("kill")
         .args([sig, &child.id().to_string()])
@@ -126,30 +138,32 @@ fn signal(child: &Child, sig: &str) {
 #[test]
 fn sighup_reloads_the_file_and_sigterm_drains_and_exits_zero() {
     let path = temp_config("hup.toml", "one");
-    let (mut child, addr, logs) = start(&path, &[]);
+    let (child, addr, logs) = start(&path, &[]);
+    let mut child = Running(child);
     assert_eq!(get(addr), "one");
     std::fs::write(&path, config("two")).unwrap();
     // Without --watch, nothing changes until SIGHUP.
     assert_eq!(get(addr), "one");
-    signal(&child, "-HUP");
+    signal(&child.0, "-HUP");
     eventually_answers(addr, "two");
     // A bad file on SIGHUP is rejected and the running config stays.
     std::fs::write(&path, "this is = = not toml").unwrap();
-    signal(&child, "-HUP");
+    signal(&child.0, "-HUP");
     wait_for(&logs, "config reload rejected");
     assert_eq!(get(addr), "two");
-    signal(&child, "-TERM");
-    let status = child.wait().unwrap();
+    signal(&child.0, "-TERM");
+    let status = child.0.wait().unwrap();
     assert_eq!(status.code(), Some(0));
 }
 
 #[test]
 fn watch_reloads_when_the_file_changes() {
     let path = temp_config("watch.toml", "one");
-    let (mut child, addr, _logs) = start(&path, &["--watch"]);
+    let (child, addr, _logs) = start(&path, &["--watch"]);
+    let mut child = Running(child);
     assert_eq!(get(addr), "one");
     std::fs::write(&path, config("two")).unwrap();
     eventually_answers(addr, "two");
-    signal(&child, "-INT");
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    signal(&child.0, "-INT");
+    assert_eq!(child.0.wait().unwrap().code(), Some(0));
 }
