@@ -270,7 +270,14 @@ pub enum UpstreamProtocol {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BalancerKind {
+    /// Smooth weighted round robin.
     RoundRobin,
+    /// Fewest requests in flight relative to weight.
+    LeastConn,
+    /// Weighted random.
+    Random,
+    /// Power of two choices: two weighted random picks, the one with fewer in flight.
+    PowerOfTwo,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

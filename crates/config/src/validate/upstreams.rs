@@ -47,10 +47,13 @@ fn upstream(u: &UpstreamConf, path: &str, errs: &mut Errors) -> UpstreamSpec {
     };
     let balancer = match u.balancer.as_deref() {
         None | Some("round_robin") => BalancerKind::RoundRobin,
+        Some("least_conn") => BalancerKind::LeastConn,
+        Some("random") => BalancerKind::Random,
+        Some("p2c") => BalancerKind::PowerOfTwo,
         Some(b) => {
             errs.push(
                 format!("{path}.balancer"),
-                format!("`{b}` is not a balancer; expected `round_robin`"),
+                format!("`{b}` is not a balancer; expected `round_robin`, `least_conn`, `random` or `p2c`"),
             );
             BalancerKind::RoundRobin
         }

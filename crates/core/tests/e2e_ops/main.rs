@@ -11,6 +11,7 @@
 
 mod access_log;
 mod admin;
+mod balancing;
 mod failures;
 mod filters;
 mod forwarding;

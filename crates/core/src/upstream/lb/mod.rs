@@ -1,6 +1,7 @@
 //! Balancers: one method, [`Balancer::pick`], over an immutable endpoint list. A balancer
 //! is rebuilt whenever a group's membership changes; picks do no I/O and take no lock.
 
+mod load;
 mod round_robin;
 
 use super::Endpoint;
@@ -21,5 +22,8 @@ pub fn build(kind: BalancerKind, endpoints: &[Arc<Endpoint>]) -> Box<dyn Balance
         BalancerKind::RoundRobin => Box::new(RoundRobin::new(
             endpoints.iter().map(|e| e.spec.weight).collect(),
         )),
+        BalancerKind::LeastConn => Box::new(load::LeastConn),
+        BalancerKind::Random => Box::new(load::Random),
+        BalancerKind::PowerOfTwo => Box::new(load::PowerOfTwo),
     }
 }

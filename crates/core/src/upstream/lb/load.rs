@@ -1,0 +1,170 @@
+//! Load-aware and random balancers over the endpoints' in-flight counters: least
+//! connections (weight-aware), weighted random, and power of two choices. Picks read
+//! atomics only: no lock, no I/O.
+
+use super::{Balancer, Endpoint};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Fewest requests in flight per unit of weight; ties go to the lower index after a
+/// random start, so equal endpoints share the load.
+pub struct LeastConn;
+
+/// Weighted random.
+pub struct Random;
+
+/// Two weighted random picks; the one with fewer in flight per weight wins
+/// (Mitzenmacher's power of two choices, as in Envoy's least_request).
+pub struct PowerOfTwo;
+
+/// In-flight requests scaled by weight, compared without division: a/wa < b/wb.
+fn lighter(a: &Endpoint, b: &Endpoint) -> bool {
+    let la = a.in_flight.load(Ordering::Relaxed) as u64 * u64::from(b.spec.weight);
+    let lb = b.in_flight.load(Ordering::Relaxed) as u64 * u64::from(a.spec.weight);
+    la < lb
+}
+
+/// A weighted random index among those not excluded.
+fn weighted_random(endpoints: &[Arc<Endpoint>], exclude: &[usize]) -> Option<usize> {
+    let live = |i: &usize| !exclude.contains(i);
+    let total: u64 = (0..endpoints.len())
+        .filter(live)
+        .map(|i| u64::from(endpoints[i].spec.weight))
+        .sum();
+    if total == 0 {
+        return None;
+    }
+    let mut r = fastrand::u64(..total);
+    for i in (0..endpoints.len()).filter(live) {
+        let w = u64::from(endpoints[i].spec.weight);
+        if r < w {
+            return Some(i);
+        }
+        r -= w;
+    }
+    None
+}
+
+impl Balancer for LeastConn {
+    fn pick(&self, endpoints: &[Arc<Endpoint>], exclude: &[usize]) -> Option<usize> {
+        let n = endpoints.len();
+        if n == 0 {
+            return None;
+        }
+        let start = fastrand::usize(..n);
+        (0..n)
+            .map(|k| (start + k) % n)
+            .filter(|i| !exclude.contains(i))
+            .reduce(|best, i| {
+                if lighter(&endpoints[i], &endpoints[best]) {
+                    i
+                } else {
+                    best
+                }
+            })
+    }
+}
+
+impl Balancer for Random {
+    fn pick(&self, endpoints: &[Arc<Endpoint>], exclude: &[usize]) -> Option<usize> {
+        weighted_random(endpoints, exclude)
+    }
+}
+
+impl Balancer for PowerOfTwo {
+    fn pick(&self, endpoints: &[Arc<Endpoint>], exclude: &[usize]) -> Option<usize> {
+        let a = weighted_random(endpoints, exclude)?;
+        let b = weighted_random(endpoints, exclude)?;
+        Some(if lighter(&endpoints[b], &endpoints[a]) {
+            b
+        } else {
+            a
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gatehouse_config::spec::{EndpointSpec, PoolSpec};
+    use std::time::Duration;
+
+    fn endpoints(weights: &[u32]) -> Vec<Arc<Endpoint>> {
+        let pool = PoolSpec {
+            max_idle_per_endpoint: 1,
+            max_connections_per_endpoint: 0,
+            idle_timeout: Duration::from_secs(1),
+        };
+        weights
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let spec = EndpointSpec {
+                    address: format!("127.0.0.1:{}", 1000 + i),
+                    host: "127.0.0.1".into(),
+                    port: 1000 + i as u16,
+                    weight: *w,
+                };
+                Arc::new(Endpoint::new(spec, pool))
+            })
+            .collect()
+    }
+
+    fn counts(b: &dyn Balancer, eps: &[Arc<Endpoint>], exclude: &[usize], n: usize) -> Vec<usize> {
+        let mut c = vec![0; eps.len()];
+        for _ in 0..n {
+            c[b.pick(eps, exclude).unwrap()] += 1;
+        }
+        c
+    }
+
+    #[test]
+    fn weighted_random_converges_to_the_weights() {
+        fastrand::seed(7);
+        let eps = endpoints(&[1, 2, 3]);
+        let c = counts(&Random, &eps, &[], 60_000);
+        for (i, w) in [1.0, 2.0, 3.0].iter().enumerate() {
+            let share = c[i] as f64 / 60_000.0;
+            assert!((share - w / 6.0).abs() < 0.01, "endpoint {i}: {share}");
+        }
+    }
+
+    #[test]
+    fn no_balancer_picks_an_excluded_endpoint() {
+        fastrand::seed(11);
+        let eps = endpoints(&[1, 5, 1, 2]);
+        let all: [&dyn Balancer; 3] = [&LeastConn, &Random, &PowerOfTwo];
+        for b in all {
+            for exclude in [vec![1], vec![0, 1, 2], vec![3, 1]] {
+                let c = counts(b, &eps, &exclude, 2_000);
+                for i in &exclude {
+                    assert_eq!(c[*i], 0);
+                }
+            }
+            assert_eq!(b.pick(&eps, &[0, 1, 2, 3]), None);
+        }
+    }
+
+    #[test]
+    fn least_conn_picks_the_lightest_per_weight() {
+        let eps = endpoints(&[1, 2, 1]);
+        eps[0].in_flight.store(3, Ordering::Relaxed);
+        eps[1].in_flight.store(4, Ordering::Relaxed); // 2 per unit of weight
+        eps[2].in_flight.store(5, Ordering::Relaxed);
+        for _ in 0..50 {
+            assert_eq!(LeastConn.pick(&eps, &[]), Some(1));
+        }
+        assert_eq!(LeastConn.pick(&eps, &[1]), Some(0));
+    }
+
+    #[test]
+    fn p2c_avoids_a_loaded_endpoint() {
+        fastrand::seed(3);
+        let eps = endpoints(&[1, 1, 1, 1]);
+        eps[2].in_flight.store(100, Ordering::Relaxed);
+        let c = counts(&PowerOfTwo, &eps, &[], 40_000);
+        // Endpoint 2 wins only when both choices land on it: 1/16 of picks.
+        let share = c[2] as f64 / 40_000.0;
+        assert!((share - 1.0 / 16.0).abs() < 0.01, "{share}");
+    }
+}

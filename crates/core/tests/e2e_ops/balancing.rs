@@ -1,0 +1,92 @@
+//! Balancers end to end: least_conn steers new requests away from an endpoint that is
+//! still busy with one; random and p2c spread requests over both endpoints.
+
+use crate::*;
+use gatehouse_test_support::{TestGateway, Upstream, UpstreamOptions};
+use std::sync::Arc;
+use tokio::sync::{mpsc, Notify};
+
+fn two_endpoints(a: SocketAddr, b: SocketAddr, balancer: &str) -> String {
+    format!(
+        r#"
+[access_log]
+enabled = false
+
+[[listeners]]
+name = "web"
+listen = "127.0.0.1:0"
+
+[[routes]]
+name = "api"
+upstream = "pair"
+
+[[upstreams]]
+name = "pair"
+endpoints = ["{a}", "{b}"]
+balancer = "{balancer}"
+"#
+    )
+}
+
+#[tokio::test]
+async fn least_conn_avoids_the_busy_endpoint() {
+    // Endpoint "slow" holds every request until released; "fast" answers at once.
+    let release = Arc::new(Notify::new());
+    let (arrived_tx, mut arrived) = mpsc::unbounded_channel();
+    let r = release.clone();
+    let slow = Upstream::start(UpstreamOptions::default(), move |_req| {
+        let (r, tx) = (r.clone(), arrived_tx.clone());
+        async move {
+            let _ = tx.send(());
+            r.notified().await;
+            ok("slow")
+        }
+    })
+    .await;
+    let fast = Upstream::fixed("fast").await;
+    let gw = TestGateway::start(&two_endpoints(slow.addr, fast.addr, "least_conn")).await;
+    let c = fresh_client();
+    // Send requests until one is held by the slow endpoint.
+    let url = gw.url("web", "/");
+    let held = loop {
+        let mut req = tokio::spawn(c.get(&url).send());
+        tokio::select! {
+            _ = arrived.recv() => break req,
+            r = &mut req => assert_eq!(r.unwrap().unwrap().text().await.unwrap(), "fast"),
+        }
+    };
+    // While it is in flight, every new request goes to the idle endpoint.
+    for _ in 0..10 {
+        assert_eq!(
+            c.get(&url).send().await.unwrap().text().await.unwrap(),
+            "fast"
+        );
+    }
+    release.notify_one();
+    assert_eq!(held.await.unwrap().unwrap().text().await.unwrap(), "slow");
+}
+
+#[tokio::test]
+async fn random_and_p2c_use_both_endpoints() {
+    for balancer in ["random", "p2c"] {
+        let a = Upstream::fixed("a").await;
+        let b = Upstream::fixed("b").await;
+        let gw = TestGateway::start(&two_endpoints(a.addr, b.addr, balancer)).await;
+        let c = fresh_client();
+        for _ in 0..200 {
+            c.get(gw.url("web", "/"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+        }
+        assert!(
+            a.count() > 40 && b.count() > 40,
+            "{balancer}: {} / {}",
+            a.count(),
+            b.count()
+        );
+    }
+}
