@@ -118,7 +118,7 @@ async fn post_reload_rereads_the_file_and_reports_every_error() {
     // Two errors, each reported with its line.
     let bad = good
         .replace("upstream = \"backend\"", "upstream = \"nope\"")
-        .replace("endpoints = [", "balancer = \"random\"\nendpoints = [");
+        .replace("endpoints = [", "balancer = \"fastest\"\nendpoints = [");
     std::fs::write(&path, &bad).unwrap();
     let r = c.post(format!("{admin}/reload")).send().await.unwrap();
     assert_eq!(r.status(), 422);
@@ -130,7 +130,7 @@ async fn post_reload_rereads_the_file_and_reports_every_error() {
         body["errors"],
         serde_json::json!([
             format!("{file}:14: routes[0].upstream: no upstream is named `nope`"),
-            format!("{file}:19: upstreams[0].balancer: `random` is not a balancer; expected `round_robin`"),
+            format!("{file}:19: upstreams[0].balancer: `fastest` is not a balancer; expected `round_robin`, `least_conn`, `random` or `p2c`"),
         ]),
         "{bad}"
     );
