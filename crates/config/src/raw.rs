@@ -203,6 +203,8 @@ pub struct UpstreamConf {
     /// `http1` (default) or `http2`.
     pub protocol: Option<String>,
     pub balancer: Option<String>,
+    /// For hashing balancers: `ip` (default), `header:NAME`, `cookie:NAME` or `query:NAME`.
+    pub hash_on: Option<String>,
     pub tls: Option<UpstreamTlsConf>,
     pub pool: Option<PoolConf>,
     pub timeouts: Option<UpstreamTimeoutsConf>,

@@ -248,6 +248,8 @@ pub struct UpstreamSpec {
     pub endpoints: Vec<EndpointSpec>,
     pub protocol: UpstreamProtocol,
     pub balancer: BalancerKind,
+    /// What a hashing balancer hashes; `None` for the others.
+    pub hash_on: Option<HashOn>,
     pub tls: Option<UpstreamTlsSpec>,
     pub pool: PoolSpec,
     pub connect_timeout: Duration,
@@ -278,6 +280,18 @@ pub enum BalancerKind {
     Random,
     /// Power of two choices: two weighted random picks, the one with fewer in flight.
     PowerOfTwo,
+    /// A ring of virtual nodes (weight-proportional) over a request key.
+    ConsistentHash,
+}
+
+/// The request key a hashing balancer uses.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HashOn {
+    ClientIp,
+    /// Lower-case header name.
+    Header(String),
+    Cookie(String),
+    Query(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

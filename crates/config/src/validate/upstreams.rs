@@ -50,10 +50,11 @@ fn upstream(u: &UpstreamConf, path: &str, errs: &mut Errors) -> UpstreamSpec {
         Some("least_conn") => BalancerKind::LeastConn,
         Some("random") => BalancerKind::Random,
         Some("p2c") => BalancerKind::PowerOfTwo,
+        Some("consistent_hash") | Some("ip_hash") => BalancerKind::ConsistentHash,
         Some(b) => {
             errs.push(
                 format!("{path}.balancer"),
-                format!("`{b}` is not a balancer; expected `round_robin`, `least_conn`, `random` or `p2c`"),
+                format!("`{b}` is not a balancer; expected `round_robin`, `least_conn`, `random`, `p2c`, `consistent_hash` or `ip_hash`"),
             );
             BalancerKind::RoundRobin
         }
@@ -86,11 +87,13 @@ fn upstream(u: &UpstreamConf, path: &str, errs: &mut Errors) -> UpstreamSpec {
             "set the response deadline per route, with routes[].timeouts.upstream_response",
         );
     }
+    let hash_on = hash_on(u, balancer, path, errs);
     UpstreamSpec {
         name: u.name.clone(),
         endpoints,
         protocol,
         balancer,
+        hash_on,
         tls,
         pool,
         connect_timeout: t
@@ -137,4 +140,46 @@ fn split_host_port(a: &str) -> Option<(String, u16)> {
         return None;
     }
     Some((host.to_string(), port))
+}
+
+/// `hash_on` for hashing balancers: `ip` (the default, and the only one for `ip_hash`),
+/// `header:NAME`, `cookie:NAME` or `query:NAME`.
+fn hash_on(
+    u: &UpstreamConf,
+    balancer: BalancerKind,
+    path: &str,
+    errs: &mut Errors,
+) -> Option<HashOn> {
+    let p = format!("{path}.hash_on");
+    if balancer != BalancerKind::ConsistentHash {
+        if u.hash_on.is_some() {
+            errs.push(
+                p,
+                "only a `consistent_hash` or `ip_hash` balancer takes hash_on",
+            );
+        }
+        return None;
+    }
+    let raw = u.hash_on.as_deref().unwrap_or("ip");
+    if u.balancer.as_deref() == Some("ip_hash") && raw != "ip" {
+        errs.push(
+            p,
+            "`ip_hash` hashes the client IP; use `consistent_hash` for another key",
+        );
+        return Some(HashOn::ClientIp);
+    }
+    let bad = |errs: &mut Errors| {
+        errs.push(&p, format!("`{raw}` is not a hash key; expected `ip`, `header:NAME`, `cookie:NAME` or `query:NAME`"));
+        Some(HashOn::ClientIp)
+    };
+    match raw.split_once(':') {
+        None if raw == "ip" => Some(HashOn::ClientIp),
+        Some((_, "")) | None => bad(errs),
+        Some(("header", n)) if http::HeaderName::from_bytes(n.as_bytes()).is_ok() => {
+            Some(HashOn::Header(n.to_ascii_lowercase()))
+        }
+        Some(("cookie", n)) => Some(HashOn::Cookie(n.to_string())),
+        Some(("query", n)) => Some(HashOn::Query(n.to_string())),
+        Some(_) => bad(errs),
+    }
 }

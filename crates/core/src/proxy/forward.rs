@@ -43,6 +43,9 @@ pub(super) async fn forward(
     let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let deadline = route.request_timeout.map(|t| r.start + t);
+    let key = p.group.spec.hash_on.as_ref().and_then(|on| {
+        crate::upstream::lb::request_key(on, req.headers(), req.uri().query(), r.conn.peer.ip())
+    });
     let (mut parts, body) = req.into_parts();
     rewrite_head(r, &mut parts, host, p, upgrade);
     if !route.filters.is_empty() {
@@ -68,7 +71,7 @@ pub(super) async fn forward(
     };
     let req = Request::from_parts(parts, body);
 
-    let (resp, pool, in_flight) = match exchange(p, req, deadline).await {
+    let (resp, pool, in_flight) = match exchange(p, req, deadline, key).await {
         Ok(x) => x,
         Err(e) => return Err((e, log)),
     };
@@ -106,6 +109,7 @@ async fn exchange(
     p: &ProxyAction,
     mut req: Request<UpstreamBody>,
     deadline: Option<Instant>,
+    key: Option<u64>,
 ) -> Result<
     (
         Response<Incoming>,
@@ -117,7 +121,7 @@ async fn exchange(
     let group = &p.group;
     let mut tried: Vec<usize> = Vec::new();
     let lease = loop {
-        let Some((i, ep)) = group.pick(&tried) else {
+        let Some((i, ep)) = group.pick(&tried, key) else {
             return Err(ProxyError::new(
                 ErrorKind::NoEndpoint,
                 format!("upstream `{}` has no endpoint left to try", group.name),

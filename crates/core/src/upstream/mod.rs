@@ -54,9 +54,10 @@ impl UpstreamGroup {
         }
     }
 
-    /// Picks an endpoint not in `exclude` (indexes already tried).
-    pub fn pick(&self, exclude: &[usize]) -> Option<(usize, &Arc<Endpoint>)> {
-        let i = self.balancer.pick(&self.endpoints, exclude)?;
+    /// Picks an endpoint not in `exclude` (indexes already tried); `key` is the request's
+    /// hash key when the group hashes.
+    pub fn pick(&self, exclude: &[usize], key: Option<u64>) -> Option<(usize, &Arc<Endpoint>)> {
+        let i = self.balancer.pick(&self.endpoints, exclude, key)?;
         Some((i, &self.endpoints[i]))
     }
 }

@@ -7,6 +7,10 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, Notify};
 
 fn two_endpoints(a: SocketAddr, b: SocketAddr, balancer: &str) -> String {
+    two_endpoints_with(a, b, balancer, "")
+}
+
+fn two_endpoints_with(a: SocketAddr, b: SocketAddr, balancer: &str, extra: &str) -> String {
     format!(
         r#"
 [access_log]
@@ -24,6 +28,7 @@ upstream = "pair"
 name = "pair"
 endpoints = ["{a}", "{b}"]
 balancer = "{balancer}"
+{extra}
 "#
     )
 }
@@ -89,4 +94,45 @@ async fn random_and_p2c_use_both_endpoints() {
             b.count()
         );
     }
+}
+
+#[tokio::test]
+async fn consistent_hash_keeps_a_key_on_one_endpoint() {
+    let a = Upstream::fixed("a").await;
+    let b = Upstream::fixed("b").await;
+    let toml = two_endpoints_with(
+        a.addr,
+        b.addr,
+        "consistent_hash",
+        "hash_on = \"header:x-user\"",
+    );
+    let gw = TestGateway::start(&toml).await;
+    let c = fresh_client();
+    let url = gw.url("web", "/");
+    let mut seen = std::collections::HashSet::new();
+    for user in 0..40 {
+        let first = c
+            .get(&url)
+            .header("x-user", format!("u{user}"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for _ in 0..3 {
+            let again = c
+                .get(&url)
+                .header("x-user", format!("u{user}"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            assert_eq!(again, first, "user u{user} moved");
+        }
+        seen.insert(first);
+    }
+    assert_eq!(seen.len(), 2, "40 users all landed on one endpoint");
 }

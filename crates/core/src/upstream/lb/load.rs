@@ -46,7 +46,12 @@ fn weighted_random(endpoints: &[Arc<Endpoint>], exclude: &[usize]) -> Option<usi
 }
 
 impl Balancer for LeastConn {
-    fn pick(&self, endpoints: &[Arc<Endpoint>], exclude: &[usize]) -> Option<usize> {
+    fn pick(
+        &self,
+        endpoints: &[Arc<Endpoint>],
+        exclude: &[usize],
+        _key: Option<u64>,
+    ) -> Option<usize> {
         let n = endpoints.len();
         if n == 0 {
             return None;
@@ -66,13 +71,23 @@ impl Balancer for LeastConn {
 }
 
 impl Balancer for Random {
-    fn pick(&self, endpoints: &[Arc<Endpoint>], exclude: &[usize]) -> Option<usize> {
+    fn pick(
+        &self,
+        endpoints: &[Arc<Endpoint>],
+        exclude: &[usize],
+        _key: Option<u64>,
+    ) -> Option<usize> {
         weighted_random(endpoints, exclude)
     }
 }
 
 impl Balancer for PowerOfTwo {
-    fn pick(&self, endpoints: &[Arc<Endpoint>], exclude: &[usize]) -> Option<usize> {
+    fn pick(
+        &self,
+        endpoints: &[Arc<Endpoint>],
+        exclude: &[usize],
+        _key: Option<u64>,
+    ) -> Option<usize> {
         let a = weighted_random(endpoints, exclude)?;
         let b = weighted_random(endpoints, exclude)?;
         Some(if lighter(&endpoints[b], &endpoints[a]) {
@@ -85,35 +100,13 @@ impl Balancer for PowerOfTwo {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_endpoints as endpoints;
     use super::*;
-    use gatehouse_config::spec::{EndpointSpec, PoolSpec};
-    use std::time::Duration;
-
-    fn endpoints(weights: &[u32]) -> Vec<Arc<Endpoint>> {
-        let pool = PoolSpec {
-            max_idle_per_endpoint: 1,
-            max_connections_per_endpoint: 0,
-            idle_timeout: Duration::from_secs(1),
-        };
-        weights
-            .iter()
-            .enumerate()
-            .map(|(i, w)| {
-                let spec = EndpointSpec {
-                    address: format!("127.0.0.1:{}", 1000 + i),
-                    host: "127.0.0.1".into(),
-                    port: 1000 + i as u16,
-                    weight: *w,
-                };
-                Arc::new(Endpoint::new(spec, pool))
-            })
-            .collect()
-    }
 
     fn counts(b: &dyn Balancer, eps: &[Arc<Endpoint>], exclude: &[usize], n: usize) -> Vec<usize> {
         let mut c = vec![0; eps.len()];
         for _ in 0..n {
-            c[b.pick(eps, exclude).unwrap()] += 1;
+            c[b.pick(eps, exclude, None).unwrap()] += 1;
         }
         c
     }
@@ -141,7 +134,7 @@ mod tests {
                     assert_eq!(c[*i], 0);
                 }
             }
-            assert_eq!(b.pick(&eps, &[0, 1, 2, 3]), None);
+            assert_eq!(b.pick(&eps, &[0, 1, 2, 3], None), None);
         }
     }
 
@@ -152,9 +145,9 @@ mod tests {
         eps[1].in_flight.store(4, Ordering::Relaxed); // 2 per unit of weight
         eps[2].in_flight.store(5, Ordering::Relaxed);
         for _ in 0..50 {
-            assert_eq!(LeastConn.pick(&eps, &[]), Some(1));
+            assert_eq!(LeastConn.pick(&eps, &[], None), Some(1));
         }
-        assert_eq!(LeastConn.pick(&eps, &[1]), Some(0));
+        assert_eq!(LeastConn.pick(&eps, &[1], None), Some(0));
     }
 
     #[test]

@@ -30,7 +30,12 @@ impl RoundRobin {
 }
 
 impl Balancer for RoundRobin {
-    fn pick(&self, endpoints: &[Arc<Endpoint>], exclude: &[usize]) -> Option<usize> {
+    fn pick(
+        &self,
+        endpoints: &[Arc<Endpoint>],
+        exclude: &[usize],
+        _key: Option<u64>,
+    ) -> Option<usize> {
         let n = self.schedule.len();
         if n == 0 || endpoints.is_empty() {
             return None;
