@@ -130,7 +130,7 @@ async fn post_reload_rereads_the_file_and_reports_every_error() {
         body["errors"],
         serde_json::json!([
             format!("{file}:14: routes[0].upstream: no upstream is named `nope`"),
-            format!("{file}:19: upstreams[0].balancer: `fastest` is not a balancer; expected `round_robin`, `least_conn`, `random` or `p2c`"),
+            format!("{file}:19: upstreams[0].balancer: `fastest` is not a balancer; expected `round_robin`, `least_conn`, `random`, `p2c`, `consistent_hash` or `ip_hash`"),
         ]),
         "{bad}"
     );
