@@ -11,26 +11,7 @@ fn two_endpoints(a: SocketAddr, b: SocketAddr, balancer: &str) -> String {
 }
 
 fn two_endpoints_with(a: SocketAddr, b: SocketAddr, balancer: &str, extra: &str) -> String {
-    format!(
-        r#"
-[access_log]
-enabled = false
-
-[[listeners]]
-name = "web"
-listen = "127.0.0.1:0"
-
-[[routes]]
-name = "api"
-upstream = "pair"
-
-[[upstreams]]
-name = "pair"
-endpoints = ["{a}", "{b}"]
-balancer = "{balancer}"
-{extra}
-"#
-    )
+    config_endpoints(&[a, b], "", &format!("balancer = \"{balancer}\"\n{extra}"))
 }
 
 #[tokio::test]
@@ -62,10 +43,7 @@ async fn least_conn_avoids_the_busy_endpoint() {
     };
     // While it is in flight, every new request goes to the idle endpoint.
     for _ in 0..10 {
-        assert_eq!(
-            c.get(&url).send().await.unwrap().text().await.unwrap(),
-            "fast"
-        );
+        assert_eq!(text(c.get(&url)).await, "fast");
     }
     release.notify_one();
     assert_eq!(held.await.unwrap().unwrap().text().await.unwrap(), "slow");
@@ -79,13 +57,7 @@ async fn random_and_p2c_use_both_endpoints() {
         let gw = TestGateway::start(&two_endpoints(a.addr, b.addr, balancer)).await;
         let c = fresh_client();
         for _ in 0..200 {
-            c.get(gw.url("web", "/"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            text(c.get(gw.url("web", "/"))).await;
         }
         assert!(
             a.count() > 40 && b.count() > 40,
@@ -111,25 +83,9 @@ async fn consistent_hash_keeps_a_key_on_one_endpoint() {
     let url = gw.url("web", "/");
     let mut seen = std::collections::HashSet::new();
     for user in 0..40 {
-        let first = c
-            .get(&url)
-            .header("x-user", format!("u{user}"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let first = text(c.get(&url).header("x-user", format!("u{user}"))).await;
         for _ in 0..3 {
-            let again = c
-                .get(&url)
-                .header("x-user", format!("u{user}"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let again = text(c.get(&url).header("x-user", format!("u{user}"))).await;
             assert_eq!(again, first, "user u{user} moved");
         }
         seen.insert(first);

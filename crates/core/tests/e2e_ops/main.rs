@@ -31,6 +31,17 @@ use tokio::net::{TcpListener, TcpStream};
 /// and one route `api` to upstream `backend` at `upstream`; `route_extra` and
 /// `upstream_extra` are appended to the route's and the upstream's tables.
 pub fn config(upstream: SocketAddr, route_extra: &str, upstream_extra: &str) -> String {
+    config_endpoints(&[upstream], route_extra, upstream_extra)
+}
+
+/// [`config`] with several endpoints in `backend`.
+pub fn config_endpoints(
+    endpoints: &[SocketAddr],
+    route_extra: &str,
+    upstream_extra: &str,
+) -> String {
+    let endpoints: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
+    let endpoints = endpoints.join(", ");
     format!(
         r#"
 [admin]
@@ -50,10 +61,15 @@ upstream = "backend"
 
 [[upstreams]]
 name = "backend"
-endpoints = ["{upstream}"]
+endpoints = [{endpoints}]
 {upstream_extra}
 "#
     )
+}
+
+/// Sends a request and returns its body text.
+pub async fn text(req: reqwest::RequestBuilder) -> String {
+    req.send().await.unwrap().text().await.unwrap()
 }
 
 /// A gateway with one listener `web` (plus `listener_extra` in its table) and one route

@@ -17,14 +17,7 @@ async fn open_connections(gw: &TestGateway) -> u64 {
 }
 
 async fn get_ok(c: &reqwest::Client, gw: &TestGateway) {
-    let body = c
-        .get(gw.url("web", "/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = text(c.get(gw.url("web", "/"))).await;
     assert_eq!(body, "ok");
 }
 
