@@ -10,6 +10,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
+mod resilience;
+pub use resilience::*;
+
 /// The whole file. Sections that failed to parse are left at their defaults (and the
 /// error list is non-empty, so the result is never used).
 #[derive(Debug, Default)]
@@ -208,6 +211,19 @@ pub struct UpstreamConf {
     pub tls: Option<UpstreamTlsConf>,
     pub pool: Option<PoolConf>,
     pub timeouts: Option<UpstreamTimeoutsConf>,
+    /// A new or recovered endpoint's share ramps up over this window.
+    pub slow_start: Option<HumanDuration>,
+    /// Send to every endpoint when none is healthy, instead of answering 503.
+    pub panic_mode: Option<bool>,
+    /// How long a drained or removed endpoint may finish its requests.
+    pub drain_timeout: Option<HumanDuration>,
+    /// How long tunnels (WebSocket, upgrades) to a drained endpoint may stay open.
+    pub drain_grace: Option<HumanDuration>,
+    pub health_check: Option<HealthCheckConf>,
+    pub outlier: Option<OutlierConf>,
+    pub breaker: Option<BreakerConf>,
+    pub retry: Option<RetryConf>,
+    pub sticky: Option<StickyConf>,
 }
 
 /// `"127.0.0.1:9000"` or `{ address = "127.0.0.1:9000", weight = 2 }`.

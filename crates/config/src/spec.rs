@@ -6,6 +6,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod resilience;
+pub use resilience::*;
+
 /// A whole validated config.
 #[derive(Debug, Clone)]
 pub struct Spec {
@@ -253,6 +256,7 @@ pub struct UpstreamSpec {
     pub tls: Option<UpstreamTlsSpec>,
     pub pool: PoolSpec,
     pub connect_timeout: Duration,
+    pub resilience: ResilienceSpec,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -33,6 +33,8 @@ pub struct DeadlinePassed;
 /// The body sent to an upstream.
 pub enum UpstreamBody {
     Empty,
+    /// A buffered request body, kept so a retry can send it again.
+    Full(Option<Bytes>),
     Incoming {
         inner: Incoming,
         /// Bytes allowed; `u64::MAX` when unlimited.
@@ -81,6 +83,7 @@ impl Body for UpstreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             UpstreamBody::Empty => Poll::Ready(None),
+            UpstreamBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             UpstreamBody::Incoming {
                 inner,
                 limit,
@@ -111,6 +114,7 @@ impl Body for UpstreamBody {
     fn is_end_stream(&self) -> bool {
         match self {
             UpstreamBody::Empty => true,
+            UpstreamBody::Full(b) => b.is_none(),
             UpstreamBody::Incoming { inner, .. } => inner.is_end_stream(),
         }
     }
@@ -118,6 +122,7 @@ impl Body for UpstreamBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             UpstreamBody::Empty => SizeHint::with_exact(0),
+            UpstreamBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             UpstreamBody::Incoming { inner, .. } => inner.size_hint(),
         }
     }

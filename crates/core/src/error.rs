@@ -48,6 +48,8 @@ pub struct ProxyError {
     /// Safe to send the request again elsewhere (nothing reached the upstream).
     pub retryable: bool,
     pub context: String,
+    /// When a 503 may be tried again (`Retry-After`); one second when unset.
+    pub retry_after: Option<std::time::Duration>,
     #[source]
     pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
@@ -105,12 +107,18 @@ impl ProxyError {
             side: kind.side(),
             retryable: false,
             context: context.into(),
+            retry_after: None,
             source: None,
         }
     }
 
     pub fn with_source(mut self, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         self.source = Some(e.into());
+        self
+    }
+
+    pub fn retry_after(mut self, after: Option<std::time::Duration>) -> Self {
+        self.retry_after = after;
         self
     }
 
@@ -151,8 +159,19 @@ pub fn local_reply(
         HeaderValue::from_static("application/json"),
     );
     h.insert(crate::http::headers::X_REQUEST_ID, request_id.clone());
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
+}
+
+/// The local reply for `e`: [`local_reply`] plus, on a 503, `Retry-After` in whole
+/// seconds rounded up (at least 1).
+pub fn error_reply(e: &ProxyError, request_id: &HeaderValue) -> Response<ResponseBody> {
+    let mut resp = local_reply(e.kind, &e.message(), request_id);
+    if resp.status() == StatusCode::SERVICE_UNAVAILABLE {
+        let after = e
+            .retry_after
+            .map_or(1, |d| d.as_millis().div_ceil(1000).max(1));
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(after as u64));
     }
     resp
 }
@@ -173,9 +192,14 @@ mod tests {
     #[test]
     fn reply_carries_request_id_and_code() {
         let id = HeaderValue::from_static("abc");
-        let r = local_reply(ErrorKind::NoEndpoint, "none", &id);
+        let e = ProxyError::new(ErrorKind::NoEndpoint, "none");
+        let r = error_reply(&e, &id);
         assert_eq!(r.status(), 503);
         assert_eq!(r.headers()["x-request-id"], "abc");
         assert_eq!(r.headers()["retry-after"], "1");
+        let e = e.retry_after(Some(std::time::Duration::from_millis(4_200)));
+        assert_eq!(error_reply(&e, &id).headers()["retry-after"], "5");
+        let e = ProxyError::new(ErrorKind::UpstreamConnect, "refused");
+        assert!(error_reply(&e, &id).headers().get("retry-after").is_none());
     }
 }

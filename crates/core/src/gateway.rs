@@ -150,9 +150,13 @@ impl Gateway {
         let next = compile(spec, hash(text), generation, Some(&prev), &self.metrics)
             .map_err(|e| LoadErrors(e.iter().map(|e| e.to_string()).collect()))?;
         let bound = self.listeners.bind(&next).map_err(LoadErrors)?;
-        self.store.swap(next);
+        let old = self.store.swap(next);
         self.generation.store(generation, Ordering::Relaxed);
         let snap = self.store.load();
+        crate::upstream::drain_removed(
+            old.upstreams.values().map(|g| g.as_ref()),
+            snap.upstreams.values().map(|g| g.as_ref()),
+        );
         for d in self.listeners.commit(bound, &snap, &self.store) {
             let timeout = snap.spec.global.drain_timeout;
             tokio::spawn(async move {

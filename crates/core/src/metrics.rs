@@ -2,13 +2,32 @@
 //! passed in (no global statics). Request-path handles (per route, per listener) are
 //! created at compile time so a request only touches atomics.
 
+use crate::upstream::UpstreamGroup;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Mutex;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub upstream: String,
+    pub endpoint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    pub upstream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BreakerLabels {
+    pub upstream: String,
+    pub state: &'static str,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -128,12 +147,16 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition.
-    pub fn encode(&self) -> String {
+    /// The Prometheus text exposition, with the upstream series read from `groups`
+    /// at scrape time (so their label sets are exactly the configured endpoints).
+    pub fn encode<'a>(&self, groups: impl Iterator<Item = &'a UpstreamGroup>) -> String {
+        use prometheus_client::encoding::text;
         let mut out = String::new();
         if let Ok(r) = self.registry.lock() {
-            let _ = prometheus_client::encoding::text::encode(&mut out, &r);
+            let _ = text::encode_registry(&mut out, &r);
         }
+        let _ = text::encode_registry(&mut out, &upstream_registry(groups));
+        let _ = text::encode_eof(&mut out);
         out
     }
 }
@@ -152,4 +175,74 @@ impl RouteMetrics {
         self.by_class[i].inc();
         self.duration.observe(seconds);
     }
+}
+
+/// Per-endpoint and per-upstream series, built from the live counters of `groups`.
+fn upstream_registry<'a>(groups: impl Iterator<Item = &'a UpstreamGroup>) -> Registry {
+    let mut r = Registry::with_prefix("gatehouse_upstream");
+    let counter = || Family::<EndpointLabels, Counter>::default();
+    let (requests, failures, transitions, ejections) = (counter(), counter(), counter(), counter());
+    let healthy = Family::<EndpointLabels, Gauge>::default();
+    let in_flight = Family::<EndpointLabels, Gauge>::default();
+    let retries = Family::<UpstreamLabels, Counter>::default();
+    let breaker = Family::<BreakerLabels, Gauge>::default();
+    for g in groups {
+        for e in &g.endpoints {
+            let l = EndpointLabels {
+                upstream: g.name.to_string(),
+                endpoint: e.label.to_string(),
+            };
+            requests.get_or_create(&l).inc_by(e.requests.load(Relaxed));
+            failures.get_or_create(&l).inc_by(e.failures.load(Relaxed));
+            transitions
+                .get_or_create(&l)
+                .inc_by(e.health.transitions.load(Relaxed));
+            ejections
+                .get_or_create(&l)
+                .inc_by(e.health.ejections.load(Relaxed));
+            healthy.get_or_create(&l).set(i64::from(e.health.usable()));
+            in_flight
+                .get_or_create(&l)
+                .set(e.in_flight.load(Relaxed) as i64);
+        }
+        let u = UpstreamLabels {
+            upstream: g.name.to_string(),
+        };
+        retries
+            .get_or_create(&u)
+            .inc_by(g.budget.retries.load(Relaxed));
+        let now = g.breaker.state();
+        for state in ["closed", "open", "half_open"] {
+            let l = BreakerLabels {
+                upstream: g.name.to_string(),
+                state,
+            };
+            breaker.get_or_create(&l).set(i64::from(state == now));
+        }
+    }
+    r.register("requests", "Requests sent to each endpoint", requests);
+    r.register(
+        "failures",
+        "Failed requests (connect, 5xx, timeout) by endpoint",
+        failures,
+    );
+    r.register(
+        "health_transitions",
+        "Health state changes by endpoint",
+        transitions,
+    );
+    r.register("ejections", "Outlier ejections by endpoint", ejections);
+    r.register("healthy", "1 when the endpoint takes new requests", healthy);
+    r.register("in_flight", "Requests in flight by endpoint", in_flight);
+    r.register(
+        "retries",
+        "Retries granted by the retry budget, by upstream",
+        retries,
+    );
+    r.register(
+        "breaker_state",
+        "1 for the circuit breaker's current state",
+        breaker,
+    );
+    r
 }

@@ -2,6 +2,7 @@
 //! collecting all errors with their key paths. Submodules take one section each.
 
 mod listeners;
+mod resilience;
 mod routes;
 mod upstreams;
 

@@ -100,6 +100,7 @@ fn upstream(u: &UpstreamConf, path: &str, errs: &mut Errors) -> UpstreamSpec {
             .and_then(|t| t.connect)
             .map(|d| d.0)
             .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+        resilience: super::resilience::validate(u, path, errs),
     }
 }
 

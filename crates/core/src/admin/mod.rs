@@ -1,6 +1,7 @@
 //! The admin API, on its own listener (loopback by default, a bearer token required
 //! elsewhere): `/healthz`, `/readyz`, `/metrics`, `/config`, `/upstreams` and
-//! `POST /reload`. The admin listener is bound at start; changing it needs a restart.
+//! `POST /reload`, and endpoint drain/undrain (in [`upstreams`]). The admin listener is
+//! bound at start; changing it needs a restart.
 
 use crate::gateway::Gateway;
 use bytes::Bytes;
@@ -14,6 +15,8 @@ use hyper_util::server::conn::auto;
 use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::Arc;
+
+mod upstreams;
 
 type Reply = Response<Full<Bytes>>;
 
@@ -77,7 +80,10 @@ async fn route(req: Request<Incoming>, gw: &Gateway, token: Option<&str>) -> Rep
             }
         }
         (&Method::GET, "/metrics") => {
-            let mut r = Response::new(Full::new(Bytes::from(gw.metrics().encode())));
+            let mut r = Response::new(Full::new(Bytes::from(
+                gw.metrics()
+                    .encode(gw.snapshot().upstreams.values().map(|g| g.as_ref())),
+            )));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static(
@@ -87,7 +93,7 @@ async fn route(req: Request<Incoming>, gw: &Gateway, token: Option<&str>) -> Rep
             r
         }
         (&Method::GET, "/config") => config(gw),
-        (&Method::GET, "/upstreams") => upstreams(gw),
+        (&Method::GET, "/upstreams") => upstreams::list(gw),
         (&Method::POST, "/reload") => match gw.reload().await {
             Ok(g) => json_reply(
                 StatusCode::OK,
@@ -104,10 +110,10 @@ async fn route(req: Request<Incoming>, gw: &Gateway, token: Option<&str>) -> Rep
                 &json!({"error": "method_not_allowed"}),
             )
         }
-        _ => json_reply(
-            StatusCode::NOT_FOUND,
-            &json!({"error": "not_found", "message": "unknown admin path"}),
-        ),
+        (&Method::POST, path) if path.starts_with("/upstreams/") => {
+            upstreams::action(gw, path).unwrap_or_else(unknown)
+        }
+        _ => unknown(),
     }
 }
 
@@ -138,33 +144,11 @@ fn config(gw: &Gateway) -> Reply {
     )
 }
 
-fn upstreams(gw: &Gateway) -> Reply {
-    use std::sync::atomic::Ordering::Relaxed;
-    let s = gw.snapshot();
-    let mut groups: Vec<_> = s.upstreams.values().collect();
-    groups.sort_by(|a, b| a.name.cmp(&b.name));
-    let body: Vec<_> = groups
-        .iter()
-        .map(|g| {
-            let eps: Vec<_> = g
-                .endpoints
-                .iter()
-                .map(|e| {
-                    json!({
-                        "address": &*e.label,
-                        "weight": e.spec.weight,
-                        "in_flight": e.in_flight.load(Relaxed),
-                        "requests": e.requests.load(Relaxed),
-                        "failures": e.failures.load(Relaxed),
-                        "open_connections": e.pool.open(),
-                        "idle_connections": e.pool.idle(),
-                    })
-                })
-                .collect();
-            json!({"name": &*g.name, "endpoints": eps})
-        })
-        .collect();
-    json_reply(StatusCode::OK, &json!({ "upstreams": body }))
+fn unknown() -> Reply {
+    json_reply(
+        StatusCode::NOT_FOUND,
+        &json!({"error": "not_found", "message": "unknown admin path"}),
+    )
 }
 
 fn json_reply(status: StatusCode, v: &serde_json::Value) -> Reply {

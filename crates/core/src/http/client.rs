@@ -26,6 +26,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 
 /// How to open connections to a group's endpoints.
+#[derive(Clone)]
 pub struct Connector {
     pub protocol: UpstreamProtocol,
     pub connect_timeout: Duration,
@@ -33,6 +34,7 @@ pub struct Connector {
 }
 
 /// TLS towards an upstream: the rustls client and the name to send and verify.
+#[derive(Clone)]
 pub struct UpstreamTls {
     pub connector: TlsConnector,
     /// Fixed SNI; `None` uses each endpoint's host.
@@ -111,6 +113,25 @@ impl Pool {
             let max = self.spec.idle_timeout;
             idle.retain(|c| c.since.elapsed() < max && !c.tx.is_closed());
         }
+    }
+
+    /// Closes every idle connection (a drained endpoint).
+    pub fn close_idle(&self) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.clear();
+        }
+        if let Ok(mut h2) = self.h2.lock() {
+            *h2 = None;
+        }
+    }
+
+    /// Whether a request could be sent without opening a connection.
+    pub fn has_reusable(&self) -> bool {
+        self.idle.lock().is_ok_and(|v| !v.is_empty())
+            || self
+                .h2
+                .lock()
+                .is_ok_and(|g| g.as_ref().is_some_and(|tx| !tx.is_closed()))
     }
 
     fn at_capacity(&self) -> bool {
@@ -232,6 +253,19 @@ impl Connector {
             },
             Lease::H2(mut tx) => Ok((tx.send_request(req).await.map_err(response_error)?, None)),
         }
+    }
+
+    /// A new connection, outside the pool (health checks).
+    pub async fn fresh(&self, ep: &Arc<Endpoint>) -> Result<Lease, ProxyError> {
+        Ok(match self.protocol {
+            UpstreamProtocol::Http1 => Lease::H1(self.connect_h1(ep).await?),
+            UpstreamProtocol::Http2 => Lease::H2(self.connect_h2(ep).await?),
+        })
+    }
+
+    /// Opens a connection (TCP, and TLS when the group uses it) and closes it again.
+    pub async fn reach(&self, ep: &Endpoint) -> Result<(), ProxyError> {
+        self.connect_io(ep).await.map(drop)
     }
 
     async fn connect_h1(

@@ -1,7 +1,8 @@
 //! Forwarding to an upstream: body limit, header rules, path and Host rewriting, the
-//! endpoint pick (trying another endpoint when a connection cannot be made), the
-//! response deadline, and upgrades.
+//! sticky cookie, and upgrades. The exchange itself (picks, retries) is in
+//! [`super::exchange`].
 
+use super::exchange::{exchange, Exchanged, Outgoing};
 use super::{content_length, upgrade, Req};
 use crate::access_log::{BytesIn, LogRecord};
 use crate::body::{ResponseBody, UpstreamBody};
@@ -16,7 +17,6 @@ use http::{header, HeaderValue, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
 use std::sync::Arc;
-use tokio::time::Instant;
 
 type Failed = (ProxyError, Option<Box<LogRecord>>);
 
@@ -69,9 +69,22 @@ pub(super) async fn forward(
     } else {
         UpstreamBody::incoming(body, limit, counter)
     };
-    let req = Request::from_parts(parts, body);
-
-    let (resp, pool, in_flight) = match exchange(p, req, deadline, key).await {
+    let sticky = p.group.sticky.as_ref();
+    let preferred = sticky.and_then(|s| s.endpoint(&parts.headers));
+    let out = Outgoing {
+        parts,
+        body,
+        deadline,
+        key,
+        preferred,
+        upgrade,
+    };
+    let Exchanged {
+        resp,
+        pool,
+        in_flight,
+        index,
+    } = match exchange(p, out).await {
         Ok(x) => x,
         Err(e) => return Err((e, log)),
     };
@@ -84,7 +97,8 @@ pub(super) async fn forward(
     let out = match (upgraded, client_upgrade) {
         (true, Some(client)) => {
             let upstream = hyper::upgrade::on(&mut resp);
-            upgrade::tunnel(client, upstream, r.conn.drain.clone());
+            let closing = in_flight.endpoint().closing();
+            upgrade::tunnel(client, upstream, r.conn.drain.clone(), closing);
             let (mut parts, _) = resp.into_parts();
             headers::strip_hop_by_hop(&mut parts.headers, true);
             Response::from_parts(parts, ResponseBody::empty())
@@ -92,6 +106,11 @@ pub(super) async fn forward(
         _ => {
             let (mut parts, body) = resp.into_parts();
             headers::strip_hop_by_hop(&mut parts.headers, false);
+            if let Some(c) = sticky.filter(|_| preferred != Some(index)) {
+                if let Some(v) = c.set_cookie(index) {
+                    parts.headers.append(header::SET_COOKIE, v);
+                }
+            }
             route.filters.on_response(&mut parts, &r.filter_ctx(route));
             let mut body = ResponseBody::upstream(body, pool);
             if let Some(d) = deadline {
@@ -101,70 +120,6 @@ pub(super) async fn forward(
         }
     };
     Ok(r.complete(out, route.metrics.clone(), log, Some(in_flight)))
-}
-
-/// Picks an endpoint, connects and sends; a failed connect moves on to an endpoint not
-/// yet tried (nothing has been sent, so this is safe for any method).
-async fn exchange(
-    p: &ProxyAction,
-    mut req: Request<UpstreamBody>,
-    deadline: Option<Instant>,
-    key: Option<u64>,
-) -> Result<
-    (
-        Response<Incoming>,
-        Option<crate::http::client::PoolReturn>,
-        crate::upstream::endpoint::InFlight,
-    ),
-    ProxyError,
-> {
-    let group = &p.group;
-    let mut tried: Vec<usize> = Vec::new();
-    let lease = loop {
-        let Some((i, ep)) = group.pick(&tried, key) else {
-            return Err(ProxyError::new(
-                ErrorKind::NoEndpoint,
-                format!("upstream `{}` has no endpoint left to try", group.name),
-            ));
-        };
-        let in_flight = ep.start();
-        match group.connector.lease(ep).await {
-            Ok(l) => break (l, in_flight),
-            Err(e) => {
-                in_flight.failed();
-                tracing::debug!(endpoint = %ep.label, error = %e.message(), "connect failed");
-                tried.push(i);
-                if !e.retryable || tried.len() >= group.endpoints.len() {
-                    return Err(e);
-                }
-            }
-        }
-    };
-    let (lease, in_flight) = lease;
-    let ep = in_flight.endpoint().clone();
-    if p.host_rewrite.is_none() && !p.spec.preserve_host {
-        endpoint_host(&mut req, &ep.label);
-    }
-    let mut until = Instant::now() + p.spec.upstream_response_timeout;
-    let mut kind = ErrorKind::UpstreamTimeout;
-    if let Some(d) = deadline.filter(|d| *d < until) {
-        until = d;
-        kind = ErrorKind::RequestTimeout;
-    }
-    match tokio::time::timeout_at(until, group.connector.send(&ep, lease, req)).await {
-        Ok(Ok((resp, pool))) => Ok((resp, pool, in_flight)),
-        Ok(Err(e)) => {
-            in_flight.failed();
-            Err(e)
-        }
-        Err(_) => {
-            in_flight.failed();
-            Err(ProxyError::new(
-                kind,
-                format!("upstream {} did not answer in time", ep.label),
-            ))
-        }
-    }
 }
 
 /// Applies the header rules, Host and path rewriting, and the upstream's HTTP version.
@@ -254,21 +209,6 @@ fn rewrite_path(parts: &Parts, p: &ProxyAction) -> PathAndQuery {
         out.push_str(q);
     }
     PathAndQuery::try_from(out).unwrap_or(pq)
-}
-
-/// Names the endpoint itself as the Host (HTTP/1.1) or authority (HTTP/2).
-fn endpoint_host<B>(req: &mut Request<B>, label: &str) {
-    if req.version() == Version::HTTP_2 {
-        let mut parts = req.uri().clone().into_parts();
-        if let Ok(a) = label.parse() {
-            parts.authority = Some(a);
-        }
-        if let Ok(u) = Uri::from_parts(parts) {
-            *req.uri_mut() = u;
-        }
-    } else if let Ok(v) = HeaderValue::from_str(label) {
-        req.headers_mut().insert(header::HOST, v);
-    }
 }
 
 fn origin_form(pq: PathAndQuery) -> Uri {

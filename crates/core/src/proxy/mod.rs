@@ -2,6 +2,7 @@
 //! the route, answer locally or forward upstream, then hand the response body what it
 //! needs to log and to return its connection when it ends.
 
+mod exchange;
 mod forward;
 mod local;
 mod upgrade;
@@ -9,7 +10,7 @@ mod upgrade;
 use crate::access_log::{BytesIn, Completion, LogRecord};
 use crate::body::ResponseBody;
 use crate::drain::Watch;
-use crate::error::{local_reply, ErrorKind, ProxyError};
+use crate::error::{error_reply, ErrorKind, ProxyError};
 use crate::filter::FilterCtx;
 use crate::http::headers;
 use crate::route;
@@ -54,11 +55,8 @@ pub async fn handle(
     let mut req = req;
     let request_id = headers::request_id(req.headers_mut());
     let Some(listener) = snap.listeners.get(&*conn.listener) else {
-        return Ok(local_reply(
-            ErrorKind::Unavailable,
-            "listener was removed",
-            &request_id,
-        ));
+        let e = ProxyError::new(ErrorKind::Unavailable, "listener was removed");
+        return Ok(error_reply(&e, &request_id));
     };
     let ctx = Req {
         conn: &conn,
@@ -172,7 +170,7 @@ impl Req<'_> {
         route: Option<&Arc<Route>>,
     ) -> Response<ResponseBody> {
         tracing::debug!(request_id = ?self.request_id, route = route.map(|r| &*r.name), side = ?e.side, error = %e.message(), "local error reply");
-        let resp = local_reply(e.kind, &e.message(), &self.request_id);
+        let resp = error_reply(&e, &self.request_id);
         self.complete(resp, metrics.clone(), log, None)
     }
 

@@ -7,7 +7,14 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
 /// Spawns the tunnel between an upgraded client and upstream connection.
-pub(super) fn tunnel(client: OnUpgrade, upstream: OnUpgrade, drain: Watch) {
+/// The tunnel ends when either side closes, or when its endpoint has been drained and
+/// its grace has run out (`closing` turns true).
+pub(super) fn tunnel(
+    client: OnUpgrade,
+    upstream: OnUpgrade,
+    drain: Watch,
+    mut closing: tokio::sync::watch::Receiver<bool>,
+) {
     tokio::spawn(async move {
         let (c, u) = match tokio::try_join!(client, upstream) {
             Ok(pair) => pair,
@@ -21,8 +28,15 @@ pub(super) fn tunnel(client: OnUpgrade, upstream: OnUpgrade, drain: Watch) {
         // The drain watch is held, not awaited: shutdown waits for tunnels until its
         // drain timeout, then the process exits and closes them.
         let _held = drain;
-        if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
-            tracing::debug!(error = %e, "upgraded connection ended with an error");
+        tokio::select! {
+            r = tokio::io::copy_bidirectional(&mut c, &mut u) => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "upgraded connection ended with an error");
+                }
+            }
+            _ = closing.wait_for(|c| *c) => {
+                tracing::info!("tunnel closed: its endpoint was drained");
+            }
         }
     });
 }

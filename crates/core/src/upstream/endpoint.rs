@@ -1,10 +1,14 @@
-//! One endpoint of an upstream group: its address, counters and connection pool.
+//! One endpoint of an upstream group: its address, counters, health and connection pool,
+//! and the signal that closes its tunnels once it has been drained.
 
+use super::health::Health;
 use crate::http::client::Pool;
 use gatehouse_config::spec::{EndpointSpec, PoolSpec};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
 
 /// An address in an upstream group, with the state that outlives config generations.
 pub struct Endpoint {
@@ -17,6 +21,9 @@ pub struct Endpoint {
     pub in_flight: AtomicUsize,
     pub requests: AtomicU64,
     pub failures: AtomicU64,
+    pub health: Health,
+    /// Set once a drained endpoint's grace for long-lived connections has run out.
+    closing: watch::Sender<bool>,
 }
 
 /// Counts a request as in flight on its endpoint until dropped.
@@ -39,7 +46,50 @@ impl Endpoint {
             in_flight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            health: Health::new(),
+            closing: watch::Sender::new(false),
         }
+    }
+
+    /// A receiver that turns true when tunnels to this endpoint must close.
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+
+    /// Drains this endpoint (admin API or removal by a reload): no new requests; once
+    /// in-flight ones end or `timeout` passes, idle connections close; tunnels get
+    /// `grace` before they are cut. Undraining before then stops all of it.
+    pub fn drain(self: &Arc<Self>, timeout: Duration, grace: Duration) {
+        if self.health.is_draining() {
+            return;
+        }
+        self.health.set_draining(true);
+        let ep = self.clone();
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        rt.spawn(async move {
+            let start = tokio::time::Instant::now();
+            let mut tick = tokio::time::interval(Duration::from_millis(50));
+            while ep.in_flight.load(Ordering::Relaxed) > 0 && start.elapsed() < timeout {
+                tick.tick().await;
+            }
+            if !ep.health.is_draining() {
+                return;
+            }
+            ep.pool.close_idle();
+            tracing::info!(endpoint = %ep.label, "endpoint drained");
+            tokio::time::sleep_until(start + grace.max(timeout)).await;
+            if ep.health.is_draining() {
+                ep.closing.send_replace(true);
+            }
+        });
+    }
+
+    /// Takes a drained endpoint back into rotation.
+    pub fn undrain(&self) {
+        self.health.set_draining(false);
+        self.closing.send_replace(false);
     }
 
     /// Marks a request as started on this endpoint.

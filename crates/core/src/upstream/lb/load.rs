@@ -2,7 +2,7 @@
 //! connections (weight-aware), weighted random, and power of two choices. Picks read
 //! atomics only: no lock, no I/O.
 
-use super::{Balancer, Endpoint};
+use super::{Balancer, Endpoint, Skip};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -13,8 +13,9 @@ pub struct LeastConn;
 /// Weighted random.
 pub struct Random;
 
-/// Two weighted random picks; the one with fewer in flight per weight wins
-/// (Mitzenmacher's power of two choices, as in Envoy's least_request).
+/// Two weighted random picks; the one with the lower expected wait wins: its latency
+/// EWMA times its requests in flight, per unit of weight (Mitzenmacher's power of two
+/// choices over Finagle's peak EWMA, as in Linkerd).
 pub struct PowerOfTwo;
 
 /// In-flight requests scaled by weight, compared without division: a/wa < b/wb.
@@ -25,7 +26,7 @@ fn lighter(a: &Endpoint, b: &Endpoint) -> bool {
 }
 
 /// A weighted random index among those not excluded.
-fn weighted_random(endpoints: &[Arc<Endpoint>], exclude: &[usize]) -> Option<usize> {
+fn weighted_random(endpoints: &[Arc<Endpoint>], exclude: &Skip) -> Option<usize> {
     let live = |i: &usize| !exclude.contains(i);
     let total: u64 = (0..endpoints.len())
         .filter(live)
@@ -49,7 +50,7 @@ impl Balancer for LeastConn {
     fn pick(
         &self,
         endpoints: &[Arc<Endpoint>],
-        exclude: &[usize],
+        exclude: &Skip,
         _key: Option<u64>,
     ) -> Option<usize> {
         let n = endpoints.len();
@@ -74,23 +75,31 @@ impl Balancer for Random {
     fn pick(
         &self,
         endpoints: &[Arc<Endpoint>],
-        exclude: &[usize],
+        exclude: &Skip,
         _key: Option<u64>,
     ) -> Option<usize> {
         weighted_random(endpoints, exclude)
     }
 }
 
+/// Expected wait of one more request: (EWMA latency + 1 µs) × (in flight + 1) / weight.
+/// Before any response the latency term is equal for all, leaving in-flight counts.
+fn cost(e: &Endpoint) -> f64 {
+    let latency = e.health.ewma().as_micros() as f64 + 1.0;
+    let load = e.in_flight.load(Ordering::Relaxed) as f64 + 1.0;
+    latency * load / f64::from(e.spec.weight.max(1))
+}
+
 impl Balancer for PowerOfTwo {
     fn pick(
         &self,
         endpoints: &[Arc<Endpoint>],
-        exclude: &[usize],
+        exclude: &Skip,
         _key: Option<u64>,
     ) -> Option<usize> {
         let a = weighted_random(endpoints, exclude)?;
         let b = weighted_random(endpoints, exclude)?;
-        Some(if lighter(&endpoints[b], &endpoints[a]) {
+        Some(if cost(&endpoints[b]) < cost(&endpoints[a]) {
             b
         } else {
             a
@@ -106,7 +115,7 @@ mod tests {
     fn counts(b: &dyn Balancer, eps: &[Arc<Endpoint>], exclude: &[usize], n: usize) -> Vec<usize> {
         let mut c = vec![0; eps.len()];
         for _ in 0..n {
-            c[b.pick(eps, exclude, None).unwrap()] += 1;
+            c[b.pick(eps, &Skip::tried(exclude), None).unwrap()] += 1;
         }
         c
     }
@@ -134,7 +143,7 @@ mod tests {
                     assert_eq!(c[*i], 0);
                 }
             }
-            assert_eq!(b.pick(&eps, &[0, 1, 2, 3], None), None);
+            assert_eq!(b.pick(&eps, &Skip::tried(&[0, 1, 2, 3]), None), None);
         }
     }
 
@@ -145,9 +154,9 @@ mod tests {
         eps[1].in_flight.store(4, Ordering::Relaxed); // 2 per unit of weight
         eps[2].in_flight.store(5, Ordering::Relaxed);
         for _ in 0..50 {
-            assert_eq!(LeastConn.pick(&eps, &[], None), Some(1));
+            assert_eq!(LeastConn.pick(&eps, &Skip::tried(&[]), None), Some(1));
         }
-        assert_eq!(LeastConn.pick(&eps, &[1], None), Some(0));
+        assert_eq!(LeastConn.pick(&eps, &Skip::tried(&[1]), None), Some(0));
     }
 
     #[test]
@@ -159,5 +168,25 @@ mod tests {
         // Endpoint 2 wins only when both choices land on it: 1/16 of picks.
         let share = c[2] as f64 / 40_000.0;
         assert!((share - 1.0 / 16.0).abs() < 0.01, "{share}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn p2c_prefers_the_faster_endpoint_by_ewma() {
+        fastrand::seed(5);
+        let eps = endpoints(&[1, 1]);
+        eps[0]
+            .health
+            .observe_latency(std::time::Duration::from_millis(50));
+        eps[1]
+            .health
+            .observe_latency(std::time::Duration::from_millis(5));
+        // Both choices differ half the time; the fast one wins those and ties split.
+        let c = counts(&PowerOfTwo, &eps, &[], 20_000);
+        let slow = c[0] as f64 / 20_000.0;
+        assert!((slow - 0.25).abs() < 0.02, "{slow}");
+        // Enough requests in flight on the fast one make the slow one cheaper.
+        eps[1].in_flight.store(20, Ordering::Relaxed);
+        let c = counts(&PowerOfTwo, &eps, &[], 20_000);
+        assert!(c[0] > c[1], "{c:?}");
     }
 }

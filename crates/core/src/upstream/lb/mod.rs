@@ -18,14 +18,47 @@ use std::net::IpAddr;
 
 /// Chooses an endpoint index for a request.
 pub trait Balancer: Send + Sync {
-    /// An index into `endpoints`, never one listed in `exclude`; `None` when all are
+    /// An index into `endpoints`, never one that `exclude` contains; `None` when all are
     /// excluded. `key` is the request's hash key, for hashing balancers.
-    fn pick(
-        &self,
-        endpoints: &[Arc<Endpoint>],
-        exclude: &[usize],
-        key: Option<u64>,
-    ) -> Option<usize>;
+    fn pick(&self, endpoints: &[Arc<Endpoint>], exclude: &Skip, key: Option<u64>) -> Option<usize>;
+}
+
+/// The endpoints a pick must pass over: those this request already tried and, by
+/// [`Usable`], those whose health rules them out. Checked lazily, so a pick allocates
+/// nothing and reads one atomic per candidate.
+pub struct Skip<'a> {
+    tried: &'a [usize],
+    usable: Usable<'a>,
+}
+
+/// Which health states a pick accepts.
+pub enum Usable<'a> {
+    /// Healthy: not down, ejected or draining.
+    Healthy(&'a [Arc<Endpoint>]),
+    /// Panic mode: every endpoint that is not draining.
+    NotDraining(&'a [Arc<Endpoint>]),
+    /// Any endpoint (balancer unit tests).
+    Any,
+}
+
+impl<'a> Skip<'a> {
+    pub fn new(tried: &'a [usize], usable: Usable<'a>) -> Self {
+        Skip { tried, usable }
+    }
+
+    /// Skips only what was tried, whatever the health.
+    pub fn tried(tried: &'a [usize]) -> Self {
+        Skip::new(tried, Usable::Any)
+    }
+
+    pub fn contains(&self, i: &usize) -> bool {
+        self.tried.contains(i)
+            || match self.usable {
+                Usable::Healthy(e) => e.get(*i).is_none_or(|e| !e.health.usable()),
+                Usable::NotDraining(e) => e.get(*i).is_none_or(|e| e.health.is_draining()),
+                Usable::Any => false,
+            }
+    }
 }
 
 /// Builds the balancer named in config for these endpoints.

@@ -4,7 +4,7 @@
 //! The hash is FNV-1a with a splitmix64 finish: stable across builds and runs, so the
 //! same key keeps its endpoint (pinned by golden vectors in the tests).
 
-use super::{Balancer, Endpoint};
+use super::{Balancer, Endpoint, Skip};
 use std::sync::Arc;
 
 /// Points per unit of weight.
@@ -52,12 +52,7 @@ impl Ring {
 }
 
 impl Balancer for Ring {
-    fn pick(
-        &self,
-        endpoints: &[Arc<Endpoint>],
-        exclude: &[usize],
-        key: Option<u64>,
-    ) -> Option<usize> {
+    fn pick(&self, endpoints: &[Arc<Endpoint>], exclude: &Skip, key: Option<u64>) -> Option<usize> {
         let n = self.points.len();
         if n == 0 {
             return None;
@@ -80,7 +75,11 @@ mod tests {
         (0..keys)
             .map(|k| {
                 let i = ring
-                    .pick(eps, &[], Some(hash_bytes(format!("user-{k}").as_bytes())))
+                    .pick(
+                        eps,
+                        &Skip::tried(&[]),
+                        Some(hash_bytes(format!("user-{k}").as_bytes())),
+                    )
                     .unwrap();
                 eps[i].spec.address.clone()
             })
@@ -130,10 +129,10 @@ mod tests {
         assert!((0.70..0.80).contains(&heavy), "{heavy}");
         for k in 0..1_000u64 {
             assert_eq!(
-                ring.pick(&eps, &[1], Some(k.wrapping_mul(0x9e37_79b9))),
+                ring.pick(&eps, &Skip::tried(&[1]), Some(k.wrapping_mul(0x9e37_79b9))),
                 Some(0)
             );
         }
-        assert_eq!(ring.pick(&eps, &[0, 1], Some(1)), None);
+        assert_eq!(ring.pick(&eps, &Skip::tried(&[0, 1]), Some(1)), None);
     }
 }

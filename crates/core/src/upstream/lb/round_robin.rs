@@ -1,7 +1,7 @@
 //! Weighted round robin with a precomputed smooth schedule (nginx's algorithm run once at
 //! build time), so a pick is one atomic increment and a table read.
 
-use super::{Balancer, Endpoint};
+use super::{Balancer, Endpoint, Skip};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -33,7 +33,7 @@ impl Balancer for RoundRobin {
     fn pick(
         &self,
         endpoints: &[Arc<Endpoint>],
-        exclude: &[usize],
+        exclude: &Skip,
         _key: Option<u64>,
     ) -> Option<usize> {
         let n = self.schedule.len();
