@@ -35,6 +35,8 @@ pub struct Upstream {
     pub addr: SocketAddr,
     /// Heads of every request received, in order.
     pub seen: Arc<Mutex<Vec<http::request::Parts>>>,
+    /// Turns true to kill the server: stop accepting and drop every connection.
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 /// A full body from bytes.
@@ -108,7 +110,36 @@ impl Upstream {
         Fut: Future<Output = Response<TestBody>> + Send + 'static,
     {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve(listener, opts, handler)
+    }
+
+    /// Starts an upstream on `addr` (a killed upstream's, to bring it back).
+    pub async fn start_on<F, Fut>(addr: SocketAddr, opts: UpstreamOptions, handler: F) -> Upstream
+    where
+        F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<TestBody>> + Send + 'static,
+    {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        Self::serve(listener, opts, handler)
+    }
+
+    /// Kills the server: it stops accepting and every open connection is dropped
+    /// (requests in progress on them fail), like a crashed process.
+    pub fn kill(&self) {
+        self.stop.send_replace(true);
+    }
+
+    fn serve<F, Fut>(
+        listener: tokio::net::TcpListener,
+        opts: UpstreamOptions,
+        handler: F,
+    ) -> Upstream
+    where
+        F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<TestBody>> + Send + 'static,
+    {
         let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
         let seen = Arc::new(Mutex::new(Vec::new()));
         let h: Handler = Arc::new(move |req| Box::pin(handler(req)));
         let acceptor = opts
@@ -118,49 +149,64 @@ impl Upstream {
         let seen2 = seen.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
+                let mut on_stop = stopped.clone();
+                let accepted = tokio::select! {
+                    a = listener.accept() => a,
+                    _ = on_stop.wait_for(|s| *s) => return,
+                };
+                let Ok((stream, _)) = accepted else {
                     return;
                 };
                 let (h, seen, acceptor, h2) =
                     (h.clone(), seen2.clone(), acceptor.clone(), opts.http2_only);
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req: Request<Incoming>| {
-                        let (h, seen) = (h.clone(), seen.clone());
-                        async move {
-                            let (parts, body) = req.into_parts();
-                            seen.lock().unwrap().push(clone_parts(&parts));
-                            let head = parts.method == http::Method::HEAD;
-                            let resp = h(Request::from_parts(parts, body)).await;
-                            Ok::<_, std::convert::Infallible>(if head {
-                                without_body(resp)
-                            } else {
-                                resp
-                            })
-                        }
-                    });
-                    let mut b = auto::Builder::new(TokioExecutor::new());
-                    if h2 {
-                        b = b.http2_only();
-                    }
-                    match acceptor {
-                        Some(a) => {
-                            if let Ok(s) = a.accept(stream).await {
-                                let _ =
-                                    b.serve_connection_with_upgrades(TokioIo::new(s), svc).await;
-                            }
-                        }
-                        None => {
-                            let _ = b
-                                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                                .await;
-                        }
+                    tokio::select! {
+                        _ = on_stop.wait_for(|s| *s) => {}
+                        _ = serve_one(stream, h, seen, acceptor, h2) => {}
                     }
                 });
             }
         });
-        Upstream { addr, seen }
+        Upstream { addr, seen, stop }
     }
+}
 
+async fn serve_one(
+    stream: tokio::net::TcpStream,
+    h: Handler,
+    seen: Arc<Mutex<Vec<http::request::Parts>>>,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    h2: bool,
+) {
+    let svc = service_fn(move |req: Request<Incoming>| {
+        let (h, seen) = (h.clone(), seen.clone());
+        async move {
+            let (parts, body) = req.into_parts();
+            seen.lock().unwrap().push(clone_parts(&parts));
+            let head = parts.method == http::Method::HEAD;
+            let resp = h(Request::from_parts(parts, body)).await;
+            Ok::<_, std::convert::Infallible>(if head { without_body(resp) } else { resp })
+        }
+    });
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    if h2 {
+        b = b.http2_only();
+    }
+    match acceptor {
+        Some(a) => {
+            if let Ok(s) = a.accept(stream).await {
+                let _ = b.serve_connection_with_upgrades(TokioIo::new(s), svc).await;
+            }
+        }
+        None => {
+            let _ = b
+                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                .await;
+        }
+    }
+}
+
+impl Upstream {
     /// An upstream answering 200 with `body` to everything.
     pub async fn fixed(body: &'static str) -> Upstream {
         Upstream::start(UpstreamOptions::default(), move |_req| async move {

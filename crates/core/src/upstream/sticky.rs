@@ -73,11 +73,11 @@ impl Sticky {
         let expected = self.tag(id);
         // Constant-time comparison of the truncated tag.
         if tag.len() != TAG_LEN
-            || !aws_lc_rs::constant_time::verify_slices_are_equal(
+            || aws_lc_rs::constant_time::verify_slices_are_equal(
                 &expected.as_ref()[..TAG_LEN],
                 &tag,
             )
-            .is_ok()
+            .is_err()
         {
             return None;
         }
@@ -97,7 +97,7 @@ impl Sticky {
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
@@ -167,7 +167,7 @@ mod tests {
             format!("{other_id}.{tag}"),
             format!("{name_id}.{}", "0".repeat(32)),
             format!("{name_id}.zz"),
-            format!("{name_id}"),
+            name_id.to_string(),
             "gh=".to_string(),
             "gh=nothex.00".to_string(),
         ] {

@@ -12,12 +12,15 @@
 mod access_log;
 mod admin;
 mod balancing;
+mod draining;
 mod failures;
 mod filters;
 mod forwarding;
+mod health;
 mod limits;
 mod pool;
 mod reload;
+mod retries;
 mod shutdown;
 mod timeouts;
 
@@ -268,4 +271,51 @@ pub fn temp_path(name: &str) -> std::path::PathBuf {
 /// The virtual time since `start`, for paused-clock assertions.
 pub fn since(start: tokio::time::Instant) -> Duration {
     tokio::time::Instant::now() - start
+}
+
+/// A shared count of requests sent by load tasks, that a test can wait on.
+#[derive(Default)]
+pub struct Progress {
+    sent: std::sync::atomic::AtomicUsize,
+    moved: tokio::sync::Notify,
+}
+
+impl Progress {
+    /// Counts one more request.
+    pub fn tick(&self) {
+        self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.moved.notify_waiters();
+    }
+
+    pub fn sent(&self) -> usize {
+        self.sent.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits until more than `n` requests were sent (bounded: 30 s).
+    pub async fn past(&self, n: usize) {
+        let wait = async {
+            loop {
+                let moved = self.moved.notified();
+                if self.sent() > n {
+                    return;
+                }
+                moved.await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), wait)
+            .await
+            .unwrap_or_else(|_| panic!("load stalled before {n} requests"));
+    }
+}
+
+/// Yields until `cond` holds, for state another thread settles (bounded: 10 s).
+pub async fn settles(what: &str, cond: impl Fn() -> bool) {
+    let wait = async {
+        while !cond() {
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), wait)
+        .await
+        .unwrap_or_else(|_| panic!("gave up waiting for {what}"));
 }
