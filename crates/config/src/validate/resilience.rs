@@ -62,7 +62,7 @@ fn health_check(h: &HealthCheckConf, path: &str, errs: &mut Errors) -> HealthChe
     let timeout = h
         .timeout
         .map_or(DEFAULT_CHECK_TIMEOUT.min(interval), |d| d.0);
-    if timeout.is_zero() || timeout > interval {
+    if !interval.is_zero() && (timeout.is_zero() || timeout > interval) {
         errs.push(
             format!("{path}.timeout"),
             "must be more than 0s and at most the interval",
@@ -217,8 +217,11 @@ fn breaker(b: &BreakerConf, path: &str, errs: &mut Errors) -> BreakerSpec {
 fn retry(r: &RetryConf, path: &str, errs: &mut Errors) -> RetrySpec {
     let on_status = r.on_status.clone().unwrap_or_else(|| vec![502, 503, 504]);
     for (i, s) in on_status.iter().enumerate() {
-        if !(100..600).contains(s) {
-            errs.push(format!("{path}.on_status[{i}]"), "is not an HTTP status");
+        if !(400..600).contains(s) {
+            errs.push(
+                format!("{path}.on_status[{i}]"),
+                "only error statuses (400-599) are retried",
+            );
         }
     }
     let backoff = r.backoff.map_or(Duration::from_millis(25), |d| d.0);

@@ -129,17 +129,13 @@ pub(super) async fn exchange(p: &ProxyAction, out: Outgoing) -> Result<Exchanged
             Ok(Ok((resp, pool))) => {
                 ep.health.observe_latency(sent.elapsed());
                 let status = resp.status();
-                if !status.is_server_error() {
-                    group.record(&ep, Outcome::Success);
-                    return Ok(Exchanged {
-                        resp,
-                        pool,
-                        in_flight,
-                        index: i,
-                    });
-                }
-                in_flight.failed();
-                group.record(&ep, Outcome::Failure);
+                let outcome = if status.is_server_error() {
+                    in_flight.failed();
+                    Outcome::Failure
+                } else {
+                    Outcome::Success
+                };
+                group.record(&ep, outcome);
                 let retry_it = policy.is_some_and(|s| s.on_status.contains(&status.as_u16()));
                 if !retry_it || !may_retry(group, policy, &replay, &tried, i, retries, deadline) {
                     return Ok(Exchanged {

@@ -6,14 +6,14 @@ use super::{Balancer, Endpoint, Skip};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-/// Fewest requests in flight per unit of weight; ties go to the lower index after a
-/// random start, so equal endpoints share the load.
+/// Fewest requests in flight per unit of weight; ties are broken by weighted random, so
+/// equal endpoints share the load in proportion to their weights.
 pub struct LeastConn;
 
 /// Weighted random.
 pub struct Random;
 
-/// Two weighted random picks; the one with the lower expected wait wins: its latency
+/// Two uniform random picks; the one with the lower expected wait wins: its latency
 /// EWMA times its requests in flight, per unit of weight (Mitzenmacher's power of two
 /// choices over Finagle's peak EWMA, as in Linkerd).
 pub struct PowerOfTwo;
@@ -46,6 +46,16 @@ fn weighted_random(endpoints: &[Arc<Endpoint>], exclude: &Skip) -> Option<usize>
     None
 }
 
+/// A uniform random index among those not excluded.
+fn uniform_random(endpoints: &[Arc<Endpoint>], exclude: &Skip) -> Option<usize> {
+    let live = (0..endpoints.len()).filter(|i| !exclude.contains(i));
+    let n = live.clone().count();
+    if n == 0 {
+        return None;
+    }
+    live.clone().nth(fastrand::usize(..n))
+}
+
 impl Balancer for LeastConn {
     fn pick(
         &self,
@@ -53,21 +63,30 @@ impl Balancer for LeastConn {
         exclude: &Skip,
         _key: Option<u64>,
     ) -> Option<usize> {
-        let n = endpoints.len();
-        if n == 0 {
-            return None;
+        // First pass: the lightest load per weight. Second: a weighted random choice
+        // among the endpoints that tie with it, so an idle group still follows weights.
+        let live = || (0..endpoints.len()).filter(|i| !exclude.contains(i));
+        let best = live().reduce(|best, i| {
+            if lighter(&endpoints[i], &endpoints[best]) {
+                i
+            } else {
+                best
+            }
+        })?;
+        let ties = |i: &usize| !lighter(&endpoints[best], &endpoints[*i]);
+        let total: u64 = live()
+            .filter(ties)
+            .map(|i| u64::from(endpoints[i].spec.weight))
+            .sum();
+        let mut r = fastrand::u64(..total.max(1));
+        for i in live().filter(ties) {
+            let w = u64::from(endpoints[i].spec.weight);
+            if r < w {
+                return Some(i);
+            }
+            r -= w;
         }
-        let start = fastrand::usize(..n);
-        (0..n)
-            .map(|k| (start + k) % n)
-            .filter(|i| !exclude.contains(i))
-            .reduce(|best, i| {
-                if lighter(&endpoints[i], &endpoints[best]) {
-                    i
-                } else {
-                    best
-                }
-            })
+        Some(best)
     }
 }
 
@@ -97,8 +116,10 @@ impl Balancer for PowerOfTwo {
         exclude: &Skip,
         _key: Option<u64>,
     ) -> Option<usize> {
-        let a = weighted_random(endpoints, exclude)?;
-        let b = weighted_random(endpoints, exclude)?;
+        // Uniform choices: the cost already divides by weight, and weighted choices
+        // on top would count the weights twice.
+        let a = uniform_random(endpoints, exclude)?;
+        let b = uniform_random(endpoints, exclude)?;
         Some(if cost(&endpoints[b]) < cost(&endpoints[a]) {
             b
         } else {

@@ -1,6 +1,8 @@
 //! Balancers: one method, [`Balancer::pick`], over an immutable endpoint list. A balancer
 //! is rebuilt whenever a group's membership changes; picks do no I/O and take no lock.
 
+#[cfg(test)]
+mod distribution;
 mod load;
 mod ring;
 mod round_robin;
