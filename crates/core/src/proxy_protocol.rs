@@ -400,6 +400,40 @@ mod tests {
     }
 
     #[test]
+    fn an_endless_v1_line_is_refused() {
+        let mut long = b"PROXY TCP4 ".to_vec();
+        long.extend(std::iter::repeat_n(b'1', 200));
+        assert!(matches!(parse(&long, peer()), Err(AcceptError::Invalid(_))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_trusted_peer_times_out() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (s, peer) = l.accept().await.unwrap();
+        let r = accept(s, peer, Duration::from_secs(3)).await;
+        assert!(matches!(r, Err(AcceptError::Timeout)));
+    }
+
+    #[tokio::test]
+    async fn a_v2_header_past_the_bound_is_refused() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (s, peer) = l.accept().await.unwrap();
+        // A v2 header announcing 10,000 bytes of addresses and TLVs.
+        let mut bytes = V2_SIG.to_vec();
+        bytes.extend_from_slice(&[0x21, 0x11, 0x27, 0x10]);
+        bytes.extend(std::iter::repeat_n(0u8, 10_000));
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let _ = client.write_all(&bytes).await;
+            std::future::pending::<()>().await;
+        });
+        let r = accept(s, peer, Duration::from_secs(3)).await;
+        assert!(matches!(r, Err(AcceptError::TooLong)));
+    }
+
+    #[test]
     fn v1_encodes_mixed_families_as_one() {
         let client: SocketAddr = "192.0.2.7:5555".parse().unwrap();
         let local: SocketAddr = "[::ffff:198.51.100.1]:443".parse().unwrap();

@@ -213,6 +213,13 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_hello_cut_short_is_refused() {
+        let hello = client_hello("svc.example.com");
+        let mut r: &[u8] = &hello[..hello.len() / 2];
+        assert!(matches!(read_hello(&mut r).await, Err(HelloError::Closed)));
+    }
+
+    #[tokio::test]
     async fn plain_text_is_not_tls() {
         let mut r: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
         assert!(matches!(

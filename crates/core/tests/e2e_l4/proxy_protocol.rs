@@ -207,3 +207,42 @@ async fn tcp_refuses_a_header_from_an_untrusted_peer() {
         .unwrap();
     assert_eq!(read_to_close(&mut c).await, "");
 }
+
+#[tokio::test]
+async fn the_proxied_address_drives_ip_hash_and_the_access_log() {
+    let (a, b) = (Upstream::fixed("A").await, Upstream::fixed("B").await);
+    let log = temp_path("access.log");
+    let gw = TestGateway::start(&format!(
+        "[global]\ntrusted_proxies = [\"127.0.0.1\"]\n\n\
+         [access_log]\ntarget = \"{}\"\n\n{}\
+         [[routes]]\nname = \"all\"\nupstream = \"back\"\n\n{}",
+        log.display(),
+        listener("web", "http", "proxy_protocol = true"),
+        upstream("back", &[a.addr, b.addr], "balancer = \"ip_hash\"")
+    ))
+    .await;
+    let mut seen = std::collections::HashSet::new();
+    for i in 1..=16 {
+        let client = format!("203.0.113.{i}");
+        let header = format!("PROXY TCP4 {client} 198.51.100.1 5555 80\r\n");
+        let mut bodies = Vec::new();
+        // The same client, from different ports of the balancer, on the same endpoint.
+        for _ in 0..3 {
+            let resp = send(&gw, &with_request(header.as_bytes())).await;
+            bodies.push(resp.rsplit("\r\n\r\n").next().unwrap().to_string());
+        }
+        assert!(
+            bodies.iter().all(|b| *b == bodies[0]),
+            "{client}: {bodies:?}"
+        );
+        seen.insert(bodies[0].clone());
+    }
+    assert_eq!(seen.len(), 2, "16 clients all hashed to one endpoint");
+    let lines = eventually("48 access lines", || async {
+        let t = std::fs::read_to_string(&log).ok()?;
+        (t.lines().count() == 48).then_some(t)
+    })
+    .await;
+    let first: serde_json::Value = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
+    assert_eq!(first["client"], "203.0.113.1", "{first}");
+}
