@@ -56,7 +56,8 @@ pub struct AccessLogConf {
 pub struct ListenerConf {
     pub name: String,
     pub listen: String,
-    /// `http` (default), `https`, or `redirect` (answers every request with a redirect to HTTPS).
+    /// `http` (default), `https`, `redirect` (answers every request with a redirect to
+    /// HTTPS), or the layer-4 kinds `tcp`, `udp` and `tls_passthrough`.
     pub protocol: Option<String>,
     pub tls: Option<ListenerTlsConf>,
     pub redirect_port: Option<u16>,
@@ -64,6 +65,22 @@ pub struct ListenerConf {
     pub http2: Option<bool>,
     pub timeouts: Option<ListenerTimeoutsConf>,
     pub limits: Option<LimitsConf>,
+    /// `tcp` and `udp` listeners: the upstream every connection goes to;
+    /// `tls_passthrough`: the upstream for server names no `sni` entry matches.
+    pub upstream: Option<String>,
+    /// `tls_passthrough` listeners: upstreams chosen by the ClientHello's server name.
+    pub sni: Option<Vec<SniConf>>,
+    /// Read a PROXY protocol (v1 or v2) header from trusted peers.
+    pub proxy_protocol: Option<bool>,
+}
+
+/// One `sni` entry of a `tls_passthrough` listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SniConf {
+    /// `example.com` or `*.example.com`.
+    pub names: Vec<String>,
+    pub upstream: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -92,6 +109,8 @@ pub struct ListenerTimeoutsConf {
     pub header_read: Option<HumanDuration>,
     pub idle: Option<HumanDuration>,
     pub tls_handshake: Option<HumanDuration>,
+    /// `udp` listeners: a client flow with no datagram either way for this long ends.
+    pub udp_idle: Option<HumanDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -224,6 +243,8 @@ pub struct UpstreamConf {
     pub breaker: Option<BreakerConf>,
     pub retry: Option<RetryConf>,
     pub sticky: Option<StickyConf>,
+    /// `v1` or `v2`: send a PROXY protocol header on each layer-4 connection.
+    pub proxy_protocol: Option<String>,
 }
 
 /// `"127.0.0.1:9000"` or `{ address = "127.0.0.1:9000", weight = 2 }`.

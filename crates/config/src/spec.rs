@@ -79,6 +79,9 @@ pub struct ListenerSpec {
     pub idle_timeout: Duration,
     pub tls_handshake_timeout: Duration,
     pub limits: LimitsSpec,
+    /// Read a PROXY protocol header from peers in `global.trusted_proxies` (required
+    /// from them, refused from anyone else).
+    pub proxy_protocol: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -89,6 +92,54 @@ pub enum ListenerKind {
     Redirect {
         https_port: u16,
     },
+    /// Raw TCP connections balanced over `upstream`.
+    Tcp {
+        upstream: String,
+    },
+    /// UDP datagrams balanced per client flow (the client's address) over `upstream`.
+    Udp {
+        upstream: String,
+        /// A flow with no datagram either way for this long ends.
+        flow_idle_timeout: Duration,
+    },
+    /// TLS left unterminated: the upstream is chosen by the ClientHello's server name.
+    TlsPassthrough(PassthroughSpec),
+}
+
+impl ListenerKind {
+    /// Whether this listener speaks HTTP (and so has routes).
+    pub fn is_http(&self) -> bool {
+        matches!(
+            self,
+            ListenerKind::Http | ListenerKind::Https(_) | ListenerKind::Redirect { .. }
+        )
+    }
+
+    /// Whether the listener binds a UDP socket rather than a TCP one.
+    pub fn is_udp(&self) -> bool {
+        matches!(self, ListenerKind::Udp { .. })
+    }
+
+    /// The config word for this kind, for messages.
+    pub fn word(&self) -> &'static str {
+        match self {
+            ListenerKind::Http => "http",
+            ListenerKind::Https(_) => "https",
+            ListenerKind::Redirect { .. } => "redirect",
+            ListenerKind::Tcp { .. } => "tcp",
+            ListenerKind::Udp { .. } => "udp",
+            ListenerKind::TlsPassthrough(_) => "tls_passthrough",
+        }
+    }
+}
+
+/// Where a `tls_passthrough` listener sends each server name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PassthroughSpec {
+    /// Lower-case names (`example.com` or `*.example.com`) and their upstreams.
+    pub names: Vec<(String, String)>,
+    /// The upstream for any other name (or none); `None` closes such connections.
+    pub default: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -257,6 +308,17 @@ pub struct UpstreamSpec {
     pub pool: PoolSpec,
     pub connect_timeout: Duration,
     pub resilience: ResilienceSpec,
+    /// PROXY protocol header sent first on each layer-4 connection.
+    pub proxy_protocol: Option<ProxyProtocolVersion>,
+}
+
+/// A PROXY protocol version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProxyProtocolVersion {
+    /// The text form: `PROXY TCP4 src dst sport dport\r\n`.
+    V1,
+    /// The binary form.
+    V2,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

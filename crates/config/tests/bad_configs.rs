@@ -110,7 +110,7 @@ fn yaml_config_errors_name_their_key_paths() {
         vec![
             "conf.yml: global.workers: must be at least 1",
             "conf.yml: listeners[0].timeouts.linger: unknown field `linger`, expected one of \
-             `header_read`, `idle`, `tls_handshake`",
+             `header_read`, `idle`, `tls_handshake`, `udp_idle`",
             "conf.yml: routes[0].upstream: no upstream is named `nowhere`",
         ]
     );

@@ -1,6 +1,7 @@
 //! The access log: one line per request, JSON or Common Log Format, written when the
 //! response body ends (so bytes out and duration are final), to stdout, stderr or a file.
 //! [`Completion`] is what the response body carries to do that and to record metrics.
+//! Layer-4 connections and UDP flows write one [`L4Record`] line each when they end.
 
 use crate::metrics::RouteMetrics;
 use crate::upstream::endpoint::InFlight;
@@ -60,6 +61,37 @@ pub struct Completion {
     pub log: Option<Box<LogRecord>>,
 }
 
+/// Everything an access line says about one layer-4 connection or UDP flow.
+#[derive(Serialize)]
+pub struct L4Record<'a> {
+    #[serde(skip)]
+    pub time: SystemTime,
+    #[serde(serialize_with = "ip_only")]
+    pub client: SocketAddr,
+    /// `tcp`, `tls_passthrough` or `udp`.
+    pub protocol: &'static str,
+    pub listener: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sni: Option<&'a str>,
+    pub upstream: Option<&'a str>,
+    pub endpoint: Option<&'a str>,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    #[serde(serialize_with = "millis")]
+    pub duration_ms: f64,
+    /// Why the connection ended early (`no_endpoint`, `idle_timeout`, ...), if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'a str>,
+}
+
+fn ip_only<S: serde::Serializer>(a: &SocketAddr, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&a.ip())
+}
+
+fn millis<S: serde::Serializer>(ms: &f64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64((ms * 1000.0).round() / 1000.0)
+}
+
 #[derive(Serialize)]
 struct JsonLine<'a> {
     time: &'a str,
@@ -97,6 +129,40 @@ impl AccessLog {
             spec: spec.clone(),
             sink,
         })
+    }
+
+    /// Writes the line of a layer-4 connection: JSON with its own fields (a `time` first,
+    /// like request lines), or CLF with `"PROTOCOL listener endpoint"` as the request and
+    /// `-` as the status.
+    pub fn write_l4(&self, r: &L4Record<'_>) {
+        let mut line = match self.spec.format {
+            LogFormat::Json => {
+                #[derive(Serialize)]
+                struct Line<'a> {
+                    time: &'a str,
+                    #[serde(flatten)]
+                    rec: &'a L4Record<'a>,
+                }
+                let time = rfc3339(r.time);
+                serde_json::to_vec(&Line {
+                    time: &time,
+                    rec: r,
+                })
+                .unwrap_or_default()
+            }
+            LogFormat::Clf => format!(
+                "{} - - [{}] \"{} {} {}\" - {}",
+                r.client.ip(),
+                clf_time(r.time),
+                r.protocol.to_ascii_uppercase(),
+                r.listener,
+                r.endpoint.unwrap_or("-"),
+                r.bytes_out
+            )
+            .into_bytes(),
+        };
+        line.push(b'\n');
+        self.write_line(&line);
     }
 
     fn write_line(&self, line: &[u8]) {

@@ -153,7 +153,7 @@ impl Gateway {
         let old = self.store.swap(next);
         self.generation.store(generation, Ordering::Relaxed);
         let snap = self.store.load();
-        crate::upstream::drain_removed(
+        crate::upstream::retire_removed(
             old.upstreams.values().map(|g| g.as_ref()),
             snap.upstreams.values().map(|g| g.as_ref()),
         );
@@ -184,6 +184,13 @@ impl Gateway {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The Prometheus exposition, upstream series included.
+    pub fn metrics_text(&self) -> String {
+        let snap = self.store.load();
+        self.metrics
+            .encode(snap.upstreams.values().map(|g| g.as_ref()))
     }
 
     /// Whether shutdown has begun (readiness turns false).

@@ -3,7 +3,9 @@
 //! HTTP/2, [`proxy`] routes ([`route`]) and forwards through [`upstream`] groups and
 //! [`http::client`] pools; [`body`] streams and finishes each response into the
 //! [`access_log`] and [`metrics`]. [`runtime`] holds the compiled config snapshot and
-//! [`gateway`] loads, reloads and drains it; [`admin`] exposes it.
+//! [`gateway`] loads, reloads and drains it; [`admin`] exposes it. Layer-4 listeners
+//! (TCP, UDP, TLS passthrough) hand their connections to [`l4`] instead of HTTP, and
+//! [`proxy_protocol`] reads and writes PROXY headers for both kinds.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
@@ -15,9 +17,11 @@ pub mod error;
 pub mod filter;
 pub mod gateway;
 pub mod http;
+pub mod l4;
 pub mod listener;
 pub mod metrics;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod route;
 pub mod runtime;
 pub mod tls;

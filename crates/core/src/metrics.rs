@@ -46,6 +46,13 @@ pub struct ListenerLabels {
     pub listener: String,
 }
 
+/// Layer-4 bytes: `received` from clients, `sent` to them.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BytesLabels {
+    pub listener: String,
+    pub direction: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: &'static str,
@@ -58,6 +65,7 @@ pub struct Metrics {
     duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
     pub active_connections: Family<ListenerLabels, Gauge>,
     pub connections: Family<ListenerLabels, Counter>,
+    pub l4_bytes: Family<BytesLabels, Counter>,
     pub reloads: Family<ResultLabels, Counter>,
     pub generation: Gauge,
 }
@@ -85,6 +93,7 @@ impl Metrics {
             duration: Family::new_with_constructor(latency_histogram),
             active_connections: Family::default(),
             connections: Family::default(),
+            l4_bytes: Family::default(),
             reloads: Family::default(),
             generation: Gauge::default(),
         };
@@ -108,6 +117,11 @@ impl Metrics {
                 "connections",
                 "Accepted client connections by listener",
                 m.connections.clone(),
+            );
+            r.register(
+                "l4_bytes",
+                "Bytes of layer-4 listeners by direction (received from clients, sent to them)",
+                m.l4_bytes.clone(),
             );
             r.register("reloads", "Config reloads by result", m.reloads.clone());
             r.register(

@@ -152,7 +152,7 @@ impl Upstream {
                 let mut on_stop = stopped.clone();
                 let accepted = tokio::select! {
                     a = listener.accept() => a,
-                    _ = on_stop.wait_for(|s| *s) => return,
+                    _ = killed(&mut on_stop) => return,
                 };
                 let Ok((stream, _)) = accepted else {
                     return;
@@ -161,13 +161,21 @@ impl Upstream {
                     (h.clone(), seen2.clone(), acceptor.clone(), opts.http2_only);
                 tokio::spawn(async move {
                     tokio::select! {
-                        _ = on_stop.wait_for(|s| *s) => {}
+                        _ = killed(&mut on_stop) => {}
                         _ = serve_one(stream, h, seen, acceptor, h2) => {}
                     }
                 });
             }
         });
         Upstream { addr, seen, stop }
+    }
+}
+
+/// Resolves when the upstream is killed. Dropping the [`Upstream`] handle does not kill
+/// it: tests often keep only its address.
+async fn killed(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    if stop.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

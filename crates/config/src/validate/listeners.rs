@@ -1,6 +1,6 @@
 //! Validates `[[listeners]]`: addresses, protocols, TLS material names and limits.
 
-use super::{check_unique, parse_addr, Errors};
+use super::{check_unique, l4, parse_addr, Errors};
 use crate::raw::{ListenerConf, ListenerTlsConf};
 use crate::spec::*;
 use std::path::PathBuf;
@@ -14,7 +14,11 @@ pub const DEFAULT_MAX_HEADER_SIZE: usize = 64 * 1024;
 pub const DEFAULT_MAX_HEADERS: usize = 100;
 pub const MIN_MAX_HEADER_SIZE: usize = 8 * 1024;
 
-pub fn validate(list: &[(usize, ListenerConf)], errs: &mut Errors) -> Vec<ListenerSpec> {
+pub fn validate(
+    list: &[(usize, ListenerConf)],
+    upstreams: &[UpstreamSpec],
+    errs: &mut Errors,
+) -> Vec<ListenerSpec> {
     check_unique(
         list.iter().map(|(i, l)| (*i, l.name.as_str())),
         "listeners",
@@ -22,7 +26,9 @@ pub fn validate(list: &[(usize, ListenerConf)], errs: &mut Errors) -> Vec<Listen
     );
     let out: Vec<(usize, ListenerSpec)> = list
         .iter()
-        .filter_map(|(i, l)| listener(l, &format!("listeners[{i}]"), errs).map(|s| (*i, s)))
+        .filter_map(|(i, l)| {
+            listener(l, &format!("listeners[{i}]"), upstreams, errs).map(|s| (*i, s))
+        })
         .collect();
     let mut seen = std::collections::HashMap::new();
     for (i, l) in &out {
@@ -30,7 +36,8 @@ pub fn validate(list: &[(usize, ListenerConf)], errs: &mut Errors) -> Vec<Listen
         if l.addr.port() == 0 {
             continue;
         }
-        if let Some(other) = seen.insert(l.addr, &l.name) {
+        // TCP and UDP ports are separate: a udp listener may share a tcp one's address.
+        if let Some(other) = seen.insert((l.addr, l.kind.is_udp()), &l.name) {
             errs.push(
                 format!("listeners[{i}].listen"),
                 format!("{} is already bound by listener `{other}`", l.addr),
@@ -40,7 +47,12 @@ pub fn validate(list: &[(usize, ListenerConf)], errs: &mut Errors) -> Vec<Listen
     out.into_iter().map(|(_, l)| l).collect()
 }
 
-fn listener(l: &ListenerConf, path: &str, errs: &mut Errors) -> Option<ListenerSpec> {
+fn listener(
+    l: &ListenerConf,
+    path: &str,
+    upstreams: &[UpstreamSpec],
+    errs: &mut Errors,
+) -> Option<ListenerSpec> {
     let addr = parse_addr(&l.listen, &format!("{path}.listen"), errs);
     let kind = match l.protocol.as_deref().unwrap_or("http") {
         "http" => {
@@ -63,16 +75,26 @@ fn listener(l: &ListenerConf, path: &str, errs: &mut Errors) -> Option<ListenerS
                 ListenerKind::Http
             }
         },
+        proto @ ("tcp" | "udp" | "tls_passthrough") => {
+            no_tls(l, path, proto, errs);
+            l4::kind(l, proto, path, upstreams, errs)
+        }
         other => {
             errs.push(
                 format!("{path}.protocol"),
                 format!(
-                    "`{other}` is not a listener protocol; expected `http`, `https` or `redirect`"
+                    "`{other}` is not a listener protocol; expected `http`, `https`, \
+                     `redirect`, `tcp`, `udp` or `tls_passthrough`"
                 ),
             );
             ListenerKind::Http
         }
     };
+    if kind.is_http() {
+        l4::no_l4_keys(l, path, errs);
+    } else {
+        l4::no_http_keys(l, path, &kind, errs);
+    }
     if l.redirect_port.is_some() && !matches!(kind, ListenerKind::Redirect { .. }) {
         errs.push(
             format!("{path}.redirect_port"),
@@ -125,16 +147,20 @@ fn listener(l: &ListenerConf, path: &str, errs: &mut Errors) -> Option<ListenerS
             .map(|d| d.0)
             .unwrap_or(DEFAULT_TLS_HANDSHAKE_TIMEOUT),
         limits,
+        proxy_protocol: l.proxy_protocol.unwrap_or(false),
     })
 }
 
 fn no_tls(l: &ListenerConf, path: &str, proto: &str, errs: &mut Errors) {
     if l.tls.is_some() {
+        let hint = if matches!(proto, "http" | "redirect") {
+            "set protocol = \"https\""
+        } else {
+            "it does not terminate TLS"
+        };
         errs.push(
             format!("{path}.tls"),
-            format!(
-                "a listener with protocol `{proto}` takes no tls table; set protocol = \"https\""
-            ),
+            format!("a listener with protocol `{proto}` takes no tls table; {hint}"),
         );
     }
 }

@@ -1,6 +1,7 @@
 //! Validation: raw structs -> [`Spec`], applying every default in one place and
 //! collecting all errors with their key paths. Submodules take one section each.
 
+mod l4;
 mod listeners;
 mod resilience;
 mod routes;
@@ -32,8 +33,8 @@ pub fn validate(raw: &RawConfig, errors: &mut Vec<ConfigError>) -> Spec {
     let global = global(&raw.global, &mut errs);
     let admin = raw.admin.as_ref().and_then(|a| admin(a, &mut errs));
     let access_log = access_log(&raw.access_log, &mut errs);
-    let listeners = listeners::validate(&raw.listeners, &mut errs);
     let upstreams = upstreams::validate(&raw.upstreams, &mut errs);
+    let listeners = listeners::validate(&raw.listeners, &upstreams, &mut errs);
     let routes = routes::validate(&raw.routes, &listeners, &upstreams, &mut errs);
     if listeners.is_empty() && errs.0.is_empty() {
         errs.push("listeners", "at least one listener is required");

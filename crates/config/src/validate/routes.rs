@@ -35,11 +35,19 @@ fn route(
 ) -> RouteSpec {
     let names = r.listeners.clone().unwrap_or_default();
     for (i, n) in names.iter().enumerate() {
-        if !listeners.iter().any(|l| &l.name == n) {
-            errs.push(
+        match listeners.iter().find(|l| &l.name == n) {
+            None => errs.push(
                 format!("{path}.listeners[{i}]"),
                 format!("no listener is named `{n}`"),
-            );
+            ),
+            Some(l) if !l.kind.is_http() => errs.push(
+                format!("{path}.listeners[{i}]"),
+                format!(
+                    "`{n}` is a {} listener; routes serve HTTP listeners only",
+                    l.kind.word()
+                ),
+            ),
+            Some(_) => {}
         }
     }
     let matcher = matcher(&r.matches, &format!("{path}.match"), errs);
@@ -199,11 +207,21 @@ fn action(r: &RouteConf, path: &str, upstreams: &[UpstreamSpec], errs: &mut Erro
         });
     }
     let upstream = r.upstream.clone().unwrap_or_default();
-    if r.upstream.is_some() && !upstreams.iter().any(|u| u.name == upstream) {
-        errs.push(
+    match upstreams.iter().find(|u| u.name == upstream) {
+        None if r.upstream.is_some() => errs.push(
             format!("{path}.upstream"),
             format!("no upstream is named `{upstream}`"),
-        );
+        ),
+        // HTTP connections to an upstream are pooled and shared by many clients, so
+        // there is no one client address a PROXY header could name.
+        Some(u) if u.proxy_protocol.is_some() => errs.push(
+            format!("{path}.upstream"),
+            format!(
+                "upstream `{upstream}` sends a PROXY protocol header, which only layer-4 \
+                 listeners do (pooled HTTP connections are shared by many clients)"
+            ),
+        ),
+        _ => {}
     }
     for (k, v) in [
         ("strip_prefix", &r.strip_prefix),

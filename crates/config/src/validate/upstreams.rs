@@ -88,6 +88,18 @@ fn upstream(u: &UpstreamConf, path: &str, errs: &mut Errors) -> UpstreamSpec {
         );
     }
     let hash_on = hash_on(u, balancer, path, errs);
+    let proxy_protocol = match u.proxy_protocol.as_deref() {
+        None => None,
+        Some("v1") => Some(ProxyProtocolVersion::V1),
+        Some("v2") => Some(ProxyProtocolVersion::V2),
+        Some(v) => {
+            errs.push(
+                format!("{path}.proxy_protocol"),
+                format!("`{v}` is not a PROXY protocol version; expected `v1` or `v2`"),
+            );
+            None
+        }
+    };
     UpstreamSpec {
         name: u.name.clone(),
         endpoints,
@@ -101,6 +113,7 @@ fn upstream(u: &UpstreamConf, path: &str, errs: &mut Errors) -> UpstreamSpec {
             .map(|d| d.0)
             .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
         resilience: super::resilience::validate(u, path, errs),
+        proxy_protocol,
     }
 }
 

@@ -80,10 +80,7 @@ async fn route(req: Request<Incoming>, gw: &Gateway, token: Option<&str>) -> Rep
             }
         }
         (&Method::GET, "/metrics") => {
-            let mut r = Response::new(Full::new(Bytes::from(
-                gw.metrics()
-                    .encode(gw.snapshot().upstreams.values().map(|g| g.as_ref())),
-            )));
+            let mut r = Response::new(Full::new(Bytes::from(gw.metrics_text())));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static(

@@ -344,7 +344,7 @@ enum Io {
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
-async fn resolve(ep: &Endpoint) -> Result<SocketAddr, ProxyError> {
+pub(crate) async fn resolve(ep: &Endpoint) -> Result<SocketAddr, ProxyError> {
     if let Some(a) = ep.addr {
         return Ok(a);
     }

@@ -1,13 +1,18 @@
-//! Listeners: bind, accept with a per-listener connection limit, hand each connection to
-//! TLS and the HTTP server, and reconcile the set on reload. New addresses are bound
-//! before a reload is committed (a failed bind rejects the reload); unchanged listeners
-//! keep their sockets and connections; removed ones stop accepting and drain.
+//! Listeners: bind, accept with a per-listener connection limit, read the PROXY header
+//! where configured, hand each connection to TLS and the HTTP server or to `l4`, and
+//! reconcile the set on reload. New addresses are bound before a reload is committed (a
+//! failed bind rejects the reload); unchanged listeners keep their sockets and
+//! connections; removed ones stop accepting and drain. `udp` listeners bind a UDP socket
+//! and hand it to `l4::udp`, which has no accept.
 
 use crate::drain::{Drain, Watch};
 use crate::http::server::{self, Proto};
+use crate::l4::{self, L4Target, Session};
 use crate::proxy::ConnCtx;
-use crate::runtime::{ConfigStore, Runtime};
-use socket2::{Domain, Socket, Type};
+use crate::proxy_protocol::{self, ClientStream, Proxied};
+use crate::runtime::{ConfigStore, ListenerRt, Runtime};
+use gatehouse_config::spec::ListenerKind;
+use socket2::{Domain, Socket as Socket2, Type};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -24,12 +29,20 @@ pub struct Listeners {
 struct Active {
     /// The address as configured (port 0 stays 0), to tell whether it changed.
     configured: SocketAddr,
+    /// Bound as UDP: a listener moving between UDP and TCP needs a new socket.
+    udp: bool,
     local: SocketAddr,
     drain: Drain,
 }
 
+/// A bound socket, TCP or UDP.
+enum Socket {
+    Tcp(std::net::TcpListener),
+    Udp(std::net::UdpSocket),
+}
+
 /// Sockets bound for a reload that has not been committed yet.
-pub struct Bound(Vec<(String, SocketAddr, std::net::TcpListener)>);
+pub struct Bound(Vec<(String, SocketAddr, Socket)>);
 
 // === impl Listeners ===
 
@@ -43,13 +56,19 @@ impl Listeners {
         let mut out = Vec::new();
         let mut errors = Vec::new();
         for (name, l) in &snap.listeners {
+            let udp = l.spec.kind.is_udp();
             if active
                 .get(name)
-                .is_some_and(|a| a.configured == l.spec.addr)
+                .is_some_and(|a| a.configured == l.spec.addr && a.udp == udp)
             {
                 continue;
             }
-            match bind(l.spec.addr) {
+            let sock = if udp {
+                bind_udp(l.spec.addr).map(Socket::Udp)
+            } else {
+                bind(l.spec.addr).map(Socket::Tcp)
+            };
+            match sock {
                 Ok(sock) => out.push((name.clone(), l.spec.addr, sock)),
                 Err(e) => errors.push(format!(
                     "listener `{name}`: cannot bind {}: {e}",
@@ -76,7 +95,7 @@ impl Listeners {
             let keep = snap.listeners.get(&name).is_some_and(|l| {
                 active
                     .get(&name)
-                    .is_some_and(|a| a.configured == l.spec.addr)
+                    .is_some_and(|a| a.configured == l.spec.addr && a.udp == l.spec.kind.is_udp())
             });
             if !keep {
                 if let Some(a) = active.remove(&name) {
@@ -86,7 +105,6 @@ impl Listeners {
             }
         }
         for (name, configured, sock) in bound.0 {
-            let local = sock.local_addr().unwrap_or(configured);
             let (drain, watch) = Drain::new();
             let max = snap
                 .listeners
@@ -94,12 +112,24 @@ impl Listeners {
                 .map(|l| l.spec.max_connections)
                 .unwrap_or(1);
             let name_arc: Arc<str> = Arc::from(name.as_str());
-            tokio::spawn(accept_loop(sock, name_arc, store.clone(), watch, max));
-            tracing::info!(listener = %name, address = %local, "listening");
+            let (local, udp) = match sock {
+                Socket::Tcp(sock) => {
+                    let local = sock.local_addr().unwrap_or(configured);
+                    tokio::spawn(accept_loop(sock, name_arc, store.clone(), watch, max));
+                    (local, false)
+                }
+                Socket::Udp(sock) => {
+                    let local = sock.local_addr().unwrap_or(configured);
+                    tokio::spawn(l4::udp::serve(sock, name_arc, store.clone(), watch, max));
+                    (local, true)
+                }
+            };
+            tracing::info!(listener = %name, address = %local, udp, "listening");
             active.insert(
                 name,
                 Active {
                     configured,
+                    udp,
                     local,
                     drain,
                 },
@@ -129,7 +159,7 @@ impl Listeners {
 }
 
 fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    let sock = Socket2::new(Domain::for_address(addr), Type::STREAM, None)?;
     sock.set_reuse_address(true)?;
     if addr.is_ipv6() {
         sock.set_only_v6(true)?;
@@ -137,6 +167,17 @@ fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
     sock.listen(4096)?;
+    Ok(sock.into())
+}
+
+/// A UDP socket. No SO_REUSEADDR: on UDP it would let a second socket share the port.
+fn bind_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let sock = Socket2::new(Domain::for_address(addr), Type::DGRAM, None)?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
     Ok(sock.into())
 }
 
@@ -189,11 +230,64 @@ async fn connection(
     watch: Watch,
 ) {
     let _ = stream.set_nodelay(true);
-    let Some(l) = store.load().listeners.get(&*name).cloned() else {
+    let snap = store.load();
+    let Some(l) = snap.listeners.get(&*name).cloned() else {
         return;
     };
     l.connections.inc();
     l.active.inc();
+    if let Some((io, p)) = client_stream(stream, peer, &l, &snap).await {
+        if l.spec.kind.is_http() {
+            drop(snap);
+            http(io, p.client, name, store, watch, &l).await;
+        } else {
+            // The address the client reached: from the PROXY header, else our own.
+            let local = p.local.or_else(|| io.get_ref().local_addr().ok());
+            if let Some(local) = local {
+                layer4(io, p.client, local, &l, snap, watch).await;
+            }
+        }
+    }
+    l.active.dec();
+}
+
+/// The client's stream and address: with `proxy_protocol` on, a trusted peer must open
+/// with a PROXY header, whose client address then stands for the peer everywhere
+/// (forwarding headers, access log, ip_hash, PROXY headers sent on); any other peer is
+/// served as itself but refused if it sends such a header. `None` refuses the connection.
+async fn client_stream(
+    stream: TcpStream,
+    peer: SocketAddr,
+    l: &ListenerRt,
+    snap: &Runtime,
+) -> Option<(ClientStream, Proxied)> {
+    let own = Proxied {
+        client: peer,
+        local: None,
+    };
+    if !l.spec.proxy_protocol {
+        return Some((ClientStream::plain(stream), own));
+    }
+    if !snap.is_trusted(peer.ip()) {
+        return Some((ClientStream::guarded(stream), own));
+    }
+    match proxy_protocol::accept(stream, peer, l.spec.header_read_timeout).await {
+        Ok(x) => Some(x),
+        Err(e) => {
+            tracing::debug!(listener = %l.name, %peer, error = %e, "PROXY header refused");
+            None
+        }
+    }
+}
+
+async fn http(
+    stream: ClientStream,
+    peer: SocketAddr,
+    name: Arc<str>,
+    store: Arc<ConfigStore>,
+    watch: Watch,
+    l: &ListenerRt,
+) {
     let ctx = Arc::new(ConnCtx {
         peer,
         peer_ip: crate::http::headers::ip_text(peer.ip()),
@@ -202,19 +296,53 @@ async fn connection(
         drain: watch.clone(),
     });
     match &l.tls {
-        None => server::serve(stream, ctx, &l, Proto::Sniff, false, watch).await,
+        None => server::serve(stream, ctx, l, Proto::Sniff, false, watch).await,
         Some(acceptor) => {
             match tokio::time::timeout(l.spec.tls_handshake_timeout, acceptor.accept(stream)).await
             {
                 Ok(Ok(tls)) => {
                     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
                     let proto = if h2 { Proto::Http2 } else { Proto::Http1 };
-                    server::serve(tls, ctx, &l, proto, true, watch).await
+                    server::serve(tls, ctx, l, proto, true, watch).await
                 }
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
         }
     }
-    l.active.dec();
+}
+
+/// A `tcp` or `tls_passthrough` connection. It keeps what it needs of this generation
+/// (its upstream groups, the access log), so a reload does not touch it.
+async fn layer4(
+    io: ClientStream,
+    client: SocketAddr,
+    local: SocketAddr,
+    l: &Arc<ListenerRt>,
+    snap: Arc<Runtime>,
+    watch: Watch,
+) {
+    let s = Session {
+        listener: l.name.clone(),
+        protocol: l.spec.kind.word(),
+        client,
+        local,
+        idle_timeout: l.spec.idle_timeout,
+        header_read_timeout: l.spec.header_read_timeout,
+        drain_timeout: snap.spec.global.drain_timeout,
+        log: snap.access_log.clone(),
+        bytes: l.l4_bytes.clone(),
+        time: std::time::SystemTime::now(),
+        start: tokio::time::Instant::now(),
+    };
+    drop(snap);
+    match (&l.spec.kind, &l.l4) {
+        (ListenerKind::Tcp { .. }, Some(L4Target::Group(g))) => {
+            l4::tcp::serve(io, s, g.clone(), watch).await
+        }
+        (ListenerKind::TlsPassthrough(_), Some(L4Target::Sni(t))) => {
+            l4::passthrough::serve(io, s, t, watch).await
+        }
+        _ => tracing::debug!(listener = %l.name, "layer-4 listener has no upstream"),
+    }
 }

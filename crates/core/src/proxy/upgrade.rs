@@ -34,7 +34,7 @@ pub(super) fn tunnel(
                     tracing::debug!(error = %e, "upgraded connection ended with an error");
                 }
             }
-            _ = closing.wait_for(|c| *c) => {
+            _ = crate::upstream::endpoint::closed(&mut closing) => {
                 tracing::info!("tunnel closed: its endpoint was drained");
             }
         }

@@ -3,7 +3,9 @@
 
 use super::*;
 use crate::http::client::{Connector, UpstreamTls};
-use crate::metrics::{ListenerLabels, Metrics};
+use crate::l4::passthrough::SniTable;
+use crate::l4::{ByteCounters, L4Target};
+use crate::metrics::{BytesLabels, ListenerLabels, Metrics};
 use gatehouse_config::spec::{ActionSpec, ListenerKind, RouteSpec, UpstreamSpec};
 
 /// A problem found while compiling (files that cannot be read, bad certificates).
@@ -44,14 +46,37 @@ pub fn compile(
             },
             _ => None,
         };
+        // Routes serve HTTP listeners only; a layer-4 one has a target instead.
         let table = RouteTable::new(
             spec.routes
                 .iter()
                 .zip(&routes)
+                .filter(|_| l.kind.is_http())
                 .filter(|(r, _)| r.listeners.is_empty() || r.listeners.contains(&l.name))
                 .map(|(r, c)| (r.matcher.clone(), c.clone()))
                 .collect(),
         );
+        let l4 = match &l.kind {
+            // `None` when the group failed to compile, which is already an error.
+            ListenerKind::Tcp { upstream } | ListenerKind::Udp { upstream, .. } => {
+                upstreams.get(upstream).map(|g| L4Target::Group(g.clone()))
+            }
+            ListenerKind::TlsPassthrough(p) => Some(L4Target::Sni(SniTable::new(p, &upstreams))),
+            _ => None,
+        };
+        let bytes = |direction| {
+            metrics
+                .l4_bytes
+                .get_or_create(&BytesLabels {
+                    listener: l.name.clone(),
+                    direction,
+                })
+                .clone()
+        };
+        let l4_bytes = Arc::new(ByteCounters {
+            received: bytes("received"),
+            sent: bytes("sent"),
+        });
         let rt = ListenerRt {
             name: Arc::from(l.name.as_str()),
             routes: table,
@@ -71,6 +96,8 @@ pub fn compile(
                 })
                 .clone(),
             spec: l.clone(),
+            l4,
+            l4_bytes,
         };
         listeners.insert(l.name.clone(), Arc::new(rt));
     }

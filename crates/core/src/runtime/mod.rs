@@ -49,6 +49,10 @@ pub struct ListenerRt {
     /// Open and accepted client connections.
     pub active: prometheus_client::metrics::gauge::Gauge,
     pub connections: prometheus_client::metrics::counter::Counter,
+    /// Layer-4 listeners: where connections go (`None` on HTTP listeners).
+    pub l4: Option<crate::l4::L4Target>,
+    /// Layer-4 bytes from and to clients.
+    pub l4_bytes: Arc<crate::l4::ByteCounters>,
 }
 
 /// A compiled route.

@@ -56,31 +56,43 @@ impl Endpoint {
         self.closing.subscribe()
     }
 
-    /// Drains this endpoint (admin API or removal by a reload): no new requests; once
-    /// in-flight ones end or `timeout` passes, idle connections close; tunnels get
-    /// `grace` before they are cut. Undraining before then stops all of it.
+    /// Drains this endpoint (admin API): no new requests; once in-flight ones end or
+    /// `timeout` passes, idle connections close; tunnels get `grace` before they are
+    /// cut. Undraining before then stops all of it.
     pub fn drain(self: &Arc<Self>, timeout: Duration, grace: Duration) {
         if self.health.is_draining() {
             return;
         }
         self.health.set_draining(true);
+        self.close_after(timeout, grace, true);
+    }
+
+    /// Winds down an endpoint a reload removed. It is not marked draining: requests
+    /// still running on the previous generation may pick it for a moment, and must
+    /// not find it refused; the new generation no longer lists it.
+    pub fn retire(self: &Arc<Self>, timeout: Duration, grace: Duration) {
+        self.close_after(timeout, grace, false);
+    }
+
+    fn close_after(self: &Arc<Self>, timeout: Duration, grace: Duration, undrainable: bool) {
         let ep = self.clone();
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        let cancelled = move |ep: &Endpoint| undrainable && !ep.health.is_draining();
         rt.spawn(async move {
             let start = tokio::time::Instant::now();
             let mut tick = tokio::time::interval(Duration::from_millis(50));
             while ep.in_flight.load(Ordering::Relaxed) > 0 && start.elapsed() < timeout {
                 tick.tick().await;
             }
-            if !ep.health.is_draining() {
+            if cancelled(&ep) {
                 return;
             }
             ep.pool.close_idle();
             tracing::info!(endpoint = %ep.label, "endpoint drained");
             tokio::time::sleep_until(start + grace.max(timeout)).await;
-            if ep.health.is_draining() {
+            if !cancelled(&ep) {
                 ep.closing.send_replace(true);
             }
         });
@@ -97,6 +109,15 @@ impl Endpoint {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.requests.fetch_add(1, Ordering::Relaxed);
         InFlight(self.clone())
+    }
+}
+
+/// Resolves once `closing` (from [`Endpoint::closing`]) turns true. An endpoint that is
+/// dropped without being drained never closes its tunnels, so a dropped sender waits
+/// forever rather than ending them.
+pub async fn closed(closing: &mut watch::Receiver<bool>) {
+    if closing.wait_for(|c| *c).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

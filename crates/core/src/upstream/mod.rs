@@ -207,9 +207,9 @@ impl UpstreamGroup {
     }
 }
 
-/// Once a reload is committed: drains every endpoint of `old` that `new` no longer
+/// Once a reload is committed: retires every endpoint of `old` that `new` no longer
 /// holds (by identity, so an endpoint rebuilt with a new transport counts as removed).
-pub fn drain_removed<'a>(
+pub fn retire_removed<'a>(
     old: impl Iterator<Item = &'a UpstreamGroup>,
     new: impl Iterator<Item = &'a UpstreamGroup> + Clone,
 ) {
@@ -220,7 +220,7 @@ pub fn drain_removed<'a>(
                 .clone()
                 .any(|g| g.endpoints.iter().any(|e| Arc::ptr_eq(e, ep)));
             if !kept {
-                ep.drain(r.drain_timeout, r.drain_grace);
+                ep.retire(r.drain_timeout, r.drain_grace);
             }
         }
     }

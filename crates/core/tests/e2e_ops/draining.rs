@@ -134,9 +134,7 @@ async fn an_endpoint_removed_by_a_reload_finishes_its_request() {
     let c = fresh_client();
     let held = tokio::spawn(c.get(gw.url("web", "/")).send());
     arrived.recv().await.unwrap();
-    let eb = endpoint(&gw, b.addr);
     gw.gw.reload_text(&config(a.addr, "", "")).await.unwrap();
-    assert!(eb.health.is_draining(), "removed endpoints drain");
     assert_eq!(text(c.get(gw.url("web", "/"))).await, "a");
     release.notify_one();
     let r = held.await.unwrap().unwrap();

@@ -218,7 +218,7 @@ async fn reloads_under_load_fail_no_request() {
     );
     assert_eq!(*done.borrow(), CLIENTS * PER_CLIENT);
     assert_eq!(gw.gw.snapshot().generation, RELOADS as u64 + 1);
-    let metrics = gw.gw.metrics().encode(std::iter::empty());
+    let metrics = gw.gw.metrics_text();
     assert!(
         metrics.contains("gatehouse_reloads_total{result=\"success\"} 20"),
         "{metrics}"
