@@ -221,6 +221,7 @@ pub struct RouteTimeoutsConf {
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConf {
     pub name: String,
+    #[serde(default)]
     pub endpoints: Vec<EndpointConf>,
     /// `http1` (default) or `http2`.
     pub protocol: Option<String>,
@@ -243,6 +244,7 @@ pub struct UpstreamConf {
     pub breaker: Option<BreakerConf>,
     pub retry: Option<RetryConf>,
     pub sticky: Option<StickyConf>,
+    pub discovery: Option<DiscoveryConf>,
     /// `v1` or `v2`: send a PROXY protocol header on each layer-4 connection.
     pub proxy_protocol: Option<String>,
 }

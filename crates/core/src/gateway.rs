@@ -216,7 +216,7 @@ async fn sweep_pools(gw: std::sync::Weak<Gateway>) {
         tick.tick().await;
         let Some(gw) = gw.upgrade() else { return };
         for g in gw.store.load().upstreams.values() {
-            for e in &g.endpoints {
+            for e in g.endpoints().iter() {
                 e.pool.sweep();
             }
         }

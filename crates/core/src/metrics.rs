@@ -201,7 +201,7 @@ fn upstream_registry<'a>(groups: impl Iterator<Item = &'a UpstreamGroup>) -> Reg
     let retries = Family::<UpstreamLabels, Counter>::default();
     let breaker = Family::<BreakerLabels, Gauge>::default();
     for g in groups {
-        for e in &g.endpoints {
+        for e in g.endpoints().iter() {
             let l = EndpointLabels {
                 upstream: g.name.to_string(),
                 endpoint: e.label.to_string(),

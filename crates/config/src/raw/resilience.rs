@@ -1,5 +1,5 @@
 //! Raw `[upstreams.*]` tables for health and resilience: active checks, outlier
-//! detection, the circuit breaker, retries and sticky sessions.
+//! detection, the circuit breaker, retries, sticky sessions and DNS discovery.
 
 use crate::units::{ByteSize, HumanDuration};
 use serde::Deserialize;
@@ -74,4 +74,20 @@ pub struct StickyConf {
     pub same_site: Option<String>,
     pub secure: Option<bool>,
     pub http_only: Option<bool>,
+}
+
+/// `[upstreams.discovery]`: endpoints found in DNS, re-resolved as their TTL expires.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoveryConf {
+    /// `host:port`, resolved to A and AAAA records.
+    pub dns: Option<String>,
+    /// An SRV name such as `_http._tcp.api.internal`: ports and weights from the records.
+    pub srv: Option<String>,
+    /// `ip:port` of the name servers to ask; the system's resolv.conf when absent.
+    pub nameservers: Option<Vec<String>>,
+    pub min_refresh: Option<HumanDuration>,
+    pub max_refresh: Option<HumanDuration>,
+    /// Weight of each address found through `dns` (SRV records carry their own).
+    pub weight: Option<u32>,
 }

@@ -10,6 +10,7 @@ pub struct ResilienceSpec {
     pub breaker: BreakerSpec,
     pub retry: Option<RetrySpec>,
     pub sticky: Option<StickySpec>,
+    pub discovery: Option<DiscoverySpec>,
     /// Zero is off.
     pub slow_start: Duration,
     pub panic_mode: bool,
@@ -106,4 +107,22 @@ impl SameSite {
             SameSite::None => "None",
         }
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoverySpec {
+    pub target: DnsTarget,
+    /// Empty: the system's resolver configuration.
+    pub nameservers: Vec<std::net::SocketAddr>,
+    pub min_refresh: Duration,
+    pub max_refresh: Duration,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DnsTarget {
+    /// A and AAAA records of `host`, each at `port`.
+    Host { host: String, port: u16 },
+    /// SRV records of this name.
+    Srv(String),
 }

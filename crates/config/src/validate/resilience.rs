@@ -2,7 +2,9 @@
 //! `breaker`, `retry`, `sticky`) and the drain and slow-start settings, applying defaults.
 
 use super::Errors;
-use crate::raw::{BreakerConf, HealthCheckConf, OutlierConf, RetryConf, StickyConf, UpstreamConf};
+use crate::raw::{
+    BreakerConf, DiscoveryConf, HealthCheckConf, OutlierConf, RetryConf, StickyConf, UpstreamConf,
+};
 use crate::spec::*;
 use std::time::Duration;
 
@@ -36,6 +38,10 @@ pub fn validate(u: &UpstreamConf, path: &str, errs: &mut Errors) -> ResilienceSp
             .sticky
             .as_ref()
             .and_then(|s| sticky(s, &format!("{path}.sticky"), errs)),
+        discovery: u
+            .discovery
+            .as_ref()
+            .and_then(|d| discovery(d, &format!("{path}.discovery"), errs)),
         slow_start: u.slow_start.map(|d| d.0).unwrap_or_default(),
         panic_mode: u.panic_mode.unwrap_or(false),
         drain_timeout: u.drain_timeout.map_or(DEFAULT_ENDPOINT_DRAIN, |d| d.0),
@@ -315,5 +321,64 @@ fn sticky(s: &StickyConf, path: &str, errs: &mut Errors) -> Option<StickySpec> {
         same_site,
         secure,
         http_only: s.http_only.unwrap_or(true),
+    })
+}
+
+fn discovery(d: &DiscoveryConf, path: &str, errs: &mut Errors) -> Option<DiscoverySpec> {
+    let target = match (&d.dns, &d.srv) {
+        (Some(a), None) => match super::upstreams::split_host_port(a) {
+            Some((host, port)) if host.parse::<std::net::IpAddr>().is_err() => {
+                Some(DnsTarget::Host { host, port })
+            }
+            _ => {
+                errs.push(
+                    format!("{path}.dns"),
+                    format!("`{a}` is not `name:port` (a DNS name, not an address)"),
+                );
+                None
+            }
+        },
+        (None, Some(s)) if !s.is_empty() && !s.contains(char::is_whitespace) => {
+            Some(DnsTarget::Srv(s.clone()))
+        }
+        (None, Some(s)) => {
+            errs.push(format!("{path}.srv"), format!("`{s}` is not a DNS name"));
+            None
+        }
+        _ => {
+            errs.push(path, "exactly one of `dns` or `srv` is required");
+            None
+        }
+    };
+    let mut nameservers = Vec::new();
+    for (i, n) in d.nameservers.iter().flatten().enumerate() {
+        match n.parse() {
+            Ok(a) => nameservers.push(a),
+            Err(_) => errs.push(
+                format!("{path}.nameservers[{i}]"),
+                format!("`{n}` is not `ip:port`"),
+            ),
+        }
+    }
+    let min_refresh = d.min_refresh.map_or(Duration::from_secs(1), |x| x.0);
+    let max_refresh = d
+        .max_refresh
+        .map_or(Duration::from_secs(300).max(min_refresh), |x| x.0);
+    if min_refresh.is_zero() {
+        errs.push(format!("{path}.min_refresh"), "must be more than 0s");
+    }
+    if max_refresh < min_refresh {
+        errs.push(
+            format!("{path}.max_refresh"),
+            "must be at least min_refresh",
+        );
+    }
+    let weight = at_least_one(d.weight, 1, format!("{path}.weight"), errs);
+    Some(DiscoverySpec {
+        target: target?,
+        nameservers,
+        min_refresh,
+        max_refresh,
+        weight,
     })
 }

@@ -22,7 +22,7 @@ pub fn validate(list: &[(usize, UpstreamConf)], errs: &mut Errors) -> Vec<Upstre
 }
 
 fn upstream(u: &UpstreamConf, path: &str, errs: &mut Errors) -> UpstreamSpec {
-    if u.endpoints.is_empty() {
+    if u.endpoints.is_empty() && u.discovery.is_none() {
         errs.push(
             format!("{path}.endpoints"),
             "at least one endpoint is required",
@@ -143,7 +143,7 @@ fn endpoint(e: &EndpointConf, path: &str, errs: &mut Errors) -> Option<EndpointS
 }
 
 /// Splits `host:port` or `[v6]:port`.
-fn split_host_port(a: &str) -> Option<(String, u16)> {
+pub(super) fn split_host_port(a: &str) -> Option<(String, u16)> {
     let (host, port) = a.rsplit_once(':')?;
     let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
     let host = host

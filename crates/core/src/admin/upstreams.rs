@@ -30,7 +30,7 @@ fn group(g: &UpstreamGroup) -> Value {
         },
         "retries": g.budget.retries.load(Relaxed),
         "health_check": r.health_check.is_some(),
-        "endpoints": g.endpoints.iter().map(|e| endpoint(e, r.slow_start)).collect::<Vec<_>>(),
+        "endpoints": g.endpoints().iter().map(|e| endpoint(e, r.slow_start)).collect::<Vec<_>>(),
     })
 }
 
@@ -92,7 +92,7 @@ pub(super) fn action(gw: &Gateway, path: &str) -> Option<Reply> {
     } else {
         ep.undrain();
     }
-    Some(json_reply(StatusCode::OK, &endpoint(ep, r.slow_start)))
+    Some(json_reply(StatusCode::OK, &endpoint(&ep, r.slow_start)))
 }
 
 fn not_found(message: String) -> Reply {

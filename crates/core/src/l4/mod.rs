@@ -144,17 +144,17 @@ pub async fn connect(
             ProxyError::new(ErrorKind::NoEndpoint, np.message).retry_after(np.retry_after)
         })?;
         let in_flight = ep.start();
-        match connect_one(group, ep, client, local).await {
+        match connect_one(group, &ep, client, local).await {
             Ok(s) => {
-                group.record(ep, Outcome::Success);
+                group.record(&ep, Outcome::Success);
                 return Ok((s, in_flight));
             }
             Err(e) => {
                 in_flight.failed();
-                group.record(ep, Outcome::Failure);
+                group.record(&ep, Outcome::Failure);
                 tracing::debug!(endpoint = %ep.label, error = %e.message(), "layer-4 connect failed");
                 tried.push(i);
-                if tried.len() >= group.endpoints.len() {
+                if tried.len() >= group.endpoints().len() {
                     return Err(e);
                 }
             }

@@ -165,7 +165,7 @@ async fn connect(group: &UpstreamGroup, client: SocketAddr) -> Option<(UdpSocket
     while let Ok((i, ep)) = group.pick(&tried, key, None) {
         let in_flight = ep.start();
         let sock = async {
-            let addr = crate::http::client::resolve(ep)
+            let addr = crate::http::client::resolve(&ep)
                 .await
                 .map_err(|e| std::io::Error::other(e.message()))?;
             let any: SocketAddr = if addr.is_ipv4() {

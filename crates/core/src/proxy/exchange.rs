@@ -105,7 +105,7 @@ pub(super) async fn exchange(p: &ProxyAction, out: Outgoing) -> Result<Exchanged
                 }
                 tracing::debug!(endpoint = %ep.label, error = %e.message(), "connect failed");
                 tried.push(i);
-                if !e.retryable || tried.len() >= group.endpoints.len() {
+                if !e.retryable || tried.len() >= group.endpoints().len() {
                     return Err(e);
                 }
                 continue;
@@ -245,7 +245,7 @@ fn may_retry(
         return false;
     }
     let untried = group
-        .endpoints
+        .endpoints()
         .iter()
         .enumerate()
         .any(|(j, e)| j != current && !tried.contains(&j) && e.health.usable());

@@ -69,7 +69,15 @@ pub(super) async fn forward(
     } else {
         UpstreamBody::incoming(body, limit, counter)
     };
-    let sticky = p.group.sticky.as_ref();
+    // Only groups with sticky sessions hold their members for the request.
+    let members = p
+        .group
+        .spec
+        .resilience
+        .sticky
+        .is_some()
+        .then(|| p.group.endpoints());
+    let sticky = members.as_ref().and_then(|m| m.sticky.as_ref());
     let preferred = sticky.and_then(|s| s.endpoint(&parts.headers));
     let out = Outgoing {
         parts,
@@ -231,7 +239,11 @@ fn absolute_form(
         .map(str::to_string)
         .unwrap_or_else(|| {
             if host.is_empty() {
-                p.group.endpoints[0].label.to_string()
+                p.group
+                    .endpoints()
+                    .first()
+                    .map(|e| e.label.to_string())
+                    .unwrap_or_default()
             } else {
                 host.to_string()
             }

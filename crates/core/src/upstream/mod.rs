@@ -5,6 +5,7 @@
 
 pub mod breaker;
 pub mod check;
+pub mod discovery;
 pub mod endpoint;
 pub mod health;
 pub mod lb;
@@ -12,7 +13,8 @@ pub mod retry;
 pub mod sticky;
 
 use crate::http::client::Connector;
-use gatehouse_config::spec::{ResilienceSpec, UpstreamSpec};
+use arc_swap::ArcSwap;
+use gatehouse_config::spec::{EndpointSpec, ResilienceSpec, UpstreamSpec};
 use health::Outcome;
 use lb::{Skip, Usable};
 use std::sync::Arc;
@@ -24,13 +26,22 @@ pub use endpoint::Endpoint;
 pub struct UpstreamGroup {
     pub name: Arc<str>,
     pub spec: UpstreamSpec,
-    pub endpoints: Vec<Arc<Endpoint>>,
     pub connector: Connector,
     pub breaker: Arc<breaker::Breaker>,
     pub budget: Arc<retry::Budget>,
-    pub sticky: Option<sticky::Sticky>,
+    /// The current endpoints; replaced whole when DNS discovery finds a new set.
+    members: Arc<ArcSwap<Members>>,
+    /// Stops DNS discovery when the group is replaced.
+    _discovery: Option<discovery::Discovery>,
+}
+
+/// An upstream group's endpoints with what is built over them: the balancer, the
+/// sticky-cookie ids and the active health checks. Immutable; swapped whole.
+pub struct Members {
+    pub endpoints: Vec<Arc<Endpoint>>,
     balancer: Box<dyn lb::Balancer>,
-    /// Stops the active health checks when the group is replaced.
+    pub sticky: Option<sticky::Sticky>,
+    /// Stops the active health checks when these members are replaced.
     _checks: Option<check::Checks>,
 }
 
@@ -41,31 +52,39 @@ pub struct NoPick {
     pub retry_after: Option<Duration>,
 }
 
-// === impl UpstreamGroup ===
+// === impl Members ===
 
-impl UpstreamGroup {
-    /// Builds a group, reusing endpoints (and so their pools and health) from `previous`
-    /// where the address and the way of connecting are unchanged. Endpoints that the
-    /// new spec drops are drained.
-    pub fn new(spec: UpstreamSpec, connector: Connector, previous: Option<&UpstreamGroup>) -> Self {
-        let same_transport = previous.is_some_and(|p| {
-            p.spec.protocol == spec.protocol && p.spec.tls == spec.tls && p.spec.pool == spec.pool
-        });
-        let endpoints: Vec<Arc<Endpoint>> = spec
-            .endpoints
+impl std::ops::Deref for Members {
+    type Target = [Arc<Endpoint>];
+
+    fn deref(&self) -> &[Arc<Endpoint>] {
+        &self.endpoints
+    }
+}
+
+impl Members {
+    /// Builds members for `list`, reusing endpoints of `previous` (and so their pools
+    /// and health) with the same address and weight. New endpoints ramp up (slow start)
+    /// when `ramp` is set: they join a group that is already serving.
+    pub fn build(
+        spec: &UpstreamSpec,
+        list: &[EndpointSpec],
+        connector: &Connector,
+        previous: Option<&Members>,
+        ramp: bool,
+    ) -> Members {
+        let endpoints: Vec<Arc<Endpoint>> = list
             .iter()
             .map(|e| {
-                let reused = previous.filter(|_| same_transport).and_then(|p| {
-                    p.endpoints
-                        .iter()
+                let reused = previous.and_then(|p| {
+                    p.iter()
                         .find(|old| old.spec.address == e.address && old.spec.weight == e.weight)
                 });
                 match reused {
                     Some(old) => old.clone(),
                     None => {
                         let ep = Arc::new(Endpoint::new(e.clone(), spec.pool));
-                        // A reload that adds an endpoint ramps it up like a recovered one.
-                        if previous.is_some() {
+                        if ramp {
                             ep.health.start_ramp();
                         }
                         ep
@@ -73,28 +92,77 @@ impl UpstreamGroup {
                 }
             })
             .collect();
-        let balancer = lb::build(spec.balancer, &endpoints);
-        let sticky = spec
+        let r = &spec.resilience;
+        Members {
+            balancer: lb::build(spec.balancer, &endpoints),
+            sticky: r
+                .sticky
+                .as_ref()
+                .map(|s| sticky::Sticky::new(s, &spec.name, &endpoints)),
+            _checks: r
+                .health_check
+                .as_ref()
+                .and_then(|h| check::Checks::start(h, spec, &endpoints, connector)),
+            endpoints,
+        }
+    }
+
+    /// The endpoint listed at `address`.
+    pub fn find(&self, address: &str) -> Option<&Arc<Endpoint>> {
+        self.iter().find(|e| &*e.label == address)
+    }
+}
+
+// === impl UpstreamGroup ===
+
+impl UpstreamGroup {
+    /// Builds a group, reusing endpoints (and so their pools and health) from `previous`
+    /// where the address and the way of connecting are unchanged, and the endpoints
+    /// DNS discovery last found while it looks the same name up again.
+    pub fn new(spec: UpstreamSpec, connector: Connector, previous: Option<&UpstreamGroup>) -> Self {
+        let same_transport = previous.filter(|p| {
+            p.spec.protocol == spec.protocol && p.spec.tls == spec.tls && p.spec.pool == spec.pool
+        });
+        let prev_members = same_transport.map(|p| p.endpoints());
+        let mut list = spec.endpoints.clone();
+        let same_discovery = previous.is_some_and(|p| {
+            p.spec.resilience.discovery.as_ref().map(|d| &d.target)
+                == spec.resilience.discovery.as_ref().map(|d| &d.target)
+        });
+        if let (Some(prev), true) = (previous, same_discovery) {
+            for e in prev.endpoints().iter() {
+                if !list.iter().any(|l| l.address == e.spec.address) {
+                    list.push(e.spec.clone());
+                }
+            }
+        }
+        let members = Members::build(
+            &spec,
+            &list,
+            &connector,
+            prev_members.as_deref(),
+            previous.is_some(),
+        );
+        let members = Arc::new(ArcSwap::from_pointee(members));
+        let discovery = spec
             .resilience
-            .sticky
+            .discovery
             .as_ref()
-            .map(|s| sticky::Sticky::new(s, &spec.name, &endpoints));
-        let checks = spec
-            .resilience
-            .health_check
-            .as_ref()
-            .and_then(|h| check::Checks::start(h, &spec, &endpoints, &connector));
+            .and_then(|d| discovery::Discovery::start(d, &spec, &connector, &members));
         UpstreamGroup {
             name: Arc::from(spec.name.as_str()),
             breaker: previous.map(|p| p.breaker.clone()).unwrap_or_default(),
             budget: previous.map(|p| p.budget.clone()).unwrap_or_default(),
-            sticky,
             spec,
-            endpoints,
             connector,
-            balancer,
-            _checks: checks,
+            members,
+            _discovery: discovery,
         }
+    }
+
+    /// The current endpoints (and what is built over them).
+    pub fn endpoints(&self) -> Arc<Members> {
+        self.members.load_full()
     }
 
     pub fn resilience(&self) -> &ResilienceSpec {
@@ -109,47 +177,50 @@ impl UpstreamGroup {
         tried: &[usize],
         key: Option<u64>,
         preferred: Option<usize>,
-    ) -> Result<(usize, &Arc<Endpoint>), NoPick> {
+    ) -> Result<(usize, Arc<Endpoint>), NoPick> {
+        let m = self.members.load();
         if let Some(i) = preferred.filter(|i| !tried.contains(i)) {
-            if let Some(ep) = self.endpoints.get(i).filter(|e| e.health.usable()) {
-                return Ok((i, ep));
+            if let Some(ep) = m.get(i).filter(|e| e.health.usable()) {
+                return Ok((i, ep.clone()));
             }
         }
-        let healthy = Skip::new(tried, Usable::Healthy(&self.endpoints));
-        let found = self.balancer.pick(&self.endpoints, &healthy, key);
+        let healthy = Skip::new(tried, Usable::Healthy(&m));
+        let found = m.balancer.pick(&m, &healthy, key);
         let found = match found {
-            Some(i) => Some(self.slow_start(i, tried, key).unwrap_or(i)),
-            None if self.resilience().panic_mode && !self.any_healthy() => {
-                let all = Skip::new(tried, Usable::NotDraining(&self.endpoints));
-                self.balancer.pick(&self.endpoints, &all, key)
+            Some(i) => Some(self.slow_start(&m, i, tried, key).unwrap_or(i)),
+            None if self.resilience().panic_mode && !m.iter().any(|e| e.health.usable()) => {
+                let all = Skip::new(tried, Usable::NotDraining(&m));
+                m.balancer.pick(&m, &all, key)
             }
             None => None,
         };
         match found {
-            Some(i) => Ok((i, &self.endpoints[i])),
-            None => Err(self.no_pick(tried)),
+            Some(i) => Ok((i, m[i].clone())),
+            None => Err(self.no_pick(&m, tried)),
         }
     }
 
     /// During slow start an endpoint keeps a pick with probability equal to its ramp
     /// share; otherwise the balancer picks again without it.
-    fn slow_start(&self, i: usize, tried: &[usize], key: Option<u64>) -> Option<usize> {
+    fn slow_start(
+        &self,
+        m: &Members,
+        i: usize,
+        tried: &[usize],
+        key: Option<u64>,
+    ) -> Option<usize> {
         let window = self.resilience().slow_start;
-        let share = self.endpoints[i].health.ramp(window);
+        let share = m[i].health.ramp(window);
         if share >= 1.0 || fastrand::f64() < share {
             return None;
         }
         let mut without = tried.to_vec();
         without.push(i);
-        let skip = Skip::new(&without, Usable::Healthy(&self.endpoints));
-        self.balancer.pick(&self.endpoints, &skip, key)
+        let skip = Skip::new(&without, Usable::Healthy(m));
+        m.balancer.pick(m, &skip, key)
     }
 
-    fn any_healthy(&self) -> bool {
-        self.endpoints.iter().any(|e| e.health.usable())
-    }
-
-    fn no_pick(&self, tried: &[usize]) -> NoPick {
+    fn no_pick(&self, m: &Members, tried: &[usize]) -> NoPick {
         if !tried.is_empty() {
             return NoPick {
                 message: format!("upstream `{}` has no endpoint left to try", self.name),
@@ -157,15 +228,22 @@ impl UpstreamGroup {
             };
         }
         // Come back when the first ejection ends, or after one check interval.
-        let retry_after = self
-            .endpoints
+        let retry_after = m
             .iter()
             .filter_map(|e| e.health.ejection_left())
             .min()
             .or(self.resilience().health_check.as_ref().map(|h| h.interval))
             .unwrap_or(Duration::from_secs(1));
+        let message = if m.is_empty() {
+            format!(
+                "upstream `{}` has no endpoint (DNS found none yet)",
+                self.name
+            )
+        } else {
+            format!("upstream `{}` has no healthy endpoint", self.name)
+        };
         NoPick {
-            message: format!("upstream `{}` has no healthy endpoint", self.name),
+            message,
             retry_after: Some(retry_after),
         }
     }
@@ -182,12 +260,9 @@ impl UpstreamGroup {
         if !ep.health.record(outcome, Some(o)) {
             return;
         }
-        let ejected = self
-            .endpoints
-            .iter()
-            .filter(|e| e.health.is_ejected())
-            .count();
-        let n = self.endpoints.len();
+        let m = self.members.load();
+        let ejected = m.iter().filter(|e| e.health.is_ejected()).count();
+        let n = m.len();
         if ejected > 0 && (ejected + 1) * 100 > o.max_ejected_percent as usize * n {
             tracing::warn!(endpoint = %ep.label, "not ejected: the group is at its ejection cap");
             return;
@@ -196,14 +271,14 @@ impl UpstreamGroup {
         tracing::warn!(endpoint = %ep.label, upstream = %self.name, seconds = d.as_secs_f64(), "endpoint ejected");
     }
 
-    /// The endpoint listed at `address`, by index.
-    pub fn endpoint(&self, address: &str) -> Option<&Arc<Endpoint>> {
-        self.endpoints.iter().find(|e| &*e.label == address)
+    /// The endpoint listed at `address`.
+    pub fn endpoint(&self, address: &str) -> Option<Arc<Endpoint>> {
+        self.members.load().find(address).cloned()
     }
 
     /// Open connections across the group.
     pub fn open_connections(&self) -> usize {
-        self.endpoints.iter().map(|e| e.pool.open()).sum()
+        self.members.load().iter().map(|e| e.pool.open()).sum()
     }
 }
 
@@ -215,10 +290,10 @@ pub fn retire_removed<'a>(
 ) {
     for group in old {
         let r = group.resilience();
-        for ep in &group.endpoints {
+        for ep in group.endpoints().iter() {
             let kept = new
                 .clone()
-                .any(|g| g.endpoints.iter().any(|e| Arc::ptr_eq(e, ep)));
+                .any(|g| g.endpoints().iter().any(|e| Arc::ptr_eq(e, ep)));
             if !kept {
                 ep.retire(r.drain_timeout, r.drain_grace);
             }

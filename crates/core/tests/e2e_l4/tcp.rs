@@ -53,7 +53,7 @@ async fn connections_are_balanced_and_counted_in_flight() {
     names.sort();
     assert_eq!(names, ["A|", "A|", "B|", "B|"]);
     let snap = gw.gw.snapshot();
-    let eps = &snap.upstreams["back"].endpoints;
+    let eps = snap.upstreams["back"].endpoints();
     let in_flight = |i: usize| eps[i].in_flight.load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!((in_flight(0), in_flight(1)), (2, 2));
     drop(held);
@@ -92,7 +92,7 @@ async fn a_dead_endpoint_is_skipped() {
         assert_eq!(read_n(&mut c, 2).await, "A|");
     }
     let snap = gw.gw.snapshot();
-    let failures = snap.upstreams["back"].endpoints[0]
+    let failures = snap.upstreams["back"].endpoints()[0]
         .failures
         .load(std::sync::atomic::Ordering::Relaxed);
     assert!(failures >= 1, "the dead endpoint was never tried");

@@ -73,7 +73,7 @@ async fn an_idle_flow_expires_and_the_next_datagram_opens_a_new_one() {
     })
     .await;
     let snap = gw.gw.snapshot();
-    let ep = &snap.upstreams["dns"].endpoints[0];
+    let ep = &snap.upstreams["dns"].endpoints()[0];
     assert_eq!(ep.in_flight.load(std::sync::atomic::Ordering::Relaxed), 0);
     assert_eq!(ask(&c, to, "back").await, "A:back");
     assert_eq!(

@@ -34,7 +34,6 @@ pub fn endpoint(gw: &TestGateway, addr: SocketAddr) -> Arc<Endpoint> {
     snap.upstreams["backend"]
         .endpoint(&addr.to_string())
         .unwrap()
-        .clone()
 }
 
 /// Advances the paused clock in 50 ms steps until `cond` holds; returns how long that

@@ -12,6 +12,7 @@
 mod access_log;
 mod admin;
 mod balancing;
+mod discovery;
 mod draining;
 mod failures;
 mod filters;

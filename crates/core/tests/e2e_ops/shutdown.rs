@@ -53,7 +53,7 @@ async fn shutdown_reports_a_drain_that_ran_out_of_time() {
     // Let the request reach the gateway before shutting down.
     eventually("the request to be in flight", || async {
         let s = gw.gw.snapshot();
-        let ep = &s.upstreams["backend"].endpoints[0];
+        let ep = s.upstreams["backend"].endpoints()[0].clone();
         (ep.in_flight.load(std::sync::atomic::Ordering::Relaxed) == 1).then_some(())
     })
     .await;
