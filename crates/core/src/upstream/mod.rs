@@ -125,9 +125,11 @@ impl UpstreamGroup {
         });
         let prev_members = same_transport.map(|p| p.endpoints());
         let mut list = spec.endpoints.clone();
+        // Only a group that discovers the same name carries what DNS found over.
         let same_discovery = previous.is_some_and(|p| {
-            p.spec.resilience.discovery.as_ref().map(|d| &d.target)
-                == spec.resilience.discovery.as_ref().map(|d| &d.target)
+            let target =
+                |s: &UpstreamSpec| s.resilience.discovery.as_ref().map(|d| d.target.clone());
+            target(&spec).is_some() && target(&p.spec) == target(&spec)
         });
         if let (Some(prev), true) = (previous, same_discovery) {
             for e in prev.endpoints().iter() {

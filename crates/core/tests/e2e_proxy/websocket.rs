@@ -168,3 +168,32 @@ async fn websocket_over_a_tls_listener() {
         "https"
     );
 }
+
+/// Draining an endpoint leaves its open WebSocket up for `drain_grace`, then closes it;
+/// undraining before then would have kept it (the endpoint's closing signal is only
+/// sent while it is still draining). On the paused clock.
+#[tokio::test(start_paused = true)]
+async fn a_drained_endpoints_websocket_closes_after_the_grace() {
+    let echo = echo_server("e").await;
+    let extra = "drain_timeout = \"1s\"\ndrain_grace = \"30s\"\n";
+    let gw = TestGateway::start(&format!("{}{extra}", config(echo.addr, ""))).await;
+    let mut ws = open(&gw).await;
+    exchange(&mut ws, "e", "before", 2).await;
+    let snap = gw.gw.snapshot();
+    let ep = snap.upstreams["echo"]
+        .endpoint(&echo.addr.to_string())
+        .unwrap();
+    ep.drain(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(30),
+    );
+    // Within the grace the tunnel still carries frames.
+    tokio::time::sleep(std::time::Duration::from_secs(20)).await;
+    exchange(&mut ws, "e", "during", 2).await;
+    // After it, the gateway closes the connection.
+    let end = tokio::time::timeout(std::time::Duration::from_secs(15), ws.next()).await;
+    match end.expect("the tunnel was not closed after the grace") {
+        None | Some(Err(_)) | Some(Ok(Message::Close(_))) => {}
+        Some(Ok(m)) => panic!("unexpected frame {m:?}"),
+    }
+}

@@ -168,6 +168,29 @@ mod tests {
         }
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn no_balancer_picks_an_unhealthy_endpoint() {
+        use super::super::{build, Usable};
+        use gatehouse_config::spec::BalancerKind::*;
+        fastrand::seed(13);
+        let eps = endpoints(&[1, 5, 1, 2]);
+        eps[1].health.checked(false, None, 1, 1); // down
+        eps[3].health.set_draining(true);
+        for kind in [RoundRobin, LeastConn, Random, PowerOfTwo, ConsistentHash] {
+            let b = build(kind, &eps);
+            let skip = Skip::new(&[], Usable::Healthy(&eps));
+            for k in 0..2_000u64 {
+                let i = b
+                    .pick(&eps, &skip, Some(k.wrapping_mul(0x9e37_79b9)))
+                    .unwrap();
+                assert!(i == 0 || i == 2, "{kind:?} picked {i}");
+            }
+            // Panic mode still skips the draining one.
+            let all = Skip::new(&[0, 2], Usable::NotDraining(&eps));
+            assert_eq!(b.pick(&eps, &all, Some(1)), Some(1), "{kind:?}");
+        }
+    }
+
     #[test]
     fn least_conn_picks_the_lightest_per_weight() {
         let eps = endpoints(&[1, 2, 1]);
