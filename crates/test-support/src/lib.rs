@@ -1,7 +1,8 @@
 //! Dev-only fixtures shared by the end-to-end tests: an in-process gateway started from
 //! config text ([`gateway`]), upstream servers that record what they receive
 //! ([`upstream`]), certificates made at test time ([`certs`]), and clients that pick
-//! the exact wire protocol ([`client`]). Everything binds 127.0.0.1 port 0.
+//! the exact wire protocol ([`client`]), and ways to wait without sleeping ([`wait`]).
+//! Everything binds 127.0.0.1 port 0.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -9,7 +10,9 @@ pub mod certs;
 pub mod client;
 pub mod gateway;
 pub mod upstream;
+pub mod wait;
 
 pub use client::{Conn, Proto, TlsClient};
 pub use gateway::TestGateway;
 pub use upstream::{channel_body, empty, full, send_body, Upstream, UpstreamOptions};
+pub use wait::{eventually, temp_path, Gate};

@@ -139,32 +139,9 @@ pub fn metric(gw: &TestGateway, line_start: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Retries `check` (yielding to the gateway's tasks in between) until it returns
-/// `Some`, up to a bounded number of tries: for state that settles in another task.
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    for _ in 0..5_000 {
-        if let Some(t) = check().await {
-            return t;
-        }
-        tokio::task::yield_now().await;
-        std::thread::yield_now();
-    }
-    panic!("gave up waiting for {what}");
-}
+pub use gatehouse_test_support::eventually;
 
 /// A unique path under the system temp dir.
 pub fn temp_path(name: &str) -> std::path::PathBuf {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "gatehouse-e2e-l4-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+    gatehouse_test_support::temp_path("e2e-l4", name)
 }

@@ -2,9 +2,7 @@
 //! still busy with one; random and p2c spread requests over both endpoints.
 
 use crate::*;
-use gatehouse_test_support::{TestGateway, Upstream, UpstreamOptions};
-use std::sync::Arc;
-use tokio::sync::{mpsc, Notify};
+use gatehouse_test_support::{TestGateway, Upstream};
 
 fn two_endpoints(a: SocketAddr, b: SocketAddr, balancer: &str) -> String {
     two_endpoints_with(a, b, balancer, "")
@@ -17,18 +15,7 @@ fn two_endpoints_with(a: SocketAddr, b: SocketAddr, balancer: &str, extra: &str)
 #[tokio::test]
 async fn least_conn_avoids_the_busy_endpoint() {
     // Endpoint "slow" holds every request until released; "fast" answers at once.
-    let release = Arc::new(Notify::new());
-    let (arrived_tx, mut arrived) = mpsc::unbounded_channel();
-    let r = release.clone();
-    let slow = Upstream::start(UpstreamOptions::default(), move |_req| {
-        let (r, tx) = (r.clone(), arrived_tx.clone());
-        async move {
-            let _ = tx.send(());
-            r.notified().await;
-            ok("slow")
-        }
-    })
-    .await;
+    let (slow, gate) = held("slow").await;
     let fast = Upstream::fixed("fast").await;
     let gw = TestGateway::start(&two_endpoints(slow.addr, fast.addr, "least_conn")).await;
     let c = fresh_client();
@@ -37,7 +24,7 @@ async fn least_conn_avoids_the_busy_endpoint() {
     let held = loop {
         let mut req = tokio::spawn(c.get(&url).send());
         tokio::select! {
-            _ = arrived.recv() => break req,
+            _ = gate.arrived() => break req,
             r = &mut req => assert_eq!(r.unwrap().unwrap().text().await.unwrap(), "fast"),
         }
     };
@@ -45,7 +32,7 @@ async fn least_conn_avoids_the_busy_endpoint() {
     for _ in 0..10 {
         assert_eq!(text(c.get(&url)).await, "fast");
     }
-    release.notify_one();
+    gate.release();
     assert_eq!(held.await.unwrap().unwrap().text().await.unwrap(), "slow");
 }
 

@@ -6,7 +6,7 @@
 
 use crate::health::endpoint;
 use crate::*;
-use gatehouse_test_support::{TestGateway, Upstream, UpstreamOptions};
+use gatehouse_test_support::{TestGateway, Upstream};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -117,29 +117,18 @@ async fn admin_drain_rejects_unknown_names_and_metrics_show_endpoints() {
 
 #[tokio::test]
 async fn an_endpoint_removed_by_a_reload_finishes_its_request() {
-    let release = Arc::new(tokio::sync::Notify::new());
-    let r = release.clone();
-    let (arrived_tx, mut arrived) = tokio::sync::mpsc::unbounded_channel();
-    let b = Upstream::start(UpstreamOptions::default(), move |_req| {
-        let (r, tx) = (r.clone(), arrived_tx.clone());
-        async move {
-            let _ = tx.send(());
-            r.notified().await;
-            ok("b")
-        }
-    })
-    .await;
+    let (b, gate) = held("b").await;
     let a = Upstream::fixed("a").await;
     let gw = TestGateway::start(&config(b.addr, "", "")).await;
     let c = fresh_client();
     let held = tokio::spawn(c.get(gw.url("web", "/")).send());
-    arrived.recv().await.unwrap();
+    gate.arrived().await;
     gw.gw.reload_text(&config(a.addr, "", "")).await.unwrap();
     // Every new request goes to the new endpoint: the removed one is not carried over.
     for _ in 0..10 {
         assert_eq!(text(c.get(gw.url("web", "/"))).await, "a");
     }
-    release.notify_one();
+    gate.release();
     let r = held.await.unwrap().unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), "b");

@@ -238,18 +238,7 @@ async fn the_breaker_opens_rejects_then_half_opens_and_closes() {
 
 #[tokio::test]
 async fn the_breaker_limits_requests_in_flight() {
-    let release = Arc::new(tokio::sync::Notify::new());
-    let r = release.clone();
-    let (arrived_tx, mut arrived) = tokio::sync::mpsc::unbounded_channel();
-    let a = Upstream::start(UpstreamOptions::default(), move |_req| {
-        let (r, tx) = (r.clone(), arrived_tx.clone());
-        async move {
-            let _ = tx.send(());
-            r.notified().await;
-            ok("a")
-        }
-    })
-    .await;
+    let (a, gate) = held("a").await;
     let gw = TestGateway::start(&config(
         a.addr,
         "",
@@ -258,10 +247,26 @@ async fn the_breaker_limits_requests_in_flight() {
     .await;
     let c = fresh_client();
     let held = tokio::spawn(c.get(gw.url("web", "/")).send());
-    arrived.recv().await.unwrap();
+    gate.arrived().await;
     let r = c.get(gw.url("web", "/")).send().await.unwrap();
     assert_eq!(r.status(), 503);
     assert_eq!(r.headers()["retry-after"], "1");
-    release.notify_one();
+    gate.release();
     assert_eq!(held.await.unwrap().unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn the_breaker_limits_open_connections() {
+    let (a, gate) = held("a").await;
+    let extra = "[upstreams.breaker]\nmax_connections = 1\n";
+    let gw = TestGateway::start(&config(a.addr, "", extra)).await;
+    let c = fresh_client();
+    let busy = tokio::spawn(c.get(gw.url("web", "/")).send());
+    gate.arrived().await;
+    // The only connection is busy; a second would go past the limit.
+    let r = c.get(gw.url("web", "/")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.text().await.unwrap().contains("connections open"));
+    gate.release();
+    assert_eq!(busy.await.unwrap().unwrap().status(), 200);
 }

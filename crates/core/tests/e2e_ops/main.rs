@@ -26,6 +26,7 @@ mod shutdown;
 mod timeouts;
 
 use gatehouse_test_support::upstream::{full, TestBody};
+use gatehouse_test_support::Gate;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -238,35 +239,27 @@ pub fn fresh_client() -> reqwest::Client {
         .unwrap()
 }
 
-/// Retries `check` (yielding to the gateway's tasks in between) until it returns `Some`,
-/// up to a bounded number of tries. For state that settles in another task right after
-/// the client saw its response, such as a log line written when the body ends.
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    for _ in 0..2_000 {
-        if let Some(t) = check().await {
-            return t;
+pub use gatehouse_test_support::eventually;
+
+/// An upstream that holds every request at a [`Gate`] until the test releases it, then
+/// answers 200 with `name`.
+pub async fn held(name: &'static str) -> (gatehouse_test_support::Upstream, Gate) {
+    let gate = Gate::default();
+    let g = gate.clone();
+    let up = gatehouse_test_support::Upstream::start(Default::default(), move |_req| {
+        let g = g.clone();
+        async move {
+            g.pass().await;
+            ok(name)
         }
-        tokio::task::yield_now().await;
-        std::thread::yield_now();
-    }
-    panic!("gave up waiting for {what}");
+    })
+    .await;
+    (up, gate)
 }
 
 /// A unique path under the system temp dir.
 pub fn temp_path(name: &str) -> std::path::PathBuf {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "gatehouse-e2e-ops-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+    gatehouse_test_support::temp_path("e2e-ops", name)
 }
 
 /// The virtual time since `start`, for paused-clock assertions.
