@@ -9,10 +9,12 @@
 pub mod certs;
 pub mod client;
 pub mod gateway;
+pub mod sockets;
 pub mod upstream;
 pub mod wait;
 
 pub use client::{Conn, Proto, TlsClient};
 pub use gateway::TestGateway;
+pub use sockets::{dead_addr, read_to_close};
 pub use upstream::{channel_body, empty, full, send_body, Upstream, UpstreamOptions};
 pub use wait::{eventually, temp_path, Gate};

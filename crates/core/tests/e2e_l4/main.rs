@@ -104,25 +104,6 @@ pub async fn udp_responder(name: &'static str) -> SocketAddr {
     addr
 }
 
-/// An address nothing listens on: bound, then released.
-pub async fn dead_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap()
-}
-
-/// Reads until EOF (or a reset), returning what arrived.
-pub async fn read_to_close<S: AsyncReadExt + Unpin>(s: &mut S) -> String {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        match s.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Reads exactly `n` bytes as text.
 pub async fn read_n<S: AsyncReadExt + Unpin>(s: &mut S, n: usize) -> String {
     let mut buf = vec![0u8; n];
@@ -139,7 +120,7 @@ pub fn metric(gw: &TestGateway, line_start: &str) -> u64 {
         .unwrap_or(0)
 }
 
-pub use gatehouse_test_support::eventually;
+pub use gatehouse_test_support::{dead_addr, eventually, read_to_close};
 
 /// A unique path under the system temp dir.
 pub fn temp_path(name: &str) -> std::path::PathBuf {

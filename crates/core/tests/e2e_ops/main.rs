@@ -97,12 +97,6 @@ respond = {{ status = 200, body = "hi" }}
     )
 }
 
-/// An address nothing listens on: bound, then released.
-pub async fn dead_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap()
-}
-
 /// An upstream that accepts connections and reads, but never answers. The connections
 /// stay open for as long as the returned task runs.
 pub async fn silent_upstream() -> (SocketAddr, tokio::task::JoinHandle<()>) {
@@ -182,19 +176,6 @@ pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> String {
     read_to_close(&mut s).await
 }
 
-/// Reads until EOF (or a reset), returning what arrived.
-pub async fn read_to_close(s: &mut TcpStream) -> String {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        match s.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Reads one HTTP/1.1 response with a Content-Length body from a kept-alive connection.
 pub async fn read_response(s: &mut TcpStream) -> String {
     let mut got = Vec::new();
@@ -239,7 +220,7 @@ pub fn fresh_client() -> reqwest::Client {
         .unwrap()
 }
 
-pub use gatehouse_test_support::eventually;
+pub use gatehouse_test_support::{dead_addr, eventually, read_to_close};
 
 /// An upstream that holds every request at a [`Gate`] until the test releases it, then
 /// answers 200 with `name`.
