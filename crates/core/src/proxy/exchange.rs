@@ -90,6 +90,7 @@ pub(super) async fn exchange(p: &ProxyAction, out: Outgoing) -> Result<Exchanged
     };
     let mut tried: Vec<usize> = Vec::new();
     let mut retries = 0u32;
+    let ewma = group.spec.balancer == gatehouse_config::spec::BalancerKind::PowerOfTwo;
     loop {
         let (i, ep) = group.pick(&tried, key, preferred).map_err(|np| {
             ProxyError::new(ErrorKind::NoEndpoint, np.message).retry_after(np.retry_after)
@@ -122,12 +123,15 @@ pub(super) async fn exchange(p: &ProxyAction, out: Outgoing) -> Result<Exchanged
             endpoint_host(&mut req, &ep.label);
         }
         let (until, kind) = try_deadline(p, deadline, policy);
-        let sent = Instant::now();
+        // Only p2c reads the latency EWMA: other groups skip the two clock reads.
+        let sent = ewma.then(Instant::now);
         let failure = match tokio::time::timeout_at(until, group.connector.send(&ep, lease, req))
             .await
         {
             Ok(Ok((resp, pool))) => {
-                ep.health.observe_latency(sent.elapsed());
+                if let Some(t) = sent {
+                    ep.health.observe_latency(t.elapsed());
+                }
                 let status = resp.status();
                 let outcome = if status.is_server_error() {
                     in_flight.failed();
