@@ -6,7 +6,6 @@
 use super::health::Outcome;
 use gatehouse_config::spec::BreakerSpec;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -24,7 +23,7 @@ pub struct Breaker {
     opened_ms: AtomicU64,
     probes: AtomicU32,
     in_flight: AtomicUsize,
-    pending: Arc<AtomicUsize>,
+    pending: AtomicUsize,
     pub opens: AtomicU64,
 }
 
@@ -39,8 +38,9 @@ pub struct Rejected {
 /// admission costs one atomic add and no reference count.
 pub struct Admitted<'a>(&'a AtomicUsize);
 
-/// A request waiting for a connection; counts as pending until dropped.
-pub struct Pending(Arc<AtomicUsize>);
+/// A request waiting for a connection; counts as pending until dropped. Borrowed, like
+/// [`Admitted`].
+pub struct Pending<'a>(&'a AtomicUsize);
 
 impl Default for Breaker {
     fn default() -> Self {
@@ -51,7 +51,7 @@ impl Default for Breaker {
             opened_ms: AtomicU64::new(0),
             probes: AtomicU32::new(0),
             in_flight: AtomicUsize::new(0),
-            pending: Arc::new(AtomicUsize::new(0)),
+            pending: AtomicUsize::new(0),
             opens: AtomicU64::new(0),
         }
     }
@@ -129,7 +129,7 @@ impl Breaker {
     }
 
     /// Marks a request as waiting for a connection, within `max_pending`.
-    pub fn pend(&self, spec: &BreakerSpec) -> Result<Pending, Rejected> {
+    pub fn pend(&self, spec: &BreakerSpec) -> Result<Pending<'_>, Rejected> {
         let n = self.pending.fetch_add(1, Ordering::AcqRel);
         if spec.max_pending != 0 && n >= spec.max_pending {
             self.pending.fetch_sub(1, Ordering::AcqRel);
@@ -138,7 +138,7 @@ impl Breaker {
                 retry_after: OVERFLOW_RETRY_AFTER,
             });
         }
-        Ok(Pending(self.pending.clone()))
+        Ok(Pending(&self.pending))
     }
 
     /// Feeds one attempt's outcome to the breaker.
@@ -187,7 +187,7 @@ impl Drop for Admitted<'_> {
     }
 }
 
-impl Drop for Pending {
+impl Drop for Pending<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }

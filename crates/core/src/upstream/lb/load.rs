@@ -27,21 +27,22 @@ fn lighter(a: &Endpoint, b: &Endpoint) -> bool {
 
 /// A weighted random index among those not excluded.
 fn weighted_random(endpoints: &[Arc<Endpoint>], exclude: &Skip) -> Option<usize> {
-    let live = |i: &usize| !exclude.contains(i);
-    let total: u64 = (0..endpoints.len())
-        .filter(live)
-        .map(|i| u64::from(endpoints[i].spec.weight))
-        .sum();
+    weighted_among(endpoints, |i| !exclude.contains(&i))
+}
+
+/// A weighted random index among those `keep` accepts.
+fn weighted_among(endpoints: &[Arc<Endpoint>], keep: impl Fn(usize) -> bool) -> Option<usize> {
+    let weight = |i: usize| u64::from(endpoints[i].spec.weight);
+    let total: u64 = (0..endpoints.len()).filter(|i| keep(*i)).map(weight).sum();
     if total == 0 {
         return None;
     }
     let mut r = fastrand::u64(..total);
-    for i in (0..endpoints.len()).filter(live) {
-        let w = u64::from(endpoints[i].spec.weight);
-        if r < w {
+    for i in (0..endpoints.len()).filter(|i| keep(*i)) {
+        if r < weight(i) {
             return Some(i);
         }
-        r -= w;
+        r -= weight(i);
     }
     None
 }
@@ -65,28 +66,16 @@ impl Balancer for LeastConn {
     ) -> Option<usize> {
         // First pass: the lightest load per weight. Second: a weighted random choice
         // among the endpoints that tie with it, so an idle group still follows weights.
-        let live = || (0..endpoints.len()).filter(|i| !exclude.contains(i));
-        let best = live().reduce(|best, i| {
+        let live = (0..endpoints.len()).filter(|i| !exclude.contains(i));
+        let best = live.reduce(|best, i| {
             if lighter(&endpoints[i], &endpoints[best]) {
                 i
             } else {
                 best
             }
         })?;
-        let ties = |i: &usize| !lighter(&endpoints[best], &endpoints[*i]);
-        let total: u64 = live()
-            .filter(ties)
-            .map(|i| u64::from(endpoints[i].spec.weight))
-            .sum();
-        let mut r = fastrand::u64(..total.max(1));
-        for i in live().filter(ties) {
-            let w = u64::from(endpoints[i].spec.weight);
-            if r < w {
-                return Some(i);
-            }
-            r -= w;
-        }
-        Some(best)
+        let tie = |i: usize| !exclude.contains(&i) && !lighter(&endpoints[best], &endpoints[i]);
+        weighted_among(endpoints, tie).or(Some(best))
     }
 }
 
