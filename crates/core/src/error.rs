@@ -158,7 +158,10 @@ pub fn local_reply(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    h.insert(crate::http::headers::X_REQUEST_ID, request_id.clone());
+    h.insert(
+        crate::http::headers::X_REQUEST_ID,
+        crate::http::headers::unindexed(request_id),
+    );
     resp
 }
 

@@ -186,7 +186,9 @@ impl Connector {
                     let msg = format!("endpoint {} is at its connection limit", ep.label);
                     return Err(ProxyError::new(ErrorKind::NoEndpoint, msg).retryable());
                 }
-                Ok(Lease::H1(self.connect_h1(ep).await?))
+                // Boxed: a connect is rare, and its future would otherwise swell every
+                // request's future (copied whole on each request and task spawn).
+                Ok(Lease::H1(Box::pin(self.connect_h1(ep)).await?))
             }
             UpstreamProtocol::Http2 => {
                 let shared = ep
@@ -199,7 +201,7 @@ impl Connector {
                 let mut tx = match shared {
                     Some(tx) => tx,
                     None => {
-                        let tx = self.connect_h2(ep).await?;
+                        let tx = Box::pin(self.connect_h2(ep)).await?;
                         if let Ok(mut g) = ep.pool.h2.lock() {
                             *g = Some(tx.clone());
                         }
@@ -228,31 +230,40 @@ impl Connector {
         req: Request<UpstreamBody>,
     ) -> Result<Sent, ProxyError> {
         match lease {
-            Lease::H1(mut tx) => match tx.try_send_request(req).await {
-                Ok(resp) => Ok((
-                    resp,
-                    Some(PoolReturn {
-                        endpoint: ep.clone(),
-                        tx,
-                    }),
-                )),
-                Err(mut e) => match e.take_message() {
-                    Some(req) => {
-                        let mut tx = self.connect_h1(ep).await?;
-                        let resp = tx.send_request(req).await.map_err(response_error)?;
-                        Ok((
-                            resp,
-                            Some(PoolReturn {
-                                endpoint: ep.clone(),
-                                tx,
-                            }),
-                        ))
+            Lease::H1(mut tx) => {
+                let req = match tx.try_send_request(req).await {
+                    Ok(resp) => {
+                        let pool = Some(PoolReturn {
+                            endpoint: ep.clone(),
+                            tx,
+                        });
+                        return Ok((resp, pool));
                     }
-                    None => Err(response_error(e.into_error())),
-                },
-            },
+                    Err(mut e) => match e.take_message() {
+                        Some(req) => req,
+                        None => return Err(response_error(e.into_error())),
+                    },
+                };
+                // Boxed, like every connect: see `lease`.
+                Box::pin(self.resend_h1(ep, req)).await
+            }
             Lease::H2(mut tx) => Ok((tx.send_request(req).await.map_err(response_error)?, None)),
         }
+    }
+
+    /// Sends a request that a pooled connection closed under on a new connection.
+    async fn resend_h1(
+        &self,
+        ep: &Arc<Endpoint>,
+        req: Request<UpstreamBody>,
+    ) -> Result<Sent, ProxyError> {
+        let mut tx = self.connect_h1(ep).await?;
+        let resp = tx.send_request(req).await.map_err(response_error)?;
+        let pool = Some(PoolReturn {
+            endpoint: ep.clone(),
+            tx,
+        });
+        Ok((resp, pool))
     }
 
     /// A new connection, outside the pool (health checks).

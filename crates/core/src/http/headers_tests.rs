@@ -121,3 +121,14 @@ fn request_id_kept_or_generated() {
     assert_ne!(new_request_id(), new_request_id());
     let _ = header::VIA;
 }
+
+#[test]
+fn request_ids_are_kept_out_of_hpack_tables() {
+    // A fresh id per request would evict a useful HPACK entry on every response.
+    let id = new_request_id();
+    assert!(id.is_sensitive());
+    let passed = HeaderValue::from_static("abc");
+    let copy = unindexed(&passed);
+    assert!(copy.is_sensitive() && !passed.is_sensitive());
+    assert_eq!(copy, passed);
+}

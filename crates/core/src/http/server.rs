@@ -3,9 +3,11 @@
 //! Applies the header-read (slowloris) timeout, header limits and the idle timeout, and
 //! shuts the connection down gracefully when its listener drains.
 
+use crate::body::ResponseBody;
 use crate::drain::Watch;
 use crate::proxy::{self, ConnCtx};
 use crate::runtime::ListenerRt;
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -31,32 +33,79 @@ pub async fn serve<I>(
     l: &ListenerRt,
     proto: Proto,
     tls: bool,
-    mut watch: Watch,
+    watch: Watch,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let activity = Arc::new(AtomicU64::new(0));
-    let io = Activity {
+    let io = TokioIo::new(Activity {
         inner: io,
         count: activity.clone(),
-    };
+    });
     let builder = builder(l, proto, tls);
     // Requests being handled: a connection waiting on a slow upstream is not idle.
     let busy = Arc::new(AtomicUsize::new(0));
     let in_svc = busy.clone();
-    let svc = service_fn(move |req| {
-        let busy = Busy::enter(&in_svc);
-        let ctx = ctx.clone();
-        async move {
-            let r = proxy::handle(req, ctx).await;
-            drop(busy);
-            r
-        }
-    });
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    let idle = Idle {
+        quarter: l.spec.idle_timeout / 4,
+        activity,
+        busy,
+    };
+    if proto == Proto::Http2 {
+        // HTTP/2 moves each request's future into a task of its own: boxed, the move
+        // is a pointer's, not the whole future's (callgrind: ~3,000 instructions a
+        // request). HTTP/1 keeps the future in place, where a box would only add an
+        // allocation.
+        let svc = service_fn(move |req| {
+            let busy = Busy::enter(&in_svc);
+            let fut = Box::pin(proxy::handle(req, ctx.clone()));
+            async move {
+                let r = fut.await;
+                drop(busy);
+                r
+            }
+        });
+        drive(builder.serve_connection_with_upgrades(io, svc), idle, watch).await
+    } else {
+        let svc = service_fn(move |req| {
+            let busy = Busy::enter(&in_svc);
+            let ctx = ctx.clone();
+            async move {
+                let r = proxy::handle(req, ctx).await;
+                drop(busy);
+                r
+            }
+        });
+        drive(builder.serve_connection_with_upgrades(io, svc), idle, watch).await
+    }
+}
+
+/// What the idle check reads: bytes moved, requests in progress, and its period.
+struct Idle {
+    quarter: std::time::Duration,
+    activity: Arc<AtomicU64>,
+    busy: Arc<AtomicUsize>,
+}
+
+/// Runs a connection to its end: closes it when idle (no byte either way for the idle
+/// timeout, checked in quarters of it, and no request in progress), and shuts it down
+/// gracefully when the listener drains.
+async fn drive<I, S>(
+    conn: auto::UpgradeableConnection<'_, I, S, TokioExecutor>,
+    idle: Idle,
+    mut watch: Watch,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::Service<
+            http::Request<Incoming>,
+            Response = http::Response<ResponseBody>,
+            Error = std::convert::Infallible,
+        > + hyper::service::HttpService<Incoming, ResBody = ResponseBody>,
+    <S as hyper::service::Service<http::Request<Incoming>>>::Future: Send + 'static,
+    <S as hyper::service::HttpService<Incoming>>::Future: Send + 'static,
+{
     tokio::pin!(conn);
-    // Idle: no byte either way for `idle_timeout`, checked in quarters of it.
-    let quarter = l.spec.idle_timeout / 4;
+    let quarter = idle.quarter;
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + quarter, quarter);
     let (mut last, mut still, mut draining) = (0, 0, false);
     loop {
@@ -72,8 +121,8 @@ pub async fn serve<I>(
                 conn.as_mut().graceful_shutdown();
             }
             _ = tick.tick() => {
-                let now = activity.load(Ordering::Relaxed);
-                let waiting = busy.load(Ordering::Relaxed) > 0;
+                let now = idle.activity.load(Ordering::Relaxed);
+                let waiting = idle.busy.load(Ordering::Relaxed) > 0;
                 still = if now == last && !waiting { still + 1 } else { 0 };
                 last = now;
                 if still >= 4 {

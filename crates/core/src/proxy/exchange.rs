@@ -18,7 +18,6 @@ use crate::upstream::health::Outcome;
 use crate::upstream::{retry, UpstreamGroup};
 use bytes::Bytes;
 use gatehouse_config::spec::RetrySpec;
-use http::request::Parts;
 use http::{header, HeaderValue, Method, Request, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -35,10 +34,11 @@ pub(super) struct Exchanged {
     pub index: usize,
 }
 
-/// The request as handed to the exchange: its head, its body, and what picks need.
+/// The request as handed to the exchange, and what picks need. The exchange borrows it
+/// (taking the request out when it is sent) so that its future does not hold a second
+/// copy of the request: futures are moved whole on every request.
 pub(super) struct Outgoing {
-    pub parts: Parts,
-    pub body: UpstreamBody,
+    pub req: Option<Request<UpstreamBody>>,
     pub deadline: Option<Instant>,
     pub key: Option<u64>,
     pub preferred: Option<usize>,
@@ -62,7 +62,7 @@ enum Failure {
     Timeout,
 }
 
-pub(super) async fn exchange(p: &ProxyAction, out: Outgoing) -> Result<Exchanged, ProxyError> {
+pub(super) async fn exchange(p: &ProxyAction, out: &mut Outgoing) -> Result<Exchanged, ProxyError> {
     let group = &p.group;
     let r = group.resilience();
     let _admitted = group.breaker.admit(&r.breaker).map_err(|rej| {
@@ -76,17 +76,18 @@ pub(super) async fn exchange(p: &ProxyAction, out: Outgoing) -> Result<Exchanged
     if policy.is_some() {
         group.budget.request();
     }
-    let Outgoing {
-        parts,
-        body,
-        deadline,
-        key,
-        preferred,
-        ..
-    } = out;
-    let (mut next, replay) = match policy {
-        Some(s) => prepare_replay(parts, body, s).await?,
-        None => (Some(Request::from_parts(parts, body)), None),
+    let (deadline, key, preferred) = (out.deadline, out.key, out.preferred);
+    let replay = match (policy, out.req.take()) {
+        // Boxed: only retrying groups need it, and it holds a body collector.
+        (Some(s), Some(req)) => {
+            let (next, replay) = Box::pin(prepare_replay(req, s)).await?;
+            out.req = next;
+            replay
+        }
+        (_, req) => {
+            out.req = req;
+            None
+        }
     };
     let mut tried: Vec<usize> = Vec::new();
     let mut retries = 0u32;
@@ -112,7 +113,7 @@ pub(super) async fn exchange(p: &ProxyAction, out: Outgoing) -> Result<Exchanged
                 continue;
             }
         };
-        let mut req = match next.take() {
+        let mut req = match out.req.take() {
             Some(r) => r,
             None => match &replay {
                 Some(rp) => rp.request(),
@@ -234,7 +235,7 @@ fn try_deadline(
 fn may_retry(
     group: &UpstreamGroup,
     policy: Option<&RetrySpec>,
-    replay: &Option<Replay>,
+    replay: &Option<Box<Replay>>,
     tried: &[usize],
     current: usize,
     retries: u32,
@@ -274,10 +275,10 @@ fn idempotent(m: &Method) -> bool {
 /// head. A body too large (or of unknown length) is streamed, and the request is then
 /// retried only on connect failures.
 async fn prepare_replay(
-    parts: Parts,
-    body: UpstreamBody,
+    req: Request<UpstreamBody>,
     s: &RetrySpec,
-) -> Result<(Option<Request<UpstreamBody>>, Option<Replay>), ProxyError> {
+) -> Result<(Option<Request<UpstreamBody>>, Option<Box<Replay>>), ProxyError> {
+    let (parts, body) = req.into_parts();
     let buffered = match body {
         UpstreamBody::Empty => None,
         UpstreamBody::Full(b) => b,
@@ -308,7 +309,7 @@ async fn prepare_replay(
         headers: parts.headers,
         body: buffered,
     };
-    Ok((None, Some(replay)))
+    Ok((None, Some(Box::new(replay))))
 }
 
 impl Replay {

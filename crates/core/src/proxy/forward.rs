@@ -79,9 +79,8 @@ pub(super) async fn forward(
         .then(|| p.group.endpoints());
     let sticky = members.as_ref().and_then(|m| m.sticky.as_ref());
     let preferred = sticky.and_then(|s| s.endpoint(&parts.headers));
-    let out = Outgoing {
-        parts,
-        body,
+    let mut out = Outgoing {
+        req: Some(Request::from_parts(parts, body)),
         deadline,
         key,
         preferred,
@@ -92,7 +91,7 @@ pub(super) async fn forward(
         pool,
         in_flight,
         index,
-    } = match exchange(p, out).await {
+    } = match exchange(p, &mut out).await {
         Ok(x) => x,
         Err(e) => return Err((e, log)),
     };
