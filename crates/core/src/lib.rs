@@ -26,5 +26,6 @@ pub mod route;
 pub mod runtime;
 pub mod tls;
 pub mod upstream;
+pub mod wake_gate;
 
 pub use gateway::{Gateway, LoadErrors, Source};

@@ -7,6 +7,7 @@ use crate::body::ResponseBody;
 use crate::drain::Watch;
 use crate::proxy::{self, ConnCtx};
 use crate::runtime::ListenerRt;
+use crate::wake_gate::Gated;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -109,18 +110,21 @@ async fn drive<I, S>(
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + quarter, quarter);
     let (mut last, mut still, mut draining) = (0, 0, false);
     loop {
+        // The side branches are gated: the connection's own wake-ups (every read and
+        // write) do not poll them (see `wake_gate`).
         tokio::select! {
+            biased;
             r = conn.as_mut() => {
                 if let Err(e) = r {
                     tracing::debug!(error = %e, "client connection ended with an error");
                 }
                 return;
             }
-            _ = watch.signaled(), if !draining => {
+            _ = Gated::new(watch.signaled()), if !draining => {
                 draining = true;
                 conn.as_mut().graceful_shutdown();
             }
-            _ = tick.tick() => {
+            _ = Gated::new(tick.tick()) => {
                 let now = idle.activity.load(Ordering::Relaxed);
                 let waiting = idle.busy.load(Ordering::Relaxed) > 0;
                 still = if now == last && !waiting { still + 1 } else { 0 };
