@@ -68,8 +68,6 @@ impl<F: Future> Future for Gated<F> {
     }
 }
 
-impl<F> Unpin for Gated<F> {}
-
 #[cfg(test)]
 mod tests {
     use super::*;

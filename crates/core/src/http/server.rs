@@ -58,25 +58,15 @@ pub async fn serve<I>(
         // request). HTTP/1 keeps the future in place, where a box would only add an
         // allocation.
         let svc = service_fn(move |req| {
-            let busy = Busy::enter(&in_svc);
-            let fut = Box::pin(proxy::handle(req, ctx.clone()));
-            async move {
-                let r = fut.await;
-                drop(busy);
-                r
-            }
+            counted(
+                Busy::enter(&in_svc),
+                Box::pin(proxy::handle(req, ctx.clone())),
+            )
         });
         drive(builder.serve_connection_with_upgrades(io, svc), idle, watch).await
     } else {
-        let svc = service_fn(move |req| {
-            let busy = Busy::enter(&in_svc);
-            let ctx = ctx.clone();
-            async move {
-                let r = proxy::handle(req, ctx).await;
-                drop(busy);
-                r
-            }
-        });
+        let svc =
+            service_fn(move |req| counted(Busy::enter(&in_svc), proxy::handle(req, ctx.clone())));
         drive(builder.serve_connection_with_upgrades(io, svc), idle, watch).await
     }
 }
@@ -157,6 +147,13 @@ fn builder(l: &ListenerRt, proto: Proto, tls: bool) -> auto::Builder<TokioExecut
         Proto::Sniff | Proto::Http1 => b.http1_only(),
         Proto::Http2 => b.http2_only(),
     }
+}
+
+/// Runs a request's future with its [`Busy`] mark held until it completes.
+async fn counted<F: std::future::Future>(busy: Busy, fut: F) -> F::Output {
+    let r = fut.await;
+    drop(busy);
+    r
 }
 
 /// Counts a request as being handled until dropped.
