@@ -1,13 +1,15 @@
 //! Raw config: structs that mirror the file exactly (`*Conf`), unknown keys rejected.
 //!
 //! Each top-level section and each element of `listeners`, `routes` and `upstreams` is
-//! deserialized on its own, so one bad route does not hide the errors of the next.
+//! deserialized on its own, so one bad route does not hide the errors of the next, and
+//! within one, each bad key is reported before the next is looked at.
 
 use crate::error::ConfigError;
 use crate::units::{ByteSize, HumanDuration};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
+use serde_path_to_error::Segment;
 use std::collections::BTreeMap;
 
 mod resilience;
@@ -32,6 +34,8 @@ pub struct GlobalConf {
     pub drain_timeout: Option<HumanDuration>,
     pub trusted_proxies: Option<Vec<String>>,
     pub server_name: Option<String>,
+    pub via: Option<bool>,
+    pub request_id: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -349,21 +353,58 @@ fn list<T: DeserializeOwned>(
     }
 }
 
+/// Deserializes one section, reporting every bad key in it. serde stops at the first
+/// error, so after each one the offending key is taken out and the section read again.
+/// An error inside a list element, or one with no key to take out, ends the section.
 fn section<T: DeserializeOwned>(v: Value, path: &str, errors: &mut Vec<ConfigError>) -> Option<T> {
-    match serde_path_to_error::deserialize::<_, T>(v) {
-        Ok(t) => Some(t),
-        Err(e) => {
-            let inner = e.path().to_string();
-            let full = if inner == "." || inner.is_empty() {
-                path.to_string()
-            } else if inner.starts_with('[') {
-                format!("{path}{inner}")
-            } else {
-                format!("{path}.{inner}")
-            };
-            errors.push(ConfigError::at(full, tidy(&e.into_inner().to_string())));
-            None
+    let mut v = v;
+    let mut removed: Vec<String> = Vec::new();
+    // Bounded: each pass removes one key, and a section has few.
+    for _ in 0..64 {
+        let e = match serde_path_to_error::deserialize::<_, T>(v.clone()) {
+            Ok(t) => return removed.is_empty().then_some(t),
+            Err(e) => e,
+        };
+        let segments: Vec<Segment> = e.path().iter().cloned().collect();
+        let inner = e.path().to_string();
+        let msg = tidy(&e.into_inner().to_string());
+        // A key taken out after its own error now reads as missing: already reported.
+        if removed
+            .iter()
+            .any(|k| msg.starts_with(&format!("missing field `{k}`")))
+        {
+            break;
         }
+        let full = if inner == "." || inner.is_empty() {
+            path.to_string()
+        } else if inner.starts_with('[') {
+            format!("{path}{inner}")
+        } else {
+            format!("{path}.{inner}")
+        };
+        errors.push(ConfigError::at(full, msg));
+        match remove_key(&mut v, &segments) {
+            Some(k) => removed.push(k),
+            None => break,
+        }
+    }
+    None
+}
+
+/// Takes the key at `path` out of a table, returning its name. Only table keys are
+/// removed: dropping a list element would shift the indices later errors report.
+fn remove_key(v: &mut Value, path: &[Segment]) -> Option<String> {
+    let (last, parents) = path.split_last()?;
+    let mut at = v;
+    for seg in parents {
+        at = match seg {
+            Segment::Map { key } => at.get_mut(key)?,
+            _ => return None,
+        };
+    }
+    match last {
+        Segment::Map { key } => at.as_object_mut()?.remove(key).map(|_| key.clone()),
+        _ => None,
     }
 }
 

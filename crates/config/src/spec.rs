@@ -30,6 +30,11 @@ pub struct GlobalSpec {
     pub trusted_proxies: Vec<IpNet>,
     /// The name put in `Via` and in local replies.
     pub server_name: String,
+    /// Add a `Via` entry to forwarded requests.
+    pub via: bool,
+    /// Generate an X-Request-Id when a request has none, forward it and echo it on the
+    /// response. Off, an incoming X-Request-Id passes as an ordinary header.
+    pub request_id: bool,
 }
 
 /// An IP network (`10.0.0.0/8`, `::1/128`); a bare address is a /32 or /128.

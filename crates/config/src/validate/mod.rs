@@ -78,6 +78,8 @@ fn global(g: &GlobalConf, errs: &mut Errors) -> GlobalSpec {
             .unwrap_or(DEFAULT_DRAIN_TIMEOUT),
         trusted_proxies: trusted,
         server_name: g.server_name.clone().unwrap_or_else(|| "gatehouse".into()),
+        via: g.via.unwrap_or(true),
+        request_id: g.request_id.unwrap_or(true),
     }
 }
 

@@ -34,8 +34,8 @@ pub struct Forwarding<'a> {
     pub proto: &'static str,
     /// The Host the client asked for.
     pub host: Option<&'a HeaderValue>,
-    /// `Via` entry such as `1.1 gatehouse`.
-    pub via: &'a HeaderValue,
+    /// `Via` entry such as `1.1 gatehouse`; none when `global.via` is off.
+    pub via: Option<&'a HeaderValue>,
     /// Also write RFC 7239 `Forwarded`.
     pub forwarded: bool,
 }
@@ -132,15 +132,22 @@ pub fn add_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
         }
         append_or_set(headers, header::FORWARDED, &elem, f.trusted);
     }
+    if let Some(via) = f.via {
+        add_via(headers, via);
+    }
+}
+
+/// Appends our `Via` entry after any the request already carries.
+fn add_via(headers: &mut HeaderMap, via: &HeaderValue) {
     match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
         Some(prev) => {
-            let joined = format!("{prev}, {}", f.via.to_str().unwrap_or_default());
+            let joined = format!("{prev}, {}", via.to_str().unwrap_or_default());
             if let Ok(v) = HeaderValue::from_str(&joined) {
                 headers.insert(header::VIA, v);
             }
         }
         None => {
-            headers.insert(header::VIA, f.via.clone());
+            headers.insert(header::VIA, via.clone());
         }
     }
 }
@@ -169,15 +176,20 @@ fn append_or_set(headers: &mut HeaderMap, name: HeaderName, value: &str, trusted
 /// The request's id: a well-formed incoming `X-Request-Id` is kept, else a new one is
 /// generated (128 random bits as 32 hex digits) and set on the request.
 pub fn request_id(headers: &mut HeaderMap) -> HeaderValue {
-    if let Some(v) = headers.get(X_REQUEST_ID) {
-        let b = v.as_bytes();
-        if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic()) {
-            return v.clone();
-        }
+    if let Some(v) = incoming_request_id(headers) {
+        return v;
     }
     let id = new_request_id();
     headers.insert(X_REQUEST_ID, id.clone());
     id
+}
+
+/// A well-formed `X-Request-Id` the request arrived with: 1 to 128 visible ASCII
+/// characters. Others are replaced, so a log line cannot be forged or split by one.
+pub fn incoming_request_id(headers: &HeaderMap) -> Option<HeaderValue> {
+    let v = headers.get(X_REQUEST_ID)?;
+    let b = v.as_bytes();
+    (!b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic())).then(|| v.clone())
 }
 
 /// A copy of a value that HPACK must not add to its dynamic table. A request id is

@@ -52,7 +52,7 @@ fn fwd<'a>(trusted: bool, host: Option<&'a HeaderValue>, via: &'a HeaderValue) -
         trusted,
         proto: "https",
         host,
-        via,
+        via: Some(via),
         forwarded: true,
     }
 }
@@ -103,7 +103,7 @@ fn ipv6_forwarded_is_quoted() {
         trusted: false,
         proto: "http",
         host: None,
-        via: &via,
+        via: Some(&via),
         forwarded: true,
     };
     add_forwarding(&mut h, &f);

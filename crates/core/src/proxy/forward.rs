@@ -140,9 +140,9 @@ fn rewrite_head(r: &Req<'_>, parts: &mut Parts, host: &str, p: &ProxyAction, upg
     };
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
     let via = if parts.version == Version::HTTP_2 {
-        &r.snap.via_h2
+        r.snap.via_h2.as_ref()
     } else {
-        &r.snap.via_h1
+        r.snap.via_h1.as_ref()
     };
     let ip = r.conn.peer.ip();
     let f = Forwarding {

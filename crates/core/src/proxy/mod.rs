@@ -21,7 +21,7 @@ use hyper::body::Incoming;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 use tokio::time::Instant;
 
@@ -41,7 +41,9 @@ struct Req<'a> {
     conn: &'a ConnCtx,
     snap: &'a Runtime,
     listener: &'a ListenerRt,
-    request_id: HeaderValue,
+    /// Set up front when `global.request_id` is on; otherwise the incoming id, or one
+    /// made only if an error reply, a filter or a log line needs it.
+    request_id: OnceLock<HeaderValue>,
     start: Instant,
 }
 
@@ -53,10 +55,18 @@ pub async fn handle(
     let start = Instant::now();
     let snap = conn.store.load();
     let mut req = req;
-    let request_id = headers::request_id(req.headers_mut());
+    let request_id = match snap.spec.global.request_id {
+        true => OnceLock::from(headers::request_id(req.headers_mut())),
+        false => {
+            headers::incoming_request_id(req.headers()).map_or_else(OnceLock::new, OnceLock::from)
+        }
+    };
     let Some(listener) = snap.listeners.get(&*conn.listener) else {
         let e = ProxyError::new(ErrorKind::Unavailable, "listener was removed");
-        return Ok(error_reply(&e, &request_id));
+        return Ok(error_reply(
+            &e,
+            request_id.get_or_init(headers::new_request_id),
+        ));
     };
     let ctx = Req {
         conn: &conn,
@@ -71,6 +81,11 @@ pub async fn handle(
 // === impl Req ===
 
 impl Req<'_> {
+    /// The request id, made now if it was not needed before.
+    fn id(&self) -> &HeaderValue {
+        self.request_id.get_or_init(headers::new_request_id)
+    }
+
     async fn serve(&self, req: Request<Incoming>) -> Response<ResponseBody> {
         // Borrowed from a cheap (refcounted) copy of the Host, since `req` moves on.
         let src = HostSrc::of(&req);
@@ -127,7 +142,7 @@ impl Req<'_> {
     /// The context filters see.
     fn filter_ctx<'a>(&'a self, route: &'a Route) -> FilterCtx<'a> {
         FilterCtx {
-            request_id: &self.request_id,
+            request_id: self.id(),
             client: self.conn.peer,
             route: &route.name,
         }
@@ -169,8 +184,9 @@ impl Req<'_> {
         log: Option<Box<LogRecord>>,
         route: Option<&Arc<Route>>,
     ) -> Response<ResponseBody> {
-        tracing::debug!(request_id = self.request_id.to_str().unwrap_or("-"), route = route.map(|r| &*r.name), side = ?e.side, error = %e.message(), "local error reply");
-        let resp = error_reply(&e, &self.request_id);
+        let id = self.id();
+        tracing::debug!(request_id = id.to_str().unwrap_or("-"), route = route.map(|r| &*r.name), side = ?e.side, error = %e.message(), "local error reply");
+        let resp = error_reply(&e, id);
         self.complete(resp, metrics.clone(), log, None)
     }
 
@@ -202,8 +218,10 @@ impl Req<'_> {
         if let Some(l) = log.as_mut() {
             l.status = status;
         }
-        resp.headers_mut()
-            .insert(headers::X_REQUEST_ID, headers::unindexed(&self.request_id));
+        if self.snap.spec.global.request_id {
+            resp.headers_mut()
+                .insert(headers::X_REQUEST_ID, headers::unindexed(self.id()));
+        }
         let c = Completion {
             start: self.start,
             status,
@@ -249,7 +267,7 @@ impl Req<'_> {
             route: route.map(|r| r.name.clone()),
             upstream: None,
             endpoint: None,
-            request_id: self.request_id.clone(),
+            request_id: self.id().clone(),
             user_agent: req.headers().get(header::USER_AGENT).cloned(),
             status: 0,
         }))

@@ -6,7 +6,7 @@ use crate::http::client::{Connector, UpstreamTls};
 use crate::l4::passthrough::SniTable;
 use crate::l4::{ByteCounters, L4Target};
 use crate::metrics::{BytesLabels, ListenerLabels, Metrics};
-use gatehouse_config::spec::{ActionSpec, ListenerKind, RouteSpec, UpstreamSpec};
+use gatehouse_config::spec::{ActionSpec, GlobalSpec, ListenerKind, RouteSpec, UpstreamSpec};
 
 /// A problem found while compiling (files that cannot be read, bad certificates).
 #[derive(Debug, thiserror::Error)]
@@ -105,21 +105,27 @@ pub fn compile(
     if !errors.is_empty() {
         return Err(errors);
     }
-    let name = &spec.global.server_name;
     Ok(Runtime {
         generation,
         hash,
         loaded_at: SystemTime::now(),
         trusted_proxies: spec.global.trusted_proxies.clone(),
-        via_h1: HeaderValue::from_str(&format!("1.1 {name}"))
-            .unwrap_or(HeaderValue::from_static("1.1 gatehouse")),
-        via_h2: HeaderValue::from_str(&format!("2.0 {name}"))
-            .unwrap_or(HeaderValue::from_static("2.0 gatehouse")),
+        via_h1: via(&spec.global, "1.1"),
+        via_h2: via(&spec.global, "2.0"),
         listeners,
         upstreams,
         access_log,
         spec,
     })
+}
+
+/// The `Via` entry for one protocol version, unless `global.via` is off.
+fn via(g: &GlobalSpec, version: &str) -> Option<HeaderValue> {
+    let name = &g.server_name;
+    let entry = |n: &str| HeaderValue::from_str(&format!("{version} {n}")).ok();
+    g.via
+        .then(|| entry(name).or_else(|| entry("gatehouse")))
+        .flatten()
 }
 
 fn upstreams(

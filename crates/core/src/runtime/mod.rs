@@ -31,9 +31,9 @@ pub struct Runtime {
     pub upstreams: HashMap<String, Arc<UpstreamGroup>>,
     pub access_log: Option<Arc<AccessLog>>,
     pub trusted_proxies: Vec<IpNet>,
-    /// `Via` entries for HTTP/1.x and HTTP/2 requests.
-    pub via_h1: HeaderValue,
-    pub via_h2: HeaderValue,
+    /// `Via` entries for HTTP/1.x and HTTP/2 requests; none with `global.via = false`.
+    pub via_h1: Option<HeaderValue>,
+    pub via_h2: Option<HeaderValue>,
 }
 
 /// A listener's compiled settings and routes.

@@ -131,3 +131,36 @@ async fn disabled_log_writes_nothing() {
         lines[0]
     );
 }
+
+/// With `global.request_id = false` nothing is generated for the upstream or the
+/// client, yet every log line still names an id: the incoming one, or one made for it.
+#[tokio::test]
+async fn lines_carry_an_id_with_request_ids_off() {
+    let up = Upstream::fixed("hello").await;
+    let path = temp_path("access.log");
+    let log = format!("target = {:?}", path.display().to_string());
+    let cfg = format!("[global]\nrequest_id = false\n{}", with_log(up.addr, &log));
+    let gw = TestGateway::start(&cfg).await;
+    let c = reqwest::Client::new();
+    let r = c
+        .get(gw.url("web", "/api/a"))
+        .header("x-request-id", "trace-9")
+        .send()
+        .await
+        .unwrap();
+    assert!(!r.headers().contains_key("x-request-id"));
+    assert_eq!(r.text().await.unwrap(), "hello");
+    let r = c.get(gw.url("web", "/api/b")).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "hello");
+    assert!(!up.last().headers.contains_key("x-request-id"));
+
+    let lines = lines(&path, 2).await;
+    let first: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(first["request_id"], "trace-9");
+    let second: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
+    let made = second["request_id"].as_str().unwrap();
+    assert!(
+        made.len() == 32 && made.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{made}"
+    );
+}
