@@ -6,6 +6,7 @@
 
 use crate::access_log::Completion;
 use crate::http::client::PoolReturn;
+use crate::http::conn_state::Open;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -57,6 +58,8 @@ pub struct ResponseBody {
     pool: Option<PoolReturn>,
     completion: Option<Completion>,
     deadline: Option<Pin<Box<Sleep>>>,
+    /// The client connection's mark for this request, let go when the body ends.
+    open: Option<Open>,
     sent: u64,
 }
 
@@ -151,6 +154,7 @@ impl ResponseBody {
             pool: None,
             completion: None,
             deadline: None,
+            open: None,
             sent: 0,
         }
     }
@@ -158,6 +162,11 @@ impl ResponseBody {
     /// Runs `c` once when the body ends, fails or is dropped.
     pub fn set_completion(&mut self, c: Completion) {
         self.completion = Some(c);
+    }
+
+    /// Holds the client connection's mark for this request until the body ends.
+    pub fn hold(&mut self, open: Open) {
+        self.open = Some(open);
     }
 
     /// Ends the body with an error if it is still streaming at `deadline`.
@@ -175,6 +184,7 @@ impl ResponseBody {
         if let Some(c) = self.completion.take() {
             c.finish(self.sent, ok);
         }
+        self.open = None;
     }
 }
 

@@ -2,5 +2,6 @@
 //! connections and their pools ([`client`]), and proxy header rules ([`headers`]).
 
 pub mod client;
+pub mod conn_state;
 pub mod headers;
 pub mod server;

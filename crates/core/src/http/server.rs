@@ -3,6 +3,7 @@
 //! Applies the header-read (slowloris) timeout, header limits and the idle timeout, and
 //! shuts the connection down gracefully when its listener drains.
 
+use super::conn_state::{Activity, ConnState, HeadClock, Open};
 use crate::body::ResponseBody;
 use crate::drain::Watch;
 use crate::proxy::{self, ConnCtx};
@@ -12,11 +13,11 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::convert::Infallible;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
 
 /// How the connection's protocol is chosen.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -38,52 +39,60 @@ pub async fn serve<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let activity = Arc::new(AtomicU64::new(0));
-    let io = TokioIo::new(Activity {
-        inner: io,
-        count: activity.clone(),
-    });
-    let builder = builder(l, proto, tls);
-    // Requests being handled: a connection waiting on a slow upstream is not idle.
-    let busy = Arc::new(AtomicUsize::new(0));
-    let in_svc = busy.clone();
-    let idle = Idle {
-        quarter: l.spec.idle_timeout / 4,
-        activity,
-        busy,
+    let clock = match proto {
+        Proto::Sniff if l.spec.http2 => HeadClock::FromFirstByte,
+        Proto::Sniff | Proto::Http1 => HeadClock::FromStart,
+        Proto::Http2 => HeadClock::Off,
     };
+    let state = ConnState::new(clock);
+    let io = TokioIo::new(Activity::new(io, state.clone()));
+    let builder = builder(l, proto, tls);
+    let limits = Limits {
+        idle: l.spec.idle_timeout,
+        header_read: l.spec.header_read_timeout,
+    };
+    let st = state.clone();
     if proto == Proto::Http2 {
         // HTTP/2 moves each request's future into a task of its own: boxed, the move
         // is a pointer's, not the whole future's (callgrind: ~3,000 instructions a
         // request). HTTP/1 keeps the future in place, where a box would only add an
         // allocation.
         let svc = service_fn(move |req| {
-            counted(
-                Busy::enter(&in_svc),
-                Box::pin(proxy::handle(req, ctx.clone())),
-            )
+            counted(Open::enter(&st), Box::pin(proxy::handle(req, ctx.clone())))
         });
-        drive(builder.serve_connection_with_upgrades(io, svc), idle, watch).await
+        drive(
+            builder.serve_connection_with_upgrades(io, svc),
+            &state,
+            limits,
+            watch,
+        )
+        .await
     } else {
-        let svc =
-            service_fn(move |req| counted(Busy::enter(&in_svc), proxy::handle(req, ctx.clone())));
-        drive(builder.serve_connection_with_upgrades(io, svc), idle, watch).await
+        let svc = service_fn(move |req| counted(Open::enter(&st), proxy::handle(req, ctx.clone())));
+        drive(
+            builder.serve_connection_with_upgrades(io, svc),
+            &state,
+            limits,
+            watch,
+        )
+        .await
     }
 }
 
-/// What the idle check reads: bytes moved, requests in progress, and its period.
-struct Idle {
-    quarter: std::time::Duration,
-    activity: Arc<AtomicU64>,
-    busy: Arc<AtomicUsize>,
+/// The connection timeouts the driver enforces.
+struct Limits {
+    idle: Duration,
+    header_read: Duration,
 }
 
 /// Runs a connection to its end: closes it when idle (no byte either way for the idle
-/// timeout, checked in quarters of it, and no request in progress), and shuts it down
-/// gracefully when the listener drains.
+/// timeout, checked in quarters of it, and no request in progress) or when an HTTP/1
+/// request head is not in within `header_read`, and shuts it down gracefully when the
+/// listener drains.
 async fn drive<I, S>(
     conn: auto::UpgradeableConnection<'_, I, S, TokioExecutor>,
-    idle: Idle,
+    state: &ConnState,
+    limits: Limits,
     mut watch: Watch,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
@@ -96,8 +105,13 @@ async fn drive<I, S>(
     <S as hyper::service::HttpService<Incoming>>::Future: Send + 'static,
 {
     tokio::pin!(conn);
-    let quarter = idle.quarter;
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + quarter, quarter);
+    let quarter = limits.idle / 4;
+    let mut tick = tokio::time::interval_at(Instant::now() + quarter, quarter);
+    // One timer for every head wait: when it fires it closes the connection or is
+    // re-armed for the wait now running, or a full `header_read` on.
+    let head = tokio::time::sleep(limits.header_read);
+    tokio::pin!(head);
+    let mut head_on = !state.head_clock_off();
     let (mut last, mut still, mut draining) = (0, 0, false);
     loop {
         // The side branches are gated: the connection's own wake-ups (every read and
@@ -114,10 +128,21 @@ async fn drive<I, S>(
                 draining = true;
                 conn.as_mut().graceful_shutdown();
             }
+            _ = Gated::new(head.as_mut()), if head_on => {
+                let now = Instant::now();
+                match state.head_deadline(limits.header_read) {
+                    Some(d) if d <= now => {
+                        tracing::debug!("no request head within header_read: closing");
+                        return;
+                    }
+                    Some(d) => head.as_mut().reset(d),
+                    None => head.as_mut().reset(now + limits.header_read),
+                }
+                head_on = !state.head_clock_off();
+            }
             _ = Gated::new(tick.tick()) => {
-                let now = idle.activity.load(Ordering::Relaxed);
-                let waiting = idle.busy.load(Ordering::Relaxed) > 0;
-                still = if now == last && !waiting { still + 1 } else { 0 };
+                let now = state.activity();
+                still = if now == last && !state.busy() { still + 1 } else { 0 };
                 last = now;
                 if still >= 4 {
                     tracing::debug!("closing idle client connection");
@@ -133,7 +158,8 @@ fn builder(l: &ListenerRt, proto: Proto, tls: bool) -> auto::Builder<TokioExecut
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(l.spec.header_read_timeout)
+        // `drive` enforces header_read with one timer per connection (see conn_state).
+        .header_read_timeout(None)
         .max_buf_size(limits.max_header_size.max(8192))
         .max_headers(limits.max_headers)
         // Behind TLS one flattened write is cheaper than writev (PERFORMANCE.md).
@@ -149,83 +175,16 @@ fn builder(l: &ListenerRt, proto: Proto, tls: bool) -> auto::Builder<TokioExecut
     }
 }
 
-/// Runs a request's future with its [`Busy`] mark held until it completes.
-async fn counted<F: std::future::Future>(busy: Busy, fut: F) -> F::Output {
+/// Runs a request's future with its [`Open`] mark, which the response body then holds
+/// until it ends.
+async fn counted<F>(mut open: Open, fut: F) -> Result<http::Response<ResponseBody>, Infallible>
+where
+    F: std::future::Future<Output = Result<http::Response<ResponseBody>, Infallible>>,
+{
     let r = fut.await;
-    drop(busy);
-    r
-}
-
-/// Counts a request as being handled until dropped.
-struct Busy(Arc<AtomicUsize>);
-
-impl Busy {
-    fn enter(n: &Arc<AtomicUsize>) -> Busy {
-        n.fetch_add(1, Ordering::Relaxed);
-        Busy(n.clone())
-    }
-}
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Counts reads and writes so the idle check can see whether the connection moved.
-struct Activity<I> {
-    inner: I,
-    count: Arc<AtomicU64>,
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for Activity<I> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if r.is_ready() {
-            self.count.fetch_add(1, Ordering::Relaxed);
-        }
-        r
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for Activity<I> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if r.is_ready() {
-            self.count.fetch_add(1, Ordering::Relaxed);
-        }
-        r
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if r.is_ready() {
-            self.count.fetch_add(1, Ordering::Relaxed);
-        }
-        r
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
+    open.answered();
+    r.map(|mut resp| {
+        resp.body_mut().hold(open);
+        resp
+    })
 }

@@ -3,7 +3,7 @@
 //! the response, and while its body streams).
 
 use crate::*;
-use gatehouse_test_support::{TestGateway, Upstream, UpstreamOptions};
+use gatehouse_test_support::{channel_body, Conn, Proto, TestGateway, Upstream, UpstreamOptions};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -126,6 +126,63 @@ async fn header_read_bounds_the_wait_for_the_next_request() {
     let t = since(start);
     assert!(
         t >= Duration::from_secs(5) && t < Duration::from_millis(5100),
+        "{t:?}"
+    );
+}
+
+/// `header_read` times request heads on HTTP/1 only: an h2c connection between
+/// requests is idle, not slow, and stays open past it.
+#[tokio::test(start_paused = true)]
+async fn h2c_connection_between_requests_outlives_header_read() {
+    let gw = TestGateway::start(&gateway_with_listener(
+        "idle = \"8s\"\nheader_read = \"2s\"",
+    ))
+    .await;
+    let mut c = Conn::plain(gw.addr("web"), Proto::H2).await;
+    assert_eq!(c.get("/").await.0.status, 200);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(c.get("/").await.0.status, 200);
+}
+
+/// A response body that streams for longer than `header_read` is not cut: the wait
+/// for the next head starts only when the body ends, and then is bounded again.
+#[tokio::test(start_paused = true)]
+async fn long_response_body_is_not_cut_at_header_read() {
+    let up = Upstream::start(UpstreamOptions::default(), |_req| async {
+        let (tx, body) = channel_body();
+        tokio::spawn(async move {
+            for i in 0..4 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if tx.send(format!("{i}").into()).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut resp = http::Response::new(body);
+        resp.headers_mut().insert("content-length", 4.into());
+        resp
+    })
+    .await;
+    let toml = config(up.addr, "", "").replace(
+        "listen = \"127.0.0.1:0\"\n\n[[routes]]",
+        "listen = \"127.0.0.1:0\"\n[listeners.timeouts]\nheader_read = \"2s\"\n\n[[routes]]",
+    );
+    assert!(toml.contains("header_read = \"2s\""));
+    let gw = TestGateway::start(&toml).await;
+    let mut s = TcpStream::connect(gw.addr("web")).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let resp = read_response(&mut s).await;
+    assert!(
+        resp.starts_with("HTTP/1.1 200") && resp.ends_with("0123"),
+        "{resp}"
+    );
+    let start = Instant::now();
+    assert_eq!(read_to_close(&mut s).await, "");
+    let t = since(start);
+    assert!(
+        t >= Duration::from_secs(2) && t < Duration::from_millis(2100),
         "{t:?}"
     );
 }

@@ -1,0 +1,298 @@
+//! What a client connection's driver reads and its requests write: bytes moved (for the
+//! idle check), requests in progress, and the head clock, which times each wait for an
+//! HTTP/1 request head (the `header_read` timeout) without a timer per request.
+//!
+//! hyper's own header-read timeout allocates, registers and drops a timer for every
+//! request (callgrind: about 1,000 instructions a request). Here a request only stamps
+//! when its response body ended, and the connection's driver keeps one timer that it
+//! re-arms when it fires (see `server::drive`).
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
+
+/// `head_since` before the first byte of a sniffed connection: the protocol is not
+/// known yet, so no head wait runs (the idle timeout covers a silent connection).
+const NOT_YET: u64 = u64::MAX;
+/// `head_since` on HTTP/2, which has no head clock.
+const OFF: u64 = u64::MAX - 1;
+
+/// Shared by a connection's I/O wrapper, its requests and its driver.
+pub struct ConnState {
+    /// Reads and writes that moved bytes.
+    activity: AtomicU64,
+    /// Requests in the service: a connection waiting on an upstream is not idle.
+    busy: AtomicUsize,
+    /// Requests whose response body has not ended.
+    open: AtomicUsize,
+    /// When the connection last began waiting for a request head, in nanoseconds since
+    /// `born`; or `NOT_YET` / `OFF`.
+    head_since: AtomicU64,
+    born: Instant,
+}
+
+/// Where the head clock starts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum HeadClock {
+    /// HTTP/1 only: the wait for the first head starts with the connection.
+    FromStart,
+    /// HTTP/1 or HTTP/2 by the first bytes: the wait starts at the first byte, and
+    /// stops for good if those bytes are the HTTP/2 preface.
+    FromFirstByte,
+    /// HTTP/2 only.
+    Off,
+}
+
+impl ConnState {
+    pub fn new(clock: HeadClock) -> Arc<ConnState> {
+        let head_since = match clock {
+            HeadClock::FromStart => 0,
+            HeadClock::FromFirstByte => NOT_YET,
+            HeadClock::Off => OFF,
+        };
+        Arc::new(ConnState {
+            activity: AtomicU64::new(0),
+            busy: AtomicUsize::new(0),
+            open: AtomicUsize::new(0),
+            head_since: AtomicU64::new(head_since),
+            born: Instant::now(),
+        })
+    }
+
+    /// Reads and writes so far; unchanged over a period means no byte moved.
+    pub fn activity(&self) -> u64 {
+        self.activity.load(Ordering::Relaxed)
+    }
+
+    /// Whether a request is waiting on the service (an upstream).
+    pub fn busy(&self) -> bool {
+        self.busy.load(Ordering::Relaxed) > 0
+    }
+
+    /// The connection carries HTTP/2: no head wait will ever run.
+    pub fn head_clock_off(&self) -> bool {
+        self.head_since.load(Ordering::Relaxed) == OFF
+    }
+
+    /// When the current wait for a request head must end, if one is running: no
+    /// request is in progress and the connection has begun waiting.
+    pub fn head_deadline(&self, limit: Duration) -> Option<Instant> {
+        if self.open.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        match self.head_since.load(Ordering::Acquire) {
+            NOT_YET | OFF => None,
+            ns => Some(self.born + Duration::from_nanos(ns) + limit),
+        }
+    }
+
+    /// Starts a wait for the next head, now, unless the clock is off.
+    fn start_head_wait(&self) {
+        let since = self.head_since.load(Ordering::Relaxed);
+        if since != OFF {
+            let ns = u64::try_from(self.born.elapsed().as_nanos()).unwrap_or(OFF - 1);
+            self.head_since.store(ns.min(OFF - 1), Ordering::Release);
+        }
+    }
+}
+
+/// A request from its head to the end of its response body. Made when the service is
+/// called; the response body holds it (see `ResponseBody::hold`) until it ends.
+pub struct Open {
+    state: Arc<ConnState>,
+    busy: bool,
+}
+
+impl Open {
+    pub fn enter(state: &Arc<ConnState>) -> Open {
+        state.busy.fetch_add(1, Ordering::Relaxed);
+        state.open.fetch_add(1, Ordering::AcqRel);
+        Open {
+            state: state.clone(),
+            busy: true,
+        }
+    }
+
+    /// The service answered: the request no longer waits on an upstream, though its
+    /// response body may still stream.
+    pub fn answered(&mut self) {
+        if std::mem::take(&mut self.busy) {
+            self.state.busy.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.answered();
+        if self.state.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.state.start_head_wait();
+        }
+    }
+}
+
+/// The connection's I/O, counting reads and writes for the idle check and, on a
+/// sniffed connection, watching the first bytes for the HTTP/2 preface.
+pub struct Activity<I> {
+    inner: I,
+    state: Arc<ConnState>,
+    /// Bytes of `PRI ` matched so far; `SNIFFED` once the protocol is known.
+    sniff: usize,
+}
+
+/// The start of the HTTP/2 preface. No HTTP/1 request starts with it: RFC 9113 3.4
+/// chose the `PRI` method for that.
+const PREFACE: &[u8; 4] = b"PRI ";
+const SNIFFED: usize = usize::MAX;
+
+impl<I> Activity<I> {
+    pub fn new(inner: I, state: Arc<ConnState>) -> Activity<I> {
+        let sniff = if state.head_since.load(Ordering::Relaxed) == NOT_YET {
+            0
+        } else {
+            SNIFFED
+        };
+        Activity {
+            inner,
+            state,
+            sniff,
+        }
+    }
+
+    fn count(&self) {
+        self.state.activity.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Looks at bytes read while the protocol is unknown. The head wait starts at the
+    /// first byte; the preface turns the clock off.
+    fn sniff(&mut self, new: &[u8]) {
+        if new.is_empty() {
+            return;
+        }
+        if self.sniff == 0 {
+            self.state.start_head_wait();
+        }
+        for &b in new {
+            if b != PREFACE[self.sniff] {
+                self.sniff = SNIFFED;
+                return;
+            }
+            self.sniff += 1;
+            if self.sniff == PREFACE.len() {
+                self.state.head_since.store(OFF, Ordering::Release);
+                self.sniff = SNIFFED;
+                return;
+            }
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Activity<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if r.is_ready() {
+            self.count();
+            if self.sniff != SNIFFED {
+                let new = &buf.filled()[before..];
+                self.sniff(new);
+            }
+        }
+        r
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Activity<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if r.is_ready() {
+            self.count();
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if r.is_ready() {
+            self.count();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sniffed(chunks: &[&[u8]]) -> Arc<ConnState> {
+        let state = ConnState::new(HeadClock::FromFirstByte);
+        let mut a = Activity::new((), state.clone());
+        for c in chunks {
+            a.sniff(c);
+        }
+        state
+    }
+
+    #[test]
+    fn the_http2_preface_turns_the_head_clock_off_even_split() {
+        assert!(sniffed(&[b"PRI * HTTP/2.0\r\n"]).head_clock_off());
+        assert!(sniffed(&[b"PR", b"I * HTTP/2.0"]).head_clock_off());
+        let limit = Duration::from_secs(2);
+        assert_eq!(sniffed(&[b"PRI * HTTP/2.0"]).head_deadline(limit), None);
+    }
+
+    #[test]
+    fn an_http1_head_starts_the_wait_at_its_first_byte() {
+        let limit = Duration::from_secs(2);
+        assert_eq!(sniffed(&[]).head_deadline(limit), None, "silent");
+        for first in [&b"GET / HTTP/1.1\r\n"[..], b"P", b"PUT /"] {
+            let s = sniffed(&[first]);
+            assert!(!s.head_clock_off());
+            assert!(s.head_deadline(limit).is_some(), "{first:?}");
+        }
+    }
+
+    #[test]
+    fn a_request_pauses_the_clock_until_its_body_ends() {
+        let limit = Duration::from_secs(5);
+        let s = ConnState::new(HeadClock::FromStart);
+        assert_eq!(s.head_deadline(limit), Some(s.born + limit));
+        let mut open = Open::enter(&s);
+        assert!(s.busy() && s.head_deadline(limit).is_none());
+        open.answered();
+        assert!(!s.busy() && s.head_deadline(limit).is_none());
+        drop(open);
+        assert!(s.head_deadline(limit).is_some());
+        let off = ConnState::new(HeadClock::Off);
+        drop(Open::enter(&off));
+        assert!(off.head_clock_off() && off.head_deadline(limit).is_none());
+    }
+}
