@@ -118,7 +118,9 @@ pub(super) async fn forward(
                     parts.headers.append(header::SET_COOKIE, v);
                 }
             }
-            route.filters.on_response(&mut parts, &r.filter_ctx(route));
+            if !route.filters.is_empty() {
+                route.filters.on_response(&mut parts, &r.filter_ctx(route));
+            }
             let mut body = ResponseBody::upstream(body, pool);
             if let Some(d) = deadline {
                 body.set_deadline(d);
