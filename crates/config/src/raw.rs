@@ -356,8 +356,11 @@ fn list<T: DeserializeOwned>(
 /// Deserializes one section, reporting every bad key in it. serde stops at the first
 /// error, so after each one the offending key is taken out and the section read again.
 /// An error inside a list element, or one with no key to take out, ends the section.
-fn section<T: DeserializeOwned>(v: Value, path: &str, errors: &mut Vec<ConfigError>) -> Option<T> {
-    let mut v = v;
+fn section<T: DeserializeOwned>(
+    mut v: Value,
+    path: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<T> {
     let mut removed: Vec<String> = Vec::new();
     // Bounded: each pass removes one key, and a section has few.
     for _ in 0..64 {

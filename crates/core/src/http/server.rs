@@ -60,22 +60,10 @@ pub async fn serve<I>(
         let svc = service_fn(move |req| {
             counted(Open::enter(&st), Box::pin(proxy::handle(req, ctx.clone())))
         });
-        drive(
-            builder.serve_connection_with_upgrades(io, svc),
-            &state,
-            limits,
-            watch,
-        )
-        .await
+        drive(&builder, io, svc, &state, limits, watch).await
     } else {
         let svc = service_fn(move |req| counted(Open::enter(&st), proxy::handle(req, ctx.clone())));
-        drive(
-            builder.serve_connection_with_upgrades(io, svc),
-            &state,
-            limits,
-            watch,
-        )
-        .await
+        drive(&builder, io, svc, &state, limits, watch).await
     }
 }
 
@@ -90,7 +78,9 @@ struct Limits {
 /// request head is not in within `header_read`, and shuts it down gracefully when the
 /// listener drains.
 async fn drive<I, S>(
-    conn: auto::UpgradeableConnection<'_, I, S, TokioExecutor>,
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    svc: S,
     state: &ConnState,
     limits: Limits,
     mut watch: Watch,
@@ -104,6 +94,7 @@ async fn drive<I, S>(
     <S as hyper::service::Service<http::Request<Incoming>>>::Future: Send + 'static,
     <S as hyper::service::HttpService<Incoming>>::Future: Send + 'static,
 {
+    let conn = builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
     let quarter = limits.idle / 4;
     let mut tick = tokio::time::interval_at(Instant::now() + quarter, quarter);

@@ -55,11 +55,10 @@ pub async fn handle(
     let start = Instant::now();
     let snap = conn.store.load();
     let mut req = req;
-    let request_id = match snap.spec.global.request_id {
-        true => OnceLock::from(headers::request_id(req.headers_mut())),
-        false => {
-            headers::incoming_request_id(req.headers()).map_or_else(OnceLock::new, OnceLock::from)
-        }
+    let request_id = if snap.spec.global.request_id {
+        OnceLock::from(headers::request_id(req.headers_mut()))
+    } else {
+        headers::incoming_request_id(req.headers()).map_or_else(OnceLock::new, OnceLock::from)
     };
     let Some(listener) = snap.listeners.get(&*conn.listener) else {
         let e = ProxyError::new(ErrorKind::Unavailable, "listener was removed");

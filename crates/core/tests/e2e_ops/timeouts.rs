@@ -13,6 +13,16 @@ fn gateway_with_listener(timeouts: &str) -> String {
     local_gateway(&format!("[listeners.timeouts]\n{timeouts}"))
 }
 
+/// [`config`] proxying to `upstream`, with `timeouts` on the listener.
+fn proxied_with_listener(upstream: SocketAddr, timeouts: &str) -> String {
+    let toml = config(upstream, "", "").replace(
+        "listen = \"127.0.0.1:0\"\n\n[[routes]]",
+        &format!("listen = \"127.0.0.1:0\"\n[listeners.timeouts]\n{timeouts}\n\n[[routes]]"),
+    );
+    assert!(toml.contains(timeouts), "the listener table moved: {toml}");
+    toml
+}
+
 /// A client that sends half a request head and stops is cut off at header_read.
 #[tokio::test(start_paused = true)]
 async fn slowloris_partial_head_is_closed_at_header_read() {
@@ -163,12 +173,7 @@ async fn long_response_body_is_not_cut_at_header_read() {
         resp
     })
     .await;
-    let toml = config(up.addr, "", "").replace(
-        "listen = \"127.0.0.1:0\"\n\n[[routes]]",
-        "listen = \"127.0.0.1:0\"\n[listeners.timeouts]\nheader_read = \"2s\"\n\n[[routes]]",
-    );
-    assert!(toml.contains("header_read = \"2s\""));
-    let gw = TestGateway::start(&toml).await;
+    let gw = TestGateway::start(&proxied_with_listener(up.addr, "header_read = \"2s\"")).await;
     let mut s = TcpStream::connect(gw.addr("web")).await.unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
@@ -195,12 +200,7 @@ async fn slow_response_outlives_client_idle_timeout() {
         ok("slow")
     })
     .await;
-    let toml = config(up.addr, "", "").replace(
-        "listen = \"127.0.0.1:0\"\n\n[[routes]]",
-        "listen = \"127.0.0.1:0\"\n[listeners.timeouts]\nidle = \"2s\"\n\n[[routes]]",
-    );
-    assert!(toml.contains("idle = \"2s\""));
-    let gw = TestGateway::start(&toml).await;
+    let gw = TestGateway::start(&proxied_with_listener(up.addr, "idle = \"2s\"")).await;
     let resp = reqwest::get(gw.url("web", "/")).await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.text().await.unwrap(), "slow");
