@@ -15,6 +15,16 @@ pub enum ErrorKind {
     PayloadTooLarge,
     /// The client sent something that cannot be proxied.
     BadRequest,
+    /// A method Gatehouse never forwards (CONNECT, TRACE).
+    MethodNotAllowed,
+    /// A feature of the request Gatehouse does not implement (a transfer coding).
+    NotImplemented,
+    /// An `Expect` other than 100-continue.
+    ExpectationFailed,
+    /// The request head is larger than the listener allows.
+    HeadTooLarge,
+    /// The request-target is longer than hyper reads.
+    UriTooLong,
     /// The upstream could not be reached (refused, reset, DNS, TLS).
     UpstreamConnect,
     /// The upstream broke the protocol or closed mid-response.
@@ -47,6 +57,9 @@ pub struct ProxyError {
     pub side: Side,
     /// Safe to send the request again elsewhere (nothing reached the upstream).
     pub retryable: bool,
+    /// Close the client's HTTP/1 connection after the reply: what follows the refused
+    /// head on it cannot be trusted to be a request.
+    pub close: bool,
     pub context: String,
     /// When a 503 may be tried again (`Retry-After`); one second when unset.
     pub retry_after: Option<std::time::Duration>,
@@ -62,6 +75,11 @@ impl ErrorKind {
             ErrorKind::NoRoute => StatusCode::NOT_FOUND,
             ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorKind::NotImplemented => StatusCode::NOT_IMPLEMENTED,
+            ErrorKind::ExpectationFailed => StatusCode::EXPECTATION_FAILED,
+            ErrorKind::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ErrorKind::UriTooLong => StatusCode::URI_TOO_LONG,
             ErrorKind::UpstreamConnect | ErrorKind::UpstreamProtocol => StatusCode::BAD_GATEWAY,
             ErrorKind::UpstreamTimeout | ErrorKind::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::NoEndpoint | ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -75,6 +93,11 @@ impl ErrorKind {
             ErrorKind::NoRoute => "no_route",
             ErrorKind::PayloadTooLarge => "payload_too_large",
             ErrorKind::BadRequest => "bad_request",
+            ErrorKind::MethodNotAllowed => "method_not_allowed",
+            ErrorKind::NotImplemented => "not_implemented",
+            ErrorKind::ExpectationFailed => "expectation_failed",
+            ErrorKind::HeadTooLarge => "request_header_fields_too_large",
+            ErrorKind::UriTooLong => "uri_too_long",
             ErrorKind::UpstreamConnect => "upstream_connect_failed",
             ErrorKind::UpstreamProtocol => "upstream_protocol_error",
             ErrorKind::UpstreamTimeout => "upstream_timeout",
@@ -87,7 +110,14 @@ impl ErrorKind {
 
     fn side(self) -> Side {
         match self {
-            ErrorKind::NoRoute | ErrorKind::PayloadTooLarge | ErrorKind::BadRequest => Side::Client,
+            ErrorKind::NoRoute
+            | ErrorKind::PayloadTooLarge
+            | ErrorKind::BadRequest
+            | ErrorKind::MethodNotAllowed
+            | ErrorKind::NotImplemented
+            | ErrorKind::ExpectationFailed
+            | ErrorKind::HeadTooLarge
+            | ErrorKind::UriTooLong => Side::Client,
             ErrorKind::UpstreamConnect
             | ErrorKind::UpstreamProtocol
             | ErrorKind::UpstreamTimeout
@@ -106,6 +136,7 @@ impl ProxyError {
             kind,
             side: kind.side(),
             retryable: false,
+            close: false,
             context: context.into(),
             retry_after: None,
             source: None,
@@ -119,6 +150,11 @@ impl ProxyError {
 
     pub fn retry_after(mut self, after: Option<std::time::Duration>) -> Self {
         self.retry_after = after;
+        self
+    }
+
+    pub fn close(mut self) -> Self {
+        self.close = true;
         self
     }
 
@@ -136,6 +172,19 @@ impl ProxyError {
     }
 }
 
+/// The JSON body of a local reply, newline-terminated.
+pub fn json_body(kind: ErrorKind, message: &str, request_id: &HeaderValue) -> Vec<u8> {
+    let body = serde_json::json!({
+        "error": kind.code(),
+        "message": message,
+        "status": kind.status().as_u16(),
+        "request_id": request_id.to_str().unwrap_or_default(),
+    });
+    let mut bytes = serde_json::to_vec(&body).unwrap_or_default();
+    bytes.push(b'\n');
+    bytes
+}
+
 /// Builds a JSON local reply: `{"error": code, "message": ..., "status": n, "request_id": ...}`.
 pub fn local_reply(
     kind: ErrorKind,
@@ -143,14 +192,7 @@ pub fn local_reply(
     request_id: &HeaderValue,
 ) -> Response<ResponseBody> {
     let status = kind.status();
-    let body = serde_json::json!({
-        "error": kind.code(),
-        "message": message,
-        "status": status.as_u16(),
-        "request_id": request_id.to_str().unwrap_or_default(),
-    });
-    let mut bytes = serde_json::to_vec(&body).unwrap_or_default();
-    bytes.push(b'\n');
+    let bytes = json_body(kind, message, request_id);
     let mut resp = Response::new(ResponseBody::full(Bytes::from(bytes)));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
@@ -166,9 +208,15 @@ pub fn local_reply(
 }
 
 /// The local reply for `e`: [`local_reply`] plus, on a 503, `Retry-After` in whole
-/// seconds rounded up (at least 1).
+/// seconds rounded up (at least 1), and on a 405 the `Allow` it must carry.
 pub fn error_reply(e: &ProxyError, request_id: &HeaderValue) -> Response<ResponseBody> {
     let mut resp = local_reply(e.kind, &e.message(), request_id);
+    if e.kind == ErrorKind::MethodNotAllowed {
+        resp.headers_mut().insert(
+            header::ALLOW,
+            HeaderValue::from_static(crate::http::edge::ALLOW),
+        );
+    }
     if resp.status() == StatusCode::SERVICE_UNAVAILABLE {
         let after = e
             .retry_after

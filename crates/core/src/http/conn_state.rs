@@ -6,7 +6,11 @@
 //! request (callgrind: about 1,000 instructions a request). Here a request only stamps
 //! when its response body ended, and the connection's driver keeps one timer that it
 //! re-arms when it fires (see `server::drive`).
+//!
+//! The I/O wrapper also puts Gatehouse's JSON reply in place of hyper's bare one to a
+//! head it could not parse (see `bare_reply`).
 
+use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -142,6 +146,9 @@ pub struct Activity<I> {
     state: Arc<ConnState>,
     /// Bytes of `PRI ` matched so far; `SNIFFED` once the protocol is known.
     sniff: usize,
+    /// The JSON reply being written in place of hyper's bare one, and how much of it
+    /// is out (see `bare_reply`).
+    swapped: Option<(Vec<u8>, usize)>,
 }
 
 /// The start of the HTTP/2 preface. No HTTP/1 request starts with it: RFC 9113 3.4
@@ -160,6 +167,7 @@ impl<I> Activity<I> {
             inner,
             state,
             sniff,
+            swapped: None,
         }
     }
 
@@ -191,6 +199,34 @@ impl<I> Activity<I> {
     }
 }
 
+impl<I: AsyncWrite + Unpin> Activity<I> {
+    /// Writes Gatehouse's JSON reply in place of `buf` when `buf` is hyper's bare reply
+    /// to a head it could not parse (no request is open then); `None` otherwise. hyper
+    /// is told `buf` went out once the whole replacement has.
+    fn swap_bare(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Option<Poll<io::Result<usize>>> {
+        if self.swapped.is_none() {
+            if buf.first() != Some(&b'H') || self.state.open.load(Ordering::Acquire) > 0 {
+                return None;
+            }
+            self.swapped = Some((super::bare_reply::replace(buf)?, 0));
+        }
+        let (out, pos) = self.swapped.as_mut()?;
+        while *pos < out.len() {
+            match Pin::new(&mut self.inner).poll_write(cx, &out[*pos..]) {
+                Poll::Ready(Ok(0)) => {
+                    return Some(Poll::Ready(Err(io::ErrorKind::WriteZero.into())))
+                }
+                Poll::Ready(Ok(n)) => *pos += n,
+                Poll::Ready(Err(e)) => return Some(Poll::Ready(Err(e))),
+                Poll::Pending => return Some(Poll::Pending),
+            }
+        }
+        self.swapped = None;
+        self.count();
+        Some(Poll::Ready(Ok(buf.len())))
+    }
+}
+
 impl<I: AsyncRead + Unpin> AsyncRead for Activity<I> {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -216,6 +252,9 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Activity<I> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
+        if let Some(r) = self.swap_bare(cx, buf) {
+            return r;
+        }
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
         if r.is_ready() {
             self.count();
@@ -228,6 +267,12 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Activity<I> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
+        let mut full = bufs.iter().filter(|b| !b.is_empty());
+        if let (Some(only), None) = (full.next(), full.next()) {
+            if let Some(r) = self.swap_bare(cx, only) {
+                return r;
+            }
+        }
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if r.is_ready() {
             self.count();

@@ -58,6 +58,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
                 .map(str::trim)
                 .filter(|t| !(t.is_empty() || upgrade && t.eq_ignore_ascii_case("upgrade")))
                 .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+                // Framing and the Host are not the sender's to drop: a message naming
+                // them is forwarded with them.
+                .filter(|n| n != header::CONTENT_LENGTH && n != header::HOST)
                 .collect();
             for n in named {
                 headers.remove(n);
@@ -79,6 +82,23 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     } else {
         headers.remove(header::UPGRADE);
+    }
+}
+
+/// Joins the `Cookie` fields an HTTP/2 request splits into one, with `; ` (RFC 9113
+/// 8.2.3), before the request goes to an HTTP/1.1 upstream.
+pub fn join_cookies(headers: &mut HeaderMap) {
+    let mut all = headers.get_all(header::COOKIE).iter();
+    if all.next().is_none() || all.next().is_none() {
+        return;
+    }
+    let joined: Vec<&[u8]> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect();
+    if let Ok(v) = HeaderValue::from_bytes(&joined.join(&b"; "[..])) {
+        headers.insert(header::COOKIE, v);
     }
 }
 

@@ -132,3 +132,28 @@ fn request_ids_are_kept_out_of_hpack_tables() {
     assert!(copy.is_sensitive() && !passed.is_sensitive());
     assert_eq!(copy, passed);
 }
+
+#[test]
+fn http2_cookie_fields_are_joined_for_http1() {
+    let mut h = map(&[("cookie", "a=1"), ("cookie", "b=2"), ("cookie", "c=3")]);
+    join_cookies(&mut h);
+    assert_eq!(h.get_all("cookie").iter().count(), 1);
+    assert_eq!(h["cookie"], "a=1; b=2; c=3");
+    let mut one = map(&[("cookie", "a=1")]);
+    join_cookies(&mut one);
+    assert_eq!(one["cookie"], "a=1");
+}
+
+#[test]
+fn connection_cannot_drop_framing_or_the_host() {
+    let mut h = map(&[
+        ("connection", "content-length, host, x-a"),
+        ("content-length", "3"),
+        ("host", "a"),
+        ("x-a", "1"),
+    ]);
+    strip_hop_by_hop(&mut h, false);
+    assert_eq!(h["content-length"], "3");
+    assert_eq!(h["host"], "a");
+    assert!(h.get("x-a").is_none());
+}

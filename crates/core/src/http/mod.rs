@@ -1,7 +1,12 @@
 //! HTTP glue on both sides of the proxy: the server side ([`server`]), upstream
-//! connections and their pools ([`client`]), and proxy header rules ([`headers`]).
+//! connections and their pools ([`client`]), the edge's request rules ([`edge`]),
+//! proxy header rules ([`headers`]), and what an upstream response must be to pass
+//! ([`response_rules`]).
 
+mod bare_reply;
 pub mod client;
 pub mod conn_state;
+pub mod edge;
 pub mod headers;
+pub mod response_rules;
 pub mod server;

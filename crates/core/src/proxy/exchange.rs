@@ -12,6 +12,7 @@
 use crate::body::UpstreamBody;
 use crate::error::{ErrorKind, ProxyError};
 use crate::http::client::PoolReturn;
+use crate::http::response_rules;
 use crate::runtime::ProxyAction;
 use crate::upstream::endpoint::InFlight;
 use crate::upstream::health::Outcome;
@@ -42,8 +43,9 @@ pub(super) struct Outgoing {
     pub deadline: Option<Instant>,
     pub key: Option<u64>,
     pub preferred: Option<usize>,
-    /// An upgrade is never retried: its request carries hyper's upgrade hook.
-    pub upgrade: bool,
+    /// What the client offered in `Upgrade`, when it asked for an upgrade. An upgrade
+    /// is never retried: its request carries hyper's upgrade hook.
+    pub offered: Option<HeaderValue>,
 }
 
 /// A copy of the request head and buffered body, to send again on a retry.
@@ -72,7 +74,10 @@ pub(super) async fn exchange(p: &ProxyAction, out: &mut Outgoing) -> Result<Exch
         )
         .retry_after(Some(rej.retry_after))
     })?;
-    let policy = r.retry.as_ref().filter(|s| s.retries > 0 && !out.upgrade);
+    let policy = r
+        .retry
+        .as_ref()
+        .filter(|s| s.retries > 0 && out.offered.is_none());
     if policy.is_some() {
         group.budget.request();
     }
@@ -134,23 +139,43 @@ pub(super) async fn exchange(p: &ProxyAction, out: &mut Outgoing) -> Result<Exch
                     ep.health.observe_latency(t.elapsed());
                 }
                 let status = resp.status();
-                let outcome = if status.is_server_error() {
+                let rules = response_rules::check(
+                    status,
+                    resp.version(),
+                    resp.headers(),
+                    out.offered.as_ref(),
+                );
+                if let Err(broken) = rules {
+                    // Dropping the response and its pool return closes the connection:
+                    // whatever follows on it cannot be trusted.
+                    drop((resp, pool));
                     in_flight.failed();
-                    Outcome::Failure
+                    group.record(&ep, Outcome::Failure);
+                    let msg = format!("upstream {}: {broken}", ep.label);
+                    (
+                        Failure::Protocol,
+                        Some(ProxyError::new(ErrorKind::UpstreamProtocol, msg)),
+                    )
                 } else {
-                    Outcome::Success
-                };
-                group.record(&ep, outcome);
-                let retry_it = policy.is_some_and(|s| s.on_status.contains(&status.as_u16()));
-                if !retry_it || !may_retry(group, policy, &replay, &tried, i, retries, deadline) {
-                    return Ok(Exchanged {
-                        resp,
-                        pool,
-                        in_flight,
-                        index: i,
-                    });
+                    let outcome = if status.is_server_error() {
+                        in_flight.failed();
+                        Outcome::Failure
+                    } else {
+                        Outcome::Success
+                    };
+                    group.record(&ep, outcome);
+                    let retry_it = policy.is_some_and(|s| s.on_status.contains(&status.as_u16()));
+                    if !retry_it || !may_retry(group, policy, &replay, &tried, i, retries, deadline)
+                    {
+                        return Ok(Exchanged {
+                            resp,
+                            pool,
+                            in_flight,
+                            index: i,
+                        });
+                    }
+                    (Failure::Status, None)
                 }
-                (Failure::Status, None)
             }
             Ok(Err(e)) => {
                 in_flight.failed();

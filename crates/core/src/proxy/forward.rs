@@ -42,6 +42,9 @@ pub(super) async fn forward(
     }
     let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let offered = upgrade
+        .then(|| req.headers().get(header::UPGRADE).cloned())
+        .flatten();
     let deadline = route.request_timeout.map(|t| r.start + t);
     let key = p.group.spec.hash_on.as_ref().and_then(|on| {
         crate::upstream::lb::request_key(on, req.headers(), req.uri().query(), r.conn.peer.ip())
@@ -84,7 +87,7 @@ pub(super) async fn forward(
         deadline,
         key,
         preferred,
-        upgrade,
+        offered,
     };
     let Exchanged {
         resp,
@@ -113,6 +116,8 @@ pub(super) async fn forward(
         _ => {
             let (mut parts, body) = resp.into_parts();
             headers::strip_hop_by_hop(&mut parts.headers, false);
+            // An intermediary sends its own version (RFC 9110 6.2), not the upstream's.
+            parts.version = Version::HTTP_11;
             if let Some(c) = sticky.filter(|_| preferred != Some(index)) {
                 if let Some(v) = c.set_cookie(index) {
                     parts.headers.append(header::SET_COOKIE, v);
@@ -162,6 +167,9 @@ fn rewrite_head(r: &Req<'_>, parts: &mut Parts, host: &str, p: &ProxyAction, upg
         (None, true) => original_host,
         (None, false) => None,
     };
+    if parts.version == Version::HTTP_2 && p.group.spec.protocol == UpstreamProtocol::Http1 {
+        headers::join_cookies(&mut parts.headers);
+    }
     let path = rewrite_path(parts, p);
     let (uri, version) = match p.group.spec.protocol {
         UpstreamProtocol::Http1 => (origin_form(path), Version::HTTP_11),

@@ -45,6 +45,19 @@ pub(super) fn https_redirect<B>(req: &Request<B>, host: &str, port: u16) -> Resp
     location(status, &to)
 }
 
+/// The answer to an OPTIONS that ends here (`OPTIONS *`, or Max-Forwards 0): what
+/// Gatehouse forwards, and no body.
+pub(super) fn options() -> Response<ResponseBody> {
+    let mut resp = Response::new(ResponseBody::empty());
+    let h = resp.headers_mut();
+    h.insert(
+        header::ALLOW,
+        HeaderValue::from_static(crate::http::edge::ALLOW),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    resp
+}
+
 fn location(status: StatusCode, to: &str) -> Response<ResponseBody> {
     let mut resp = Response::new(ResponseBody::empty());
     *resp.status_mut() = status;

@@ -12,7 +12,7 @@ use crate::body::ResponseBody;
 use crate::drain::Watch;
 use crate::error::{error_reply, ErrorKind, ProxyError};
 use crate::filter::FilterCtx;
-use crate::http::headers;
+use crate::http::{edge, headers};
 use crate::route;
 use crate::runtime::{Action, ConfigStore, ListenerRt, Route, Runtime};
 use gatehouse_config::spec::ListenerKind;
@@ -85,7 +85,11 @@ impl Req<'_> {
         self.request_id.get_or_init(headers::new_request_id)
     }
 
-    async fn serve(&self, req: Request<Incoming>) -> Response<ResponseBody> {
+    async fn serve(&self, mut req: Request<Incoming>) -> Response<ResponseBody> {
+        let verdict = match edge::check(&mut req) {
+            Ok(v) => v,
+            Err(e) => return self.reply_err(&req, None, e.close()),
+        };
         // Borrowed from a cheap (refcounted) copy of the Host, since `req` moves on.
         let src = HostSrc::of(&req);
         let host = match src.as_ref().and_then(HostSrc::as_str) {
@@ -99,6 +103,9 @@ impl Req<'_> {
                 )
             }
         };
+        if verdict == edge::Verdict::Options {
+            return self.finish(&req, &host, None, local::options(), None);
+        }
         if let ListenerKind::Redirect { https_port } = self.listener.spec.kind {
             let resp = local::https_redirect(&req, &host, https_port);
             return self.finish(&req, &host, None, resp, None);
@@ -173,7 +180,13 @@ impl Req<'_> {
         let host = host_of(req).unwrap_or_default();
         let log = self.log_record(req, &host, route);
         let metrics = route.map(|r| &r.metrics).unwrap_or(&self.listener.no_route);
-        self.error_reply(e, metrics, log, route)
+        let close = e.close && req.version() != Version::HTTP_2;
+        let mut resp = self.error_reply(e, metrics, log, route);
+        if close {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
     }
 
     fn error_reply(
