@@ -1,7 +1,8 @@
 //! Dev-only fixtures shared by the end-to-end tests: an in-process gateway started from
 //! config text ([`gateway`]), upstream servers that record what they receive
-//! ([`upstream`]), certificates made at test time ([`certs`]), and clients that pick
-//! the exact wire protocol ([`client`]), and ways to wait without sleeping ([`wait`]).
+//! ([`upstream`]), certificates made at test time ([`certs`]), clients that pick
+//! the exact wire protocol ([`client`]), byte-level peers for the edge tests ([`raw`]),
+//! and ways to wait without sleeping ([`wait`]).
 //! Everything binds 127.0.0.1 port 0.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -9,6 +10,7 @@
 pub mod certs;
 pub mod client;
 pub mod gateway;
+pub mod raw;
 pub mod sockets;
 pub mod upstream;
 pub mod wait;
