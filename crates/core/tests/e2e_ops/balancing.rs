@@ -79,3 +79,39 @@ async fn consistent_hash_keeps_a_key_on_one_endpoint() {
     }
     assert_eq!(seen.len(), 2, "40 users all landed on one endpoint");
 }
+
+/// Weights 1, 2 and 3 with the weight-3 endpoint drained: its share goes to the other
+/// two by their weights (100 and 200 of 300), not all to its neighbour in the schedule.
+#[tokio::test]
+async fn a_drained_endpoints_share_is_spread_by_weight() {
+    let a = Upstream::fixed("a").await;
+    let b = Upstream::fixed("b").await;
+    let c = Upstream::fixed("c").await;
+    let toml = config_endpoints(&[a.addr], "", "").replace(
+        &format!("endpoints = [\"{}\"]", a.addr),
+        &format!(
+            "endpoints = [\"{}\", {{ address = \"{}\", weight = 2 }}, {{ address = \"{}\", weight = 3 }}]",
+            a.addr, b.addr, c.addr
+        ),
+    );
+    assert!(toml.contains("weight = 3"));
+    let gw = TestGateway::start(&toml).await;
+    let drain = format!("/upstreams/backend/endpoints/{}/drain", c.addr);
+    let r = reqwest::Client::new()
+        .post(gw.admin_url(&drain))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let client = reqwest::Client::new();
+    for _ in 0..300 {
+        text(client.get(gw.url("web", "/"))).await;
+    }
+    assert_eq!(c.count(), 0);
+    assert!(
+        a.count().abs_diff(100) <= 3 && b.count().abs_diff(200) <= 3,
+        "a {} b {}",
+        a.count(),
+        b.count()
+    );
+}

@@ -6,6 +6,8 @@ mod distribution;
 mod load;
 mod ring;
 mod round_robin;
+#[cfg(test)]
+mod spread;
 
 use super::Endpoint;
 use gatehouse_config::spec::BalancerKind;

@@ -1,5 +1,11 @@
 //! Weighted round robin with a precomputed smooth schedule (nginx's algorithm run once at
 //! build time), so a pick is one atomic increment and a table read.
+//!
+//! A slot whose endpoint is out of rotation (drained, down, ejected, in slow start's
+//! share, or already tried) is served by a second cursor over the same schedule that
+//! only such misses move. Taking the next slot instead would hand the whole share of
+//! the missing endpoint to its neighbour in the schedule; the second cursor walks a
+//! full weighted cycle, so the share is spread over the others by their weights.
 
 use super::{Balancer, Endpoint, Skip};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,6 +17,8 @@ const MAX_SCHEDULE: u64 = 4096;
 pub struct RoundRobin {
     schedule: Vec<usize>,
     next: AtomicUsize,
+    /// The cursor for slots whose endpoint is out of rotation.
+    spill: AtomicUsize,
 }
 
 impl RoundRobin {
@@ -25,6 +33,7 @@ impl RoundRobin {
         RoundRobin {
             schedule,
             next: AtomicUsize::new(start),
+            spill: AtomicUsize::new(start),
         }
     }
 }
@@ -40,10 +49,14 @@ impl Balancer for RoundRobin {
         if n == 0 || endpoints.is_empty() {
             return None;
         }
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let ok = |i: &usize| *i < endpoints.len() && !exclude.contains(i);
+        let slot = self.schedule[self.next.fetch_add(1, Ordering::Relaxed) % n];
+        if ok(&slot) {
+            return Some(slot);
+        }
         (0..n)
-            .map(|k| self.schedule[(start + k) % n])
-            .find(|i| *i < endpoints.len() && !exclude.contains(i))
+            .map(|_| self.schedule[self.spill.fetch_add(1, Ordering::Relaxed) % n])
+            .find(ok)
     }
 }
 
