@@ -1,6 +1,7 @@
 //! Body types on both sides of the proxy, as enums rather than boxed trait objects so the
-//! common paths allocate nothing: [`UpstreamBody`] carries the client's request body to the
-//! upstream (with the size limit), [`ResponseBody`] carries the upstream's (or a local)
+//! common paths allocate nothing: [`ClientBody`] is a request body as the client-facing
+//! server hands it over (hyper's on HTTP/1, ours on HTTP/2), [`UpstreamBody`] carries it
+//! to the upstream (with the size limit), [`ResponseBody`] carries the upstream's (or a local)
 //! response to the client and, when it ends, hands the upstream connection back to its
 //! pool and completes the access-log record.
 
@@ -31,13 +32,50 @@ pub struct BodyTooLarge(pub u64);
 #[error("request deadline passed while streaming the response")]
 pub struct DeadlinePassed;
 
+/// A client's request body.
+pub enum ClientBody {
+    Http1(Incoming),
+    Http2(crate::http::h2::RecvBody),
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            ClientBody::Http1(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map_err(|e| Box::new(e) as BodyError),
+            ClientBody::Http2(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Http1(b) => b.is_end_stream(),
+            ClientBody::Http2(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Http1(b) => b.size_hint(),
+            ClientBody::Http2(b) => b.size_hint(),
+        }
+    }
+}
+
 /// The body sent to an upstream.
 pub enum UpstreamBody {
     Empty,
     /// A buffered request body, kept so a retry can send it again.
     Full(Option<Bytes>),
     Incoming {
-        inner: Incoming,
+        inner: ClientBody,
         /// Bytes allowed; `u64::MAX` when unlimited.
         limit: u64,
         seen: u64,
@@ -66,7 +104,11 @@ pub struct ResponseBody {
 // === impl UpstreamBody ===
 
 impl UpstreamBody {
-    pub fn incoming(inner: Incoming, limit: Option<u64>, counter: Option<Arc<AtomicU64>>) -> Self {
+    pub fn incoming(
+        inner: ClientBody,
+        limit: Option<u64>,
+        counter: Option<Arc<AtomicU64>>,
+    ) -> Self {
         UpstreamBody::Incoming {
             inner,
             limit: limit.unwrap_or(u64::MAX),
@@ -107,7 +149,7 @@ impl Body for UpstreamBody {
                         }
                         Poll::Ready(Some(Ok(f)))
                     }
-                    Some(Err(e)) => Poll::Ready(Some(Err(Box::new(e)))),
+                    Some(Err(e)) => Poll::Ready(Some(Err(e))),
                     None => Poll::Ready(None),
                 }
             }

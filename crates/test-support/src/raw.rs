@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// One request as the origin read it.
@@ -229,7 +229,7 @@ impl Reader {
     }
 
     /// Reads more bytes; false on a close, an error or running out of patience.
-    async fn fill(&mut self, s: &mut TcpStream) -> bool {
+    async fn fill<S: AsyncRead + Unpin>(&mut self, s: &mut S) -> bool {
         let mut chunk = [0u8; 16384];
         let read = match self.patience {
             Some(p) => tokio::time::timeout(p, s.read(&mut chunk))
@@ -247,19 +247,19 @@ impl Reader {
     }
 
     /// Up to `n` bytes: fewer when the stream ends first.
-    async fn exactly(&mut self, s: &mut TcpStream, n: usize) -> Vec<u8> {
+    async fn exactly<S: AsyncRead + Unpin>(&mut self, s: &mut S, n: usize) -> Vec<u8> {
         while self.buf.len() < n && self.fill(s).await {}
         self.buf.drain(..n.min(self.buf.len())).collect()
     }
 
     /// Everything up to the close.
-    async fn until_close(&mut self, s: &mut TcpStream) -> Vec<u8> {
+    async fn until_close<S: AsyncRead + Unpin>(&mut self, s: &mut S) -> Vec<u8> {
         while self.fill(s).await {}
         std::mem::take(&mut self.buf)
     }
 
     /// A line without its ending; `None` when the stream ends first.
-    async fn line(&mut self, s: &mut TcpStream) -> Option<Vec<u8>> {
+    async fn line<S: AsyncRead + Unpin>(&mut self, s: &mut S) -> Option<Vec<u8>> {
         loop {
             if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
                 let mut l: Vec<u8> = self.buf.drain(..=i).collect();
@@ -276,7 +276,7 @@ impl Reader {
     }
 
     /// A chunked body, decoded, and whether its last chunk came.
-    async fn chunked(&mut self, s: &mut TcpStream) -> (Vec<u8>, bool) {
+    async fn chunked<S: AsyncRead + Unpin>(&mut self, s: &mut S) -> (Vec<u8>, bool) {
         let mut body = Vec::new();
         loop {
             let Some(size_line) = self.line(s).await else {
@@ -349,7 +349,7 @@ pub async fn exchange(addr: SocketAddr, raw: &[u8]) -> (Option<RawResponse>, Tcp
 }
 
 /// Reads one response from a raw connection (see [`exchange`]), after any 1xx.
-pub async fn read_response(s: &mut TcpStream) -> Option<RawResponse> {
+pub async fn read_response<S: AsyncRead + Unpin>(s: &mut S) -> Option<RawResponse> {
     let mut r = Reader::new(Some(PATIENCE));
     let (status, headers) = loop {
         let mut hs = [httparse::EMPTY_HEADER; 64];

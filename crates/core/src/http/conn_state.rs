@@ -8,7 +8,9 @@
 //! re-arms when it fires (see `server::drive`).
 //!
 //! The I/O wrapper also puts Gatehouse's JSON reply in place of hyper's bare one to a
-//! head it could not parse (see `bare_reply`).
+//! head it could not parse (see `bare_reply`), and closes lingering: after its FIN it
+//! reads what the client still sends for a while, so that a reply followed by a close
+//! is not destroyed by the reset a close with unread bytes would send.
 
 use std::io;
 use std::pin::Pin;
@@ -19,8 +21,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
-/// `head_since` before the first byte of a sniffed connection: the protocol is not
-/// known yet, so no head wait runs (the idle timeout covers a silent connection).
+/// `head_since` before the first bytes of a sniffed connection told its protocol: no
+/// head wait runs yet (the idle timeout covers a silent connection).
 const NOT_YET: u64 = u64::MAX;
 /// `head_since` on HTTP/2, which has no head clock.
 const OFF: u64 = u64::MAX - 1;
@@ -33,6 +35,9 @@ pub struct ConnState {
     busy: AtomicUsize,
     /// Requests whose response body has not ended.
     open: AtomicUsize,
+    /// A request switched protocols: the connection is a tunnel now, whose half-close
+    /// must pass as it is (no lingering close).
+    upgraded: std::sync::atomic::AtomicBool,
     /// When the connection last began waiting for a request head, in nanoseconds since
     /// `born`; or `NOT_YET` / `OFF`.
     head_since: AtomicU64,
@@ -62,6 +67,7 @@ impl ConnState {
             activity: AtomicU64::new(0),
             busy: AtomicUsize::new(0),
             open: AtomicUsize::new(0),
+            upgraded: std::sync::atomic::AtomicBool::new(false),
             head_since: AtomicU64::new(head_since),
             born: Instant::now(),
         })
@@ -94,6 +100,16 @@ impl ConnState {
         }
     }
 
+    /// The connection speaks HTTP/2: no head wait will ever run.
+    pub fn stop_head_clock(&self) {
+        self.head_since.store(OFF, Ordering::Release);
+    }
+
+    /// The connection speaks HTTP/1: the wait for its first head runs from now.
+    pub fn head_wait_begins(&self) {
+        self.start_head_wait();
+    }
+
     /// Starts a wait for the next head, now, unless the clock is off.
     fn start_head_wait(&self) {
         let since = self.head_since.load(Ordering::Relaxed);
@@ -121,6 +137,11 @@ impl Open {
         }
     }
 
+    /// The request's response switched protocols (see `ConnState::upgraded`).
+    pub fn upgraded(&self) {
+        self.state.upgraded.store(true, Ordering::Relaxed);
+    }
+
     /// The service answered: the request no longer waits on an upstream, though its
     /// response body may still stream.
     pub fn answered(&mut self) {
@@ -139,67 +160,60 @@ impl Drop for Open {
     }
 }
 
-/// The connection's I/O, counting reads and writes for the idle check and, on a
-/// sniffed connection, watching the first bytes for the HTTP/2 preface.
+/// The connection's I/O, counting reads and writes for the idle check.
 pub struct Activity<I> {
     inner: I,
     state: Arc<ConnState>,
-    /// Bytes of `PRI ` matched so far; `SNIFFED` once the protocol is known.
-    sniff: usize,
     /// The JSON reply being written in place of hyper's bare one, and how much of it
     /// is out (see `bare_reply`).
     swapped: Option<(Vec<u8>, usize)>,
+    /// The lingering close's deadline, once the FIN is out.
+    linger: Option<(Pin<Box<tokio::time::Sleep>>, usize)>,
 }
 
-/// The start of the HTTP/2 preface. No HTTP/1 request starts with it: RFC 9113 3.4
-/// chose the `PRI` method for that.
-const PREFACE: &[u8; 4] = b"PRI ";
-const SNIFFED: usize = usize::MAX;
+/// How long a close lingers, reading and dropping what the client still sends, and
+/// how much it reads at most.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 256 * 1024;
 
 impl<I> Activity<I> {
     pub fn new(inner: I, state: Arc<ConnState>) -> Activity<I> {
-        let sniff = if state.head_since.load(Ordering::Relaxed) == NOT_YET {
-            0
-        } else {
-            SNIFFED
-        };
         Activity {
             inner,
             state,
-            sniff,
             swapped: None,
+            linger: None,
         }
     }
 
     fn count(&self) {
         self.state.activity.fetch_add(1, Ordering::Relaxed);
     }
+}
 
-    /// Looks at bytes read while the protocol is unknown. The head wait starts at the
-    /// first byte; the preface turns the clock off.
-    fn sniff(&mut self, new: &[u8]) {
-        if new.is_empty() {
-            return;
-        }
-        if self.sniff == 0 {
-            self.state.start_head_wait();
-        }
-        for &b in new {
-            if b != PREFACE[self.sniff] {
-                self.sniff = SNIFFED;
-                return;
+impl<I: AsyncRead + Unpin> Activity<I> {
+    /// Reads and drops what the client sends after our FIN, until it closes too, the
+    /// linger time runs out or too much came.
+    fn poll_linger(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let (deadline, read) = self
+            .linger
+            .get_or_insert_with(|| (Box::pin(tokio::time::sleep(LINGER)), 0));
+        let mut scratch = [0u8; 4096];
+        loop {
+            if std::future::Future::poll(deadline.as_mut(), cx).is_ready() || *read > LINGER_BYTES {
+                return Poll::Ready(Ok(()));
             }
-            self.sniff += 1;
-            if self.sniff == PREFACE.len() {
-                self.state.head_since.store(OFF, Ordering::Release);
-                self.sniff = SNIFFED;
-                return;
+            let mut rb = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut self.inner).poll_read(cx, &mut rb) {
+                Poll::Ready(Ok(())) if !rb.filled().is_empty() => *read += rb.filled().len(),
+                Poll::Ready(_) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
             }
         }
     }
 }
 
-impl<I: AsyncWrite + Unpin> Activity<I> {
+impl<I: AsyncRead + AsyncWrite + Unpin> Activity<I> {
     /// Writes Gatehouse's JSON reply in place of `buf` when `buf` is hyper's bare reply
     /// to a head it could not parse (no request is open then); `None` otherwise. hyper
     /// is told `buf` went out once the whole replacement has.
@@ -233,20 +247,15 @@ impl<I: AsyncRead + Unpin> AsyncRead for Activity<I> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if r.is_ready() {
             self.count();
-            if self.sniff != SNIFFED {
-                let new = &buf.filled()[before..];
-                self.sniff(new);
-            }
         }
         r
     }
 }
 
-impl<I: AsyncWrite + Unpin> AsyncWrite for Activity<I> {
+impl<I: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Activity<I> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -289,7 +298,13 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Activity<I> {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        if self.linger.is_none() {
+            std::task::ready!(Pin::new(&mut self.inner).poll_shutdown(cx))?;
+            if self.state.upgraded.load(Ordering::Relaxed) {
+                return Poll::Ready(Ok(()));
+            }
+        }
+        self.poll_linger(cx)
     }
 }
 
@@ -297,32 +312,16 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Activity<I> {
 mod tests {
     use super::*;
 
-    fn sniffed(chunks: &[&[u8]]) -> Arc<ConnState> {
-        let state = ConnState::new(HeadClock::FromFirstByte);
-        let mut a = Activity::new((), state.clone());
-        for c in chunks {
-            a.sniff(c);
-        }
-        state
-    }
-
     #[test]
-    fn the_http2_preface_turns_the_head_clock_off_even_split() {
-        assert!(sniffed(&[b"PRI * HTTP/2.0\r\n"]).head_clock_off());
-        assert!(sniffed(&[b"PR", b"I * HTTP/2.0"]).head_clock_off());
+    fn a_sniffed_connection_waits_for_no_head_until_its_protocol_is_known() {
         let limit = Duration::from_secs(2);
-        assert_eq!(sniffed(&[b"PRI * HTTP/2.0"]).head_deadline(limit), None);
-    }
-
-    #[test]
-    fn an_http1_head_starts_the_wait_at_its_first_byte() {
-        let limit = Duration::from_secs(2);
-        assert_eq!(sniffed(&[]).head_deadline(limit), None, "silent");
-        for first in [&b"GET / HTTP/1.1\r\n"[..], b"P", b"PUT /"] {
-            let s = sniffed(&[first]);
-            assert!(!s.head_clock_off());
-            assert!(s.head_deadline(limit).is_some(), "{first:?}");
-        }
+        let s = ConnState::new(HeadClock::FromFirstByte);
+        assert_eq!(s.head_deadline(limit), None, "silent");
+        s.head_wait_begins();
+        assert!(s.head_deadline(limit).is_some());
+        let h2 = ConnState::new(HeadClock::FromFirstByte);
+        h2.stop_head_clock();
+        assert!(h2.head_clock_off() && h2.head_deadline(limit).is_none());
     }
 
     #[test]

@@ -6,7 +6,10 @@
 mod bare_reply;
 pub mod client;
 pub mod conn_state;
+pub mod date;
 pub mod edge;
+pub mod h2;
 pub mod headers;
 pub mod response_rules;
+mod rewind;
 pub mod server;

@@ -1,22 +1,28 @@
-//! Serving one client connection with hyper-util's automatic HTTP/1.1 + HTTP/2 server:
-//! h2c with prior knowledge on plain listeners, ALPN on TLS ones, upgrades enabled.
-//! Applies the header-read (slowloris) timeout, header limits and the idle timeout, and
-//! shuts the connection down gracefully when its listener drains.
+//! Serving one client connection: hyper's HTTP/1.1 server (upgrades enabled) or
+//! Gatehouse's HTTP/2 server on h2 ([`super::h2`]), chosen by ALPN on TLS listeners and
+//! by the first bytes on plain ones (h2c with prior knowledge). Applies the header-read
+//! (slowloris) timeout, header limits and the idle timeout, and shuts the connection
+//! down gracefully when its listener drains.
 
 use super::conn_state::{Activity, ConnState, HeadClock, Open};
-use crate::body::ResponseBody;
+use super::h2::{self, H2Conn};
+use super::rewind::{self, Rewind};
+use crate::body::{ClientBody, ResponseBody};
 use crate::drain::Watch;
 use crate::proxy::{self, ConnCtx};
 use crate::runtime::ListenerRt;
 use crate::wake_gate::Gated;
+use http::Request;
 use hyper::body::Incoming;
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::time::Instant;
 
 /// How the connection's protocol is chosen.
@@ -35,35 +41,106 @@ pub async fn serve<I>(
     l: &ListenerRt,
     proto: Proto,
     tls: bool,
-    watch: Watch,
+    mut watch: Watch,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let proto = match proto {
+        Proto::Sniff if !l.spec.http2 => Proto::Http1,
+        p => p,
+    };
     let clock = match proto {
-        Proto::Sniff if l.spec.http2 => HeadClock::FromFirstByte,
-        Proto::Sniff | Proto::Http1 => HeadClock::FromStart,
+        Proto::Sniff => HeadClock::FromFirstByte,
+        Proto::Http1 => HeadClock::FromStart,
         Proto::Http2 => HeadClock::Off,
     };
     let state = ConnState::new(clock);
-    let io = TokioIo::new(Activity::new(io, state.clone()));
-    let builder = builder(l, proto, tls);
+    let mut io = Activity::new(io, state.clone());
     let limits = Limits {
         idle: l.spec.idle_timeout,
         header_read: l.spec.header_read_timeout,
     };
+    let (http2, first) = match proto {
+        Proto::Http1 => (false, Sniffed::default()),
+        Proto::Http2 | Proto::Sniff => {
+            let sniffing = sniff(&mut io, proto == Proto::Http2);
+            let first = tokio::select! {
+                biased;
+                _ = watch.signaled() => return,
+                r = tokio::time::timeout(limits.idle, sniffing) => match r {
+                    Ok(Some(first)) => first,
+                    // Silent past the idle timeout, or closed before a byte.
+                    Ok(None) | Err(_) => return,
+                },
+            };
+            if first.bad_preface {
+                h2::refuse(&mut io).await;
+                return;
+            }
+            (first.http2, first)
+        }
+    };
+    let io = Rewind::new(io, &first.bytes[..first.len]);
     let st = state.clone();
-    if proto == Proto::Http2 {
-        // HTTP/2 moves each request's future into a task of its own: boxed, the move
-        // is a pointer's, not the whole future's (callgrind: ~3,000 instructions a
-        // request). HTTP/1 keeps the future in place, where a box would only add an
-        // allocation.
-        let svc = service_fn(move |req| {
-            counted(Open::enter(&st), Box::pin(proxy::handle(req, ctx.clone())))
-        });
-        drive(&builder, io, svc, &state, limits, watch).await
+    if http2 {
+        state.stop_head_clock();
+        let settings = h2::Settings {
+            max_concurrent_streams: 256,
+            max_header_list_size: u32::try_from(l.spec.limits.max_header_size).unwrap_or(u32::MAX),
+        };
+        let svc = move |req| counted(Open::enter(&st), proxy::handle(req, ctx.clone()));
+        drive(H2Conn::new(io, settings, svc), &state, limits, watch).await
     } else {
-        let svc = service_fn(move |req| counted(Open::enter(&st), proxy::handle(req, ctx.clone())));
-        drive(&builder, io, svc, &state, limits, watch).await
+        state.head_wait_begins();
+        let svc = service_fn(move |req: Request<Incoming>| {
+            counted(
+                Open::enter(&st),
+                proxy::handle(req.map(ClientBody::Http1), ctx.clone()),
+            )
+        });
+        let conn = http1_builder(l, tls)
+            .serve_connection(TokioIo::new(io), svc)
+            .with_upgrades();
+        drive(conn, &state, limits, watch).await
+    }
+}
+
+/// The first bytes of a connection, read to choose its protocol.
+#[derive(Default)]
+struct Sniffed {
+    bytes: [u8; rewind::MAX],
+    len: usize,
+    http2: bool,
+    /// They began as the HTTP/2 preface does but were not it.
+    bad_preface: bool,
+}
+
+/// Reads a connection's first bytes until they are the whole HTTP/2 preface or not it.
+/// On an HTTP/2-only connection (ALPN `h2`) anything else is a bad preface; on a
+/// plain one it is HTTP/1, unless the bytes went on as the preface past its request
+/// line, which no HTTP/1 request does. `None` when the client closes first.
+async fn sniff<I: AsyncRead + Unpin>(io: &mut I, h2_only: bool) -> Option<Sniffed> {
+    /// `PRI * HTTP/2.0\r\n\r\n`: an HTTP/1 head cannot go on past this.
+    const PAST_REQUEST_LINE: usize = 18;
+    let mut s = Sniffed::default();
+    loop {
+        let n = io.read(&mut s.bytes[s.len..]).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        s.len += n;
+        let differs = s.bytes[..s.len]
+            .iter()
+            .zip(h2::PREFACE)
+            .position(|(a, b)| a != b);
+        if let Some(at) = differs {
+            s.bad_preface = h2_only || at >= PAST_REQUEST_LINE;
+            return Some(s);
+        }
+        if s.len == h2::PREFACE.len() {
+            s.http2 = true;
+            return Some(s);
+        }
     }
 }
 
@@ -73,28 +150,42 @@ struct Limits {
     header_read: Duration,
 }
 
+/// A connection the driver can wind down: stop taking requests, finish those open.
+trait Graceful {
+    fn graceful(self: Pin<&mut Self>);
+}
+
+impl<I, S> Graceful for http1::UpgradeableConnection<I, S>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming, ResBody = ResponseBody>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, F, Fut> Graceful for H2Conn<I, F, Fut>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+    F: Fn(Request<ClientBody>) -> Fut + Unpin,
+    Fut: Future<Output = Result<http::Response<ResponseBody>, Infallible>>,
+{
+    fn graceful(self: Pin<&mut Self>) {
+        self.get_mut().graceful_shutdown();
+    }
+}
+
 /// Runs a connection to its end: closes it when idle (no byte either way for the idle
 /// timeout, checked in quarters of it, and no request in progress) or when an HTTP/1
 /// request head is not in within `header_read`, and shuts it down gracefully when the
 /// listener drains.
-async fn drive<I, S>(
-    builder: &auto::Builder<TokioExecutor>,
-    io: I,
-    svc: S,
-    state: &ConnState,
-    limits: Limits,
-    mut watch: Watch,
-) where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    S: hyper::service::Service<
-            http::Request<Incoming>,
-            Response = http::Response<ResponseBody>,
-            Error = std::convert::Infallible,
-        > + hyper::service::HttpService<Incoming, ResBody = ResponseBody>,
-    <S as hyper::service::Service<http::Request<Incoming>>>::Future: Send + 'static,
-    <S as hyper::service::HttpService<Incoming>>::Future: Send + 'static,
+async fn drive<C, E>(conn: C, state: &ConnState, limits: Limits, mut watch: Watch)
+where
+    C: Future<Output = Result<(), E>> + Graceful,
+    E: std::fmt::Display,
 {
-    let conn = builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
     let quarter = limits.idle / 4;
     let mut tick = tokio::time::interval_at(Instant::now() + quarter, quarter);
@@ -117,7 +208,7 @@ async fn drive<I, S>(
             }
             _ = Gated::new(watch.signaled()), if !draining => {
                 draining = true;
-                conn.as_mut().graceful_shutdown();
+                conn.as_mut().graceful();
             }
             _ = Gated::new(head.as_mut()), if head_on => {
                 let now = Instant::now();
@@ -144,37 +235,31 @@ async fn drive<I, S>(
     }
 }
 
-fn builder(l: &ListenerRt, proto: Proto, tls: bool) -> auto::Builder<TokioExecutor> {
+fn http1_builder(l: &ListenerRt, tls: bool) -> http1::Builder {
     let limits = &l.spec.limits;
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
+    let mut b = http1::Builder::new();
+    b.timer(TokioTimer::new())
         // `drive` enforces header_read with one timer per connection (see conn_state).
         .header_read_timeout(None)
         .max_buf_size(limits.max_header_size.max(8192))
         .max_headers(limits.max_headers)
         // Behind TLS one flattened write is cheaper than writev (PERFORMANCE.md).
         .writev(!tls);
-    b.http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX))
-        .max_concurrent_streams(256);
-    match proto {
-        Proto::Sniff if l.spec.http2 => b,
-        Proto::Sniff | Proto::Http1 => b.http1_only(),
-        Proto::Http2 => b.http2_only(),
-    }
+    b
 }
 
 /// Runs a request's future with its [`Open`] mark, which the response body then holds
 /// until it ends.
 async fn counted<F>(mut open: Open, fut: F) -> Result<http::Response<ResponseBody>, Infallible>
 where
-    F: std::future::Future<Output = Result<http::Response<ResponseBody>, Infallible>>,
+    F: Future<Output = Result<http::Response<ResponseBody>, Infallible>>,
 {
     let r = fut.await;
     open.answered();
     r.map(|mut resp| {
+        if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+            open.upgraded();
+        }
         resp.body_mut().hold(open);
         resp
     })

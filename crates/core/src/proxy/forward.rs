@@ -5,6 +5,7 @@
 use super::exchange::{exchange, Exchanged, Outgoing};
 use super::{content_length, upgrade, Req};
 use crate::access_log::{BytesIn, LogRecord};
+use crate::body::ClientBody;
 use crate::body::{ResponseBody, UpstreamBody};
 use crate::error::{ErrorKind, ProxyError};
 use crate::filter::Flow;
@@ -15,14 +16,13 @@ use http::request::Parts;
 use http::uri::{PathAndQuery, Uri};
 use http::{header, HeaderValue, Request, Response, StatusCode, Version};
 use http_body::Body as _;
-use hyper::body::Incoming;
 use std::sync::Arc;
 
 type Failed = (ProxyError, Option<Box<LogRecord>>);
 
 pub(super) async fn forward(
     r: &Req<'_>,
-    mut req: Request<Incoming>,
+    mut req: Request<ClientBody>,
     host: &str,
     route: &Arc<Route>,
     p: &ProxyAction,

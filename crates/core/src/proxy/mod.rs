@@ -8,6 +8,7 @@ mod local;
 mod upgrade;
 
 use crate::access_log::{BytesIn, Completion, LogRecord};
+use crate::body::ClientBody;
 use crate::body::ResponseBody;
 use crate::drain::Watch;
 use crate::error::{error_reply, ErrorKind, ProxyError};
@@ -17,7 +18,6 @@ use crate::route;
 use crate::runtime::{Action, ConfigStore, ListenerRt, Route, Runtime};
 use gatehouse_config::spec::ListenerKind;
 use http::{header, HeaderValue, Request, Response, Version};
-use hyper::body::Incoming;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
@@ -49,7 +49,7 @@ struct Req<'a> {
 
 /// Serves one request. Never fails: every error becomes a local reply.
 pub async fn handle(
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
     conn: Arc<ConnCtx>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let start = Instant::now();
@@ -85,7 +85,7 @@ impl Req<'_> {
         self.request_id.get_or_init(headers::new_request_id)
     }
 
-    async fn serve(&self, mut req: Request<Incoming>) -> Response<ResponseBody> {
+    async fn serve(&self, mut req: Request<ClientBody>) -> Response<ResponseBody> {
         let verdict = match edge::check(&mut req) {
             Ok(v) => v,
             Err(e) => return self.reply_err(&req, None, e.close()),
@@ -173,7 +173,7 @@ impl Req<'_> {
     /// Turns an error into a local reply, logged and counted like any response.
     fn reply_err(
         &self,
-        req: &Request<Incoming>,
+        req: &Request<ClientBody>,
         route: Option<&Arc<Route>>,
         e: ProxyError,
     ) -> Response<ResponseBody> {
@@ -204,7 +204,7 @@ impl Req<'_> {
 
     fn finish(
         &self,
-        req: &Request<Incoming>,
+        req: &Request<ClientBody>,
         host: &str,
         route: Option<&Arc<Route>>,
         resp: Response<ResponseBody>,
@@ -248,7 +248,7 @@ impl Req<'_> {
     /// A log record, when the access log is on.
     fn log_record(
         &self,
-        req: &Request<Incoming>,
+        req: &Request<ClientBody>,
         host: &str,
         route: Option<&Arc<Route>>,
     ) -> Option<Box<LogRecord>> {

@@ -7,6 +7,7 @@
 
 mod corpus;
 mod differential;
+mod h2;
 mod requests;
 mod responses;
 

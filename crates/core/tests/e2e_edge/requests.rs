@@ -120,3 +120,85 @@ async fn h2c_upgrade_is_answered_as_http1() {
     assert_eq!(seen.len(), 2);
     assert!(seen.iter().all(|r| r.get("upgrade").is_none()));
 }
+
+/// A response that ends with a close while the client has sent more than was read (a
+/// `Connection: close` request with a pipelined upload behind it): the close lingers,
+/// reading the rest, so the response's tail still in the send queue is not dropped by
+/// the reset a close with unread bytes sends. The client reads slowly (a small receive
+/// buffer), so most of the response is still queued when the server is done with it.
+#[tokio::test]
+async fn a_close_with_unread_bytes_does_not_cut_the_response() {
+    use tokio::io::AsyncWriteExt;
+    const BIG: usize = 4 * 1024 * 1024;
+    let up = gatehouse_test_support::Upstream::start(Default::default(), |_| async {
+        http::Response::new(gatehouse_test_support::full(vec![b'a'; BIG]))
+    })
+    .await;
+    let toml = format!(
+        "[access_log]\nenabled = false\n[[listeners]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\n\
+         [[routes]]\nname = \"all\"\nupstream = \"b\"\n[[upstreams]]\nname = \"b\"\nendpoints = [\"{}\"]\n",
+        up.addr
+    );
+    let gw = gatehouse_test_support::TestGateway::start(&toml).await;
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&gw.addr("web").into()).unwrap();
+    sock.set_nonblocking(true).unwrap();
+    let mut s = tokio::net::TcpStream::from_std(sock.into()).unwrap();
+    let mut raw = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".to_vec();
+    raw.extend(std::iter::repeat_n(b'x', 64 * 1024));
+    s.write_all(&raw).await.unwrap();
+    let resp = gatehouse_test_support::raw::read_response(&mut s)
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 200);
+    assert!(
+        resp.ended,
+        "the response was cut at {} of {BIG} bytes",
+        resp.body.len()
+    );
+}
+
+/// The lingering close stays out of upgraded connections: when the upstream half-closes
+/// a tunnel, what the client sends after that still reaches the upstream.
+#[tokio::test]
+async fn a_tunnel_half_close_passes_as_it_is() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = l.local_addr().unwrap();
+    let late = tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut b = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut b).await.unwrap();
+            head.extend_from_slice(&b[..n]);
+        }
+        s.write_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: x-raw\r\n\r\nbye",
+        )
+        .await
+        .unwrap();
+        s.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).await.unwrap();
+        rest
+    });
+    let gw = gatehouse_test_support::TestGateway::start(&format!(
+        "[access_log]\nenabled = false\n[[listeners]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\n\
+         [[routes]]\nname = \"all\"\nupstream = \"b\"\n[[upstreams]]\nname = \"b\"\nendpoints = [\"{up}\"]\n"
+    ))
+    .await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr("web"))
+        .await
+        .unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: x-raw\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).await.unwrap();
+    assert!(got.ends_with(b"bye"), "{:?}", String::from_utf8_lossy(&got));
+    s.write_all(b"late data").await.unwrap();
+    s.shutdown().await.unwrap();
+    assert_eq!(late.await.unwrap(), b"late data");
+}
