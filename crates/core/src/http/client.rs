@@ -86,11 +86,13 @@ impl Pool {
         self.idle.lock().map(|v| v.len()).unwrap_or(0)
     }
 
-    fn take(&self) -> Option<http1::SendRequest<UpstreamBody>> {
+    /// An idle connection and how long it was idle.
+    fn take(&self) -> Option<(http1::SendRequest<UpstreamBody>, Duration)> {
         let mut idle = self.idle.lock().ok()?;
         while let Some(c) = idle.pop() {
-            if c.since.elapsed() < self.spec.idle_timeout && !c.tx.is_closed() {
-                return Some(c.tx);
+            let idle_for = c.since.elapsed();
+            if idle_for < self.spec.idle_timeout && !c.tx.is_closed() {
+                return Some((c.tx, idle_for));
             }
         }
         None
@@ -167,8 +169,45 @@ impl PoolReturn {
 
 /// A connection ready to carry one request (HTTP/1.1) or a handle on a shared one (HTTP/2).
 pub enum Lease {
-    H1(http1::SendRequest<UpstreamBody>),
+    /// With how long it sat in the pool; `None` for a new connection.
+    H1(http1::SendRequest<UpstreamBody>, Option<Duration>),
     H2(http2::SendRequest<UpstreamBody>),
+}
+
+/// A pooled connection idle at least this long may have been closed by the upstream
+/// (its keep-alive timeout) just as a request goes out on it: a bodiless idempotent
+/// request sent on one keeps a copy, to send again on a new connection if the old one
+/// breaks before any response (see `exchange`). Connections reused sooner are not
+/// worth the copy.
+pub const STALE_AFTER: Duration = Duration::from_secs(1);
+
+impl Lease {
+    /// Whether the lease is a pooled HTTP/1.1 connection that may have gone stale.
+    pub fn may_be_stale(&self) -> bool {
+        matches!(self, Lease::H1(_, Some(idle)) if *idle >= STALE_AFTER)
+    }
+}
+
+/// Whether an upstream error means the connection broke before any response: what a
+/// stale pooled connection does when the upstream closed it as the request went out.
+pub fn broke_before_response(e: &ProxyError) -> bool {
+    let Some(h) = e
+        .source
+        .as_deref()
+        .and_then(|s| crate::body::find_cause::<hyper::Error>(s))
+    else {
+        return false;
+    };
+    h.is_incomplete_message()
+        || h.is_canceled()
+        || crate::body::find_cause::<std::io::Error>(h).is_some_and(|io| {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::ConnectionAborted
+            )
+        })
 }
 
 impl Connector {
@@ -177,9 +216,9 @@ impl Connector {
     pub async fn lease(&self, ep: &Arc<Endpoint>) -> Result<Lease, ProxyError> {
         match self.protocol {
             UpstreamProtocol::Http1 => {
-                while let Some(mut tx) = ep.pool.take() {
+                while let Some((mut tx, idle)) = ep.pool.take() {
                     if tx.ready().await.is_ok() {
-                        return Ok(Lease::H1(tx));
+                        return Ok(Lease::H1(tx, Some(idle)));
                     }
                 }
                 if ep.pool.at_capacity() {
@@ -188,7 +227,7 @@ impl Connector {
                 }
                 // Boxed: a connect is rare, and its future would otherwise swell every
                 // request's future (copied whole on each request and task spawn).
-                Ok(Lease::H1(Box::pin(self.connect_h1(ep)).await?))
+                Ok(Lease::H1(Box::pin(self.connect_h1(ep)).await?, None))
             }
             UpstreamProtocol::Http2 => {
                 let shared = ep
@@ -230,7 +269,7 @@ impl Connector {
         req: Request<UpstreamBody>,
     ) -> Result<Sent, ProxyError> {
         match lease {
-            Lease::H1(mut tx) => {
+            Lease::H1(mut tx, _) => {
                 let req = match tx.try_send_request(req).await {
                     Ok(resp) => {
                         let pool = Some(PoolReturn {
@@ -251,8 +290,8 @@ impl Connector {
         }
     }
 
-    /// Sends a request that a pooled connection closed under on a new connection.
-    async fn resend_h1(
+    /// Sends a request on a new connection: one a pooled connection closed under.
+    pub async fn resend_h1(
         &self,
         ep: &Arc<Endpoint>,
         req: Request<UpstreamBody>,
@@ -269,7 +308,7 @@ impl Connector {
     /// A new connection, outside the pool (health checks).
     pub async fn fresh(&self, ep: &Arc<Endpoint>) -> Result<Lease, ProxyError> {
         Ok(match self.protocol {
-            UpstreamProtocol::Http1 => Lease::H1(self.connect_h1(ep).await?),
+            UpstreamProtocol::Http1 => Lease::H1(self.connect_h1(ep).await?, None),
             UpstreamProtocol::Http2 => Lease::H2(self.connect_h2(ep).await?),
         })
     }

@@ -11,7 +11,7 @@
 
 use crate::body::UpstreamBody;
 use crate::error::{ErrorKind, ProxyError};
-use crate::http::client::PoolReturn;
+use crate::http::client::{broke_before_response, Lease, PoolReturn, Sent};
 use crate::http::response_rules;
 use crate::runtime::ProxyAction;
 use crate::upstream::endpoint::InFlight;
@@ -131,7 +131,10 @@ pub(super) async fn exchange(p: &ProxyAction, out: &mut Outgoing) -> Result<Exch
         let (until, kind) = try_deadline(p, deadline, policy);
         // Only p2c reads the latency EWMA: other groups skip the two clock reads.
         let sent = ewma.then(Instant::now);
-        let failure = match tokio::time::timeout_at(until, group.connector.send(&ep, lease, req))
+        let spare = (out.offered.is_none())
+            .then(|| spare(&lease, &req, &replay))
+            .flatten();
+        let failure = match tokio::time::timeout_at(until, send(group, &ep, lease, req, spare))
             .await
         {
             Ok(Ok((resp, pool))) => {
@@ -210,6 +213,49 @@ pub(super) async fn exchange(p: &ProxyAction, out: &mut Outgoing) -> Result<Exch
             tracing::debug!(endpoint = %ep.label, retry = retries, "retrying on another endpoint");
             tokio::time::sleep(retry::backoff(s, retries)).await;
         }
+    }
+}
+
+/// A copy of the request to send again if `lease` is a pooled connection that may have
+/// gone stale (see `client::STALE_AFTER`): only for an idempotent request whose body
+/// can be sent again (none, or the retry buffer).
+fn spare(
+    lease: &Lease,
+    req: &Request<UpstreamBody>,
+    replay: &Option<Box<Replay>>,
+) -> Option<Request<UpstreamBody>> {
+    if !lease.may_be_stale() || !idempotent(req.method()) {
+        return None;
+    }
+    match replay {
+        Some(rp) => Some(rp.request()),
+        None if matches!(req.body(), UpstreamBody::Empty) => {
+            let mut copy = Request::new(UpstreamBody::Empty);
+            *copy.method_mut() = req.method().clone();
+            *copy.uri_mut() = req.uri().clone();
+            *copy.version_mut() = req.version();
+            *copy.headers_mut() = req.headers().clone();
+            Some(copy)
+        }
+        None => None,
+    }
+}
+
+/// Sends on a lease. A request with a spare copy whose stale pooled connection broke
+/// before any response is sent once more, on a new connection to the same endpoint.
+async fn send(
+    group: &UpstreamGroup,
+    ep: &std::sync::Arc<crate::upstream::Endpoint>,
+    lease: Lease,
+    req: Request<UpstreamBody>,
+    spare: Option<Request<UpstreamBody>>,
+) -> Result<Sent, ProxyError> {
+    match (group.connector.send(ep, lease, req).await, spare) {
+        (Err(e), Some(again)) if broke_before_response(&e) => {
+            tracing::debug!(endpoint = %ep.label, error = %e.message(), "stale pooled connection: sending again on a new one");
+            Box::pin(group.connector.resend_h1(ep, again)).await
+        }
+        (r, _) => r,
     }
 }
 

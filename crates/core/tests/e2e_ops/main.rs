@@ -15,6 +15,7 @@ mod balancing;
 mod discovery;
 mod draining;
 mod failures;
+mod faults;
 mod filters;
 mod forwarding;
 mod health;
