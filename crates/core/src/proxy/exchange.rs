@@ -223,19 +223,19 @@ fn spare(
     lease: &Lease,
     req: &Request<UpstreamBody>,
     replay: &Option<Box<Replay>>,
-) -> Option<Request<UpstreamBody>> {
+) -> Option<Box<Request<UpstreamBody>>> {
     if !lease.may_be_stale() || !idempotent(req.method()) {
         return None;
     }
     match replay {
-        Some(rp) => Some(rp.request()),
+        Some(rp) => Some(Box::new(rp.request())),
         None if matches!(req.body(), UpstreamBody::Empty) => {
             let mut copy = Request::new(UpstreamBody::Empty);
             *copy.method_mut() = req.method().clone();
             *copy.uri_mut() = req.uri().clone();
             *copy.version_mut() = req.version();
             *copy.headers_mut() = req.headers().clone();
-            Some(copy)
+            Some(Box::new(copy))
         }
         None => None,
     }
@@ -248,12 +248,13 @@ async fn send(
     ep: &std::sync::Arc<crate::upstream::Endpoint>,
     lease: Lease,
     req: Request<UpstreamBody>,
-    spare: Option<Request<UpstreamBody>>,
+    // Boxed: it is rare, and futures are moved whole on every request.
+    spare: Option<Box<Request<UpstreamBody>>>,
 ) -> Result<Sent, ProxyError> {
     match (group.connector.send(ep, lease, req).await, spare) {
         (Err(e), Some(again)) if broke_before_response(&e) => {
             tracing::debug!(endpoint = %ep.label, error = %e.message(), "stale pooled connection: sending again on a new one");
-            Box::pin(group.connector.resend_h1(ep, again)).await
+            Box::pin(group.connector.resend_h1(ep, *again)).await
         }
         (r, _) => r,
     }

@@ -20,7 +20,7 @@ async fn resetting_upstream(head_and_part: &'static [u8]) -> SocketAddr {
             let mut b = [0u8; 4096];
             let _ = s.read(&mut b).await;
             let _ = s.write_all(head_and_part).await;
-            let _ = s.set_linger(Some(Duration::ZERO));
+            let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
             drop(s);
         }
     });
