@@ -18,23 +18,24 @@ use tonic::{Code, Status};
 use tonic_prost::ProstCodec;
 
 #[derive(Clone, PartialEq, prost::Message)]
-struct Hello {
+pub(super) struct Hello {
     #[prost(string, tag = "1")]
-    name: String,
+    pub name: String,
     #[prost(uint32, tag = "2")]
-    count: u32,
+    pub count: u32,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
-struct Reply {
+pub(super) struct Reply {
     #[prost(string, tag = "1")]
-    text: String,
+    pub text: String,
     #[prost(uint32, tag = "2")]
-    index: u32,
+    pub index: u32,
 }
 
-const SAY: &str = "/test.Greeter/Say";
+pub(super) const SAY: &str = "/test.Greeter/Say";
 const COUNT: &str = "/test.Greeter/Count";
+pub(super) const ECHO: &str = "/test.Greeter/Echo";
 
 /// Unary: greets by name, echoing the `x-client` metadata; `missing` is NOT_FOUND.
 struct Say;
@@ -95,12 +96,36 @@ impl ServerStreamingService<Hello> for Count {
     }
 }
 
+/// Bidirectional streaming: each message is answered as it arrives, for as long as
+/// the client keeps the stream open.
+struct Echo;
+
+type EchoStream = futures_util::stream::BoxStream<'static, Result<Reply, Status>>;
+
+impl tonic::server::StreamingService<Hello> for Echo {
+    type Response = Reply;
+    type ResponseStream = EchoStream;
+    type Future = std::future::Ready<Result<tonic::Response<EchoStream>, Status>>;
+
+    fn call(&mut self, req: tonic::Request<tonic::Streaming<Hello>>) -> Self::Future {
+        use futures_util::StreamExt;
+        let replies = req.into_inner().map(|m| {
+            m.map(|h| Reply {
+                text: format!("echo {}", h.name),
+                index: h.count,
+            })
+        });
+        std::future::ready(Ok(tonic::Response::new(replies.boxed())))
+    }
+}
+
 /// The gRPC server, as an HTTP/2 upstream handler.
-async fn greeter(req: http::Request<Incoming>) -> http::Response<TestBody> {
+pub(super) async fn greeter(req: http::Request<Incoming>) -> http::Response<TestBody> {
     let mut grpc = tonic::server::Grpc::new(ProstCodec::<Reply, Hello>::default());
     let resp = match req.uri().path() {
         SAY => grpc.unary(Say, req).await,
         COUNT => grpc.server_streaming(Count, req).await,
+        ECHO => grpc.streaming(Echo, req).await,
         _ => Status::unimplemented("no such method").into_http(),
     };
     resp.map(send_body)

@@ -7,6 +7,7 @@ mod big_body;
 mod common;
 mod grpc;
 mod matrix;
+mod reload_torture;
 mod routing;
 mod smoke;
 mod streaming;

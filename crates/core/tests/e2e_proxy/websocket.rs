@@ -14,12 +14,12 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// A WebSocket echo server: replies `tag:text` to text and the same bytes to binary,
 /// and records the headers of every handshake.
-struct EchoServer {
-    addr: SocketAddr,
+pub(super) struct EchoServer {
+    pub addr: SocketAddr,
     handshakes: Arc<Mutex<Vec<http::HeaderMap>>>,
 }
 
-async fn echo_server(tag: &'static str) -> EchoServer {
+pub(super) async fn echo_server(tag: &'static str) -> EchoServer {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let handshakes = Arc::new(Mutex::new(Vec::new()));
