@@ -8,4 +8,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export TORTURE_RELOADS="${1:-1000}" TORTURE_CONNS="${2:-8}"
 cargo test -q -p gatehouse-core --test e2e_proxy reload_torture -- --nocapture 2>&1 |
-  grep -E '^reload torture:|test result|panicked'
+  grep -E 'reload torture:|test result|panicked'
