@@ -5,7 +5,7 @@ mod signals;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use gatehouse_core::{Gateway, Source};
+use gatehouse_core::{upgrade, Gateway, Source};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -14,6 +14,7 @@ const EXAMPLES: &str = "Examples:
   gatehouse check --config /etc/gatehouse/gatehouse.toml
   gatehouse run --config gatehouse.toml --watch --log-format json
   kill -HUP <pid>                  # reload the config file
+  gatehouse upgrade --pid <pid>    # hand the sockets to the binary now at the path
   curl -X POST 127.0.0.1:9901/reload   # reload through the admin API";
 
 #[derive(Parser)]
@@ -51,14 +52,26 @@ enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Replace a running gateway with the binary now at its path, without dropping a
+    /// connection: sends it SIGUSR2 (see docs/operations.md).
+    Upgrade {
+        /// The running gateway's process id.
+        #[arg(long)]
+        pid: i32,
+    },
 }
 
 fn main() -> ExitCode {
+    // Taken first: an upgrade may replace the file at this path while we run.
+    let exe = std::env::current_exe();
     let cli = Cli::parse();
     init_logging(&cli.log_level, cli.log_format);
     let result = match cli.command {
         Command::Check { config } => check(&config),
-        Command::Run { config, watch } => run(config, watch),
+        Command::Run { config, watch } => exe
+            .context("cannot tell this binary's path")
+            .and_then(|exe| run(config, watch, exe)),
+        Command::Upgrade { pid } => signals::send_upgrade(pid),
     };
     match result {
         Ok(code) => code,
@@ -109,7 +122,7 @@ fn check(path: &PathBuf) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn run(config: PathBuf, watch: bool) -> anyhow::Result<ExitCode> {
+fn run(config: PathBuf, watch: bool, exe: PathBuf) -> anyhow::Result<ExitCode> {
     // The worker count must be known before the runtime exists, so read it up front;
     // a reload cannot change it.
     let text = std::fs::read_to_string(&config)
@@ -128,18 +141,26 @@ fn run(config: PathBuf, watch: bool) -> anyhow::Result<ExitCode> {
             .build()?
     };
     rt.block_on(async move {
-        let gw = Gateway::start(Source::File(config.clone()))
+        let (inherited, handshake) = match upgrade::receive().map_err(|e| anyhow::anyhow!(e))? {
+            Some((i, h)) => (Some(i), Some(h)),
+            None => (None, None),
+        };
+        let gw = Gateway::start_inheriting(Source::File(config.clone()), inherited)
             .await
             .map_err(|e| anyhow::anyhow!("cannot start:\n{e}"))?;
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
             workers,
+            pid = std::process::id(),
             "gatehouse started"
         );
+        if let Some(h) = handshake {
+            h.ready().context("upgrade: cannot tell the old process")?;
+        }
         if watch {
             tokio::spawn(signals::watch_file(config, gw.clone(), text.into_bytes()));
         }
-        signals::until_shutdown(&gw).await?;
+        signals::until_shutdown(&gw, &exe).await?;
         tracing::info!("shutting down: draining connections");
         let clean = gw.shutdown().await;
         tracing::info!(clean, "stopped");

@@ -1,27 +1,53 @@
 //! Process signals and file watching: SIGHUP reloads, SIGTERM/SIGINT start the drain,
-//! and `--watch` reloads when the config file's contents change.
+//! SIGUSR2 hands the sockets to the binary now at this one's path and then drains (see
+//! `gatehouse_core::upgrade`), and `--watch` reloads when the config file's contents
+//! change.
 
-use gatehouse_core::Gateway;
-use std::path::PathBuf;
+use gatehouse_core::{upgrade, Gateway};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 
-/// Serves reload signals until a shutdown signal arrives.
-pub async fn until_shutdown(gw: &Arc<Gateway>) -> anyhow::Result<()> {
+/// Serves reload and upgrade signals until a shutdown signal arrives or a new binary
+/// took over; either way the caller drains next.
+pub async fn until_shutdown(gw: &Arc<Gateway>, exe: &Path) -> anyhow::Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut usr2 = signal(SignalKind::user_defined2())?;
     loop {
         tokio::select! {
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading config");
                 let _ = gw.reload().await;
             }
+            _ = usr2.recv() => {
+                tracing::info!(binary = %exe.display(), "SIGUSR2: upgrading");
+                let command = upgrade::same_command(exe);
+                match upgrade::hand_over(command, gw.handover_sockets()).await {
+                    Ok(pid) => {
+                        tracing::info!(pid, "upgrade: the new process serves; this one drains");
+                        gw.handed_over();
+                        return Ok(());
+                    }
+                    Err(e) => tracing::error!(error = %e, "upgrade failed; this process keeps serving"),
+                }
+            }
             _ = term.recv() => return Ok(()),
             _ = int.recv() => return Ok(()),
         }
     }
+}
+
+/// `gatehouse upgrade --pid PID`: asks that gateway to upgrade itself.
+pub fn send_upgrade(pid: i32) -> anyhow::Result<std::process::ExitCode> {
+    let p = rustix::process::Pid::from_raw(pid)
+        .ok_or_else(|| anyhow::anyhow!("{pid} is not a process id"))?;
+    rustix::process::kill_process(p, rustix::process::Signal::USR2)
+        .map_err(|e| anyhow::anyhow!("cannot signal {pid}: {e}"))?;
+    println!("sent SIGUSR2 to {pid}: it hands its sockets to the binary at its path, then drains");
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 /// Polls the config file once a second and reloads when its contents change.

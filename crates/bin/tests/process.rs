@@ -1,5 +1,7 @@
 //! The running process: SIGHUP reloads the file, `--watch` reloads when the file
-//! changes, and SIGTERM drains and exits 0. The binary runs as a child on port 0; its
+//! changes, SIGTERM drains and exits 0, and SIGUSR2 (`gatehouse upgrade`) hands the
+//! sockets to a new process under load without a failed request or a refused
+//! connection. The binary runs as a child on port 0; its
 //! JSON logs on stderr say where it listens. State that settles in the child (a reload)
 //! is polled with a bounded patience.
 
@@ -66,6 +68,8 @@ fn start(config: &Path, extra: &[&str]) -> (Child, SocketAddr, mpsc::Receiver<St
             let f = &v["fields"];
             let msg = if f["listener"] == "web" {
                 format!("address {}", f["address"].as_str().unwrap_or_default())
+            } else if let Some(pid) = f["pid"].as_u64() {
+                format!("{} pid={pid}", f["message"].as_str().unwrap_or_default())
             } else {
                 f["message"].as_str().unwrap_or_default().to_string()
             };
@@ -166,4 +170,134 @@ fn watch_reloads_when_the_file_changes() {
     eventually_answers(addr, "two");
     signal(&child.0, "-INT");
     assert_eq!(child.0.wait().unwrap().code(), Some(0));
+}
+
+/// Load against `addr` until `stop`: each thread either opens a connection per request
+/// or keeps one alive. A request on a kept-alive connection that the server closed
+/// before any answer (its drain closing an idle connection as the request went out) is
+/// sent once more on a new connection, as HTTP clients do (RFC 9112 9.3.1).
+#[derive(Default)]
+struct Load {
+    ok: std::sync::atomic::AtomicUsize,
+    failed: std::sync::atomic::AtomicUsize,
+    refused: std::sync::atomic::AtomicUsize,
+    resent: std::sync::atomic::AtomicUsize,
+}
+
+impl Load {
+    fn run(
+        self: std::sync::Arc<Self>,
+        addr: SocketAddr,
+        keep_alive: bool,
+        stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut conn: Option<TcpStream> = None;
+        while !stop.load(Relaxed) {
+            let reused = conn.is_some();
+            let c = match conn.take() {
+                Some(c) => c,
+                None => match TcpStream::connect(addr) {
+                    Ok(c) => c,
+                    Err(_) => {
+                        self.refused.fetch_add(1, Relaxed);
+                        continue;
+                    }
+                },
+            };
+            match one(c, keep_alive) {
+                Some(next) => {
+                    self.ok.fetch_add(1, Relaxed);
+                    conn = next;
+                }
+                None if reused => {
+                    self.resent.fetch_add(1, Relaxed);
+                }
+                None => {
+                    self.failed.fetch_add(1, Relaxed);
+                }
+            }
+        }
+    }
+}
+
+/// One `GET /` answered `hi`; the connection back when it stays open.
+fn one(mut c: TcpStream, keep_alive: bool) -> Option<Option<TcpStream>> {
+    c.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let req: &[u8] = if keep_alive {
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    } else {
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    };
+    c.write_all(req).ok()?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = c.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+        if got.ends_with(b"\r\n\r\nhi") {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&got);
+    if !(text.starts_with("HTTP/1.1 200") && text.ends_with("hi")) {
+        return None;
+    }
+    let closing = text.to_ascii_lowercase().contains("connection: close");
+    Some((keep_alive && !closing).then_some(c))
+}
+
+#[test]
+fn sigusr2_hands_the_sockets_over_under_load_losing_nothing() {
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+    use std::sync::Arc;
+    let path = temp_config("upgrade.toml", "hi");
+    let (old, addr, logs) = start(&path, &[]);
+    let mut old = Running(old);
+    let load = Arc::new(Load::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads: Vec<_> = (0..6)
+        .map(|i| {
+            let (load, stop) = (load.clone(), stop.clone());
+            std::thread::spawn(move || load.run(addr, i % 2 == 0, stop))
+        })
+        .collect();
+    let served = |n: usize| {
+        let target = load.ok.load(Relaxed) + n;
+        for _ in 0..2000 {
+            if load.ok.load(Relaxed) >= target {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!("the load stalled");
+    };
+    served(500);
+    let ok = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["upgrade", "--pid", &old.0.id().to_string()])
+        .output()
+        .unwrap();
+    assert!(ok.status.success(), "{ok:?}");
+    let line = wait_for(&logs, "upgrade: the new process serves");
+    let new_pid: u32 = line.rsplit("pid=").next().unwrap().parse().unwrap();
+    assert_ne!(new_pid, old.0.id());
+    // The old process drains and exits 0; the new one goes on answering.
+    assert_eq!(old.0.wait().unwrap().code(), Some(0));
+    served(500);
+    stop.store(true, Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let _ = Command::new("kill").arg(new_pid.to_string()).status();
+    let (done, failed, refused, resent) = (
+        load.ok.load(Relaxed),
+        load.failed.load(Relaxed),
+        load.refused.load(Relaxed),
+        load.resent.load(Relaxed),
+    );
+    println!("upgrade under load: {done} requests, {failed} failed, {refused} connections refused, {resent} sent again after a kept-alive close");
+    assert_eq!((failed, refused), (0, 0));
 }

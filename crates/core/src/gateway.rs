@@ -6,8 +6,10 @@ use crate::admin;
 use crate::listener::Listeners;
 use crate::metrics::{Metrics, ResultLabels};
 use crate::runtime::{compile, ConfigStore, Runtime};
+use crate::upgrade::{Handed, Inherited};
 use gatehouse_config::{Format, Spec};
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -36,6 +38,10 @@ pub struct Gateway {
     generation: AtomicU64,
     draining: AtomicBool,
     admin_addr: Mutex<Option<SocketAddr>>,
+    /// A second descriptor of the admin socket, to hand to a new binary.
+    admin_socket: Mutex<Option<(SocketAddr, OwnedFd)>>,
+    /// Turns true when a new binary took over: the admin listener stops.
+    admin_stop: tokio::sync::watch::Sender<bool>,
 }
 
 /// Reads, parses and validates config text into a spec.
@@ -73,6 +79,15 @@ impl Source {
 impl Gateway {
     /// Loads the config, binds every listener and the admin API, and starts serving.
     pub async fn start(source: Source) -> Result<Arc<Gateway>, LoadErrors> {
+        Gateway::start_inheriting(source, None).await
+    }
+
+    /// [`Gateway::start`] on the sockets an old process handed over (see `upgrade`),
+    /// where they match the config; the rest are bound anew.
+    pub async fn start_inheriting(
+        source: Source,
+        inherited: Option<Inherited>,
+    ) -> Result<Arc<Gateway>, LoadErrors> {
         let (text, name) = source.read()?;
         let spec = parse(&text, &name)?;
         let metrics = Arc::new(Metrics::new());
@@ -80,7 +95,9 @@ impl Gateway {
         let first = compile(spec, hash(&text), 1, None, &metrics)
             .map_err(|e| LoadErrors(e.iter().map(|e| e.to_string()).collect()))?;
         let listeners = Listeners::default();
-        let bound = listeners.bind(&first).map_err(LoadErrors)?;
+        let bound = listeners
+            .bind(&first, inherited.as_ref())
+            .map_err(LoadErrors)?;
         let store = Arc::new(ConfigStore::new(first));
         let gw = Arc::new(Gateway {
             store: store.clone(),
@@ -91,13 +108,22 @@ impl Gateway {
             generation: AtomicU64::new(1),
             draining: AtomicBool::new(false),
             admin_addr: Mutex::new(None),
+            admin_socket: Mutex::new(None),
+            admin_stop: tokio::sync::watch::Sender::new(false),
         });
         if let Some(a) = admin_spec {
-            let addr = admin::start(a, gw.clone())
+            let configured = a.listen;
+            let fd = inherited
+                .as_ref()
+                .and_then(|i| i.take(None, configured, false));
+            let (addr, socket) = admin::start(a, gw.clone(), fd, gw.admin_stop.subscribe())
                 .await
                 .map_err(|e| LoadErrors(vec![e]))?;
             if let Ok(mut g) = gw.admin_addr.lock() {
                 *g = Some(addr);
+            }
+            if let (Ok(mut g), Some(fd)) = (gw.admin_socket.lock(), socket) {
+                *g = Some((configured, fd));
             }
         }
         let snap = store.load();
@@ -149,7 +175,7 @@ impl Gateway {
         let generation = self.generation.load(Ordering::Relaxed) + 1;
         let next = compile(spec, hash(text), generation, Some(&prev), &self.metrics)
             .map_err(|e| LoadErrors(e.iter().map(|e| e.to_string()).collect()))?;
-        let bound = self.listeners.bind(&next).map_err(LoadErrors)?;
+        let bound = self.listeners.bind(&next, None).map_err(LoadErrors)?;
         let old = self.store.swap(next);
         self.generation.store(generation, Ordering::Relaxed);
         let snap = self.store.load();
@@ -175,6 +201,31 @@ impl Gateway {
         let drains = self.listeners.drain_all();
         let all = futures_util::future::join_all(drains.iter().map(|d| d.wait()));
         tokio::time::timeout(timeout, all).await.is_ok()
+    }
+
+    /// A descriptor of every listening socket, the admin API's included, for a new
+    /// binary to serve on (see `upgrade`).
+    pub fn handover_sockets(&self) -> Vec<(Handed, OwnedFd)> {
+        let mut all = self.listeners.handover();
+        if let Ok(g) = self.admin_socket.lock() {
+            if let Some((configured, fd)) = g.as_ref() {
+                if let Ok(fd) = fd.try_clone() {
+                    let h = Handed {
+                        listener: None,
+                        configured: *configured,
+                        udp: false,
+                    };
+                    all.push((h, fd));
+                }
+            }
+        }
+        all
+    }
+
+    /// A new binary serves on this one's sockets: stop the admin API (the listeners
+    /// stop with [`Gateway::shutdown`]).
+    pub fn handed_over(&self) {
+        self.admin_stop.send_replace(true);
     }
 
     /// The current config generation.

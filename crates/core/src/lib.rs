@@ -5,7 +5,8 @@
 //! [`access_log`] and [`metrics`]. [`runtime`] holds the compiled config snapshot and
 //! [`gateway`] loads, reloads and drains it; [`admin`] exposes it. Layer-4 listeners
 //! (TCP, UDP, TLS passthrough) hand their connections to [`l4`] instead of HTTP, and
-//! [`proxy_protocol`] reads and writes PROXY headers for both kinds.
+//! [`proxy_protocol`] reads and writes PROXY headers for both kinds. [`upgrade`] hands
+//! the listening sockets to a new binary without closing them.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
@@ -25,6 +26,7 @@ pub mod proxy_protocol;
 pub mod route;
 pub mod runtime;
 pub mod tls;
+pub mod upgrade;
 pub mod upstream;
 pub mod wake_gate;
 

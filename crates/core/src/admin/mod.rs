@@ -14,24 +14,43 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use serde_json::json;
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 mod upstreams;
 
 type Reply = Response<Full<Bytes>>;
 
-/// Binds the admin listener and serves it in the background; returns its address.
-pub async fn start(spec: AdminSpec, gw: Arc<Gateway>) -> Result<SocketAddr, String> {
-    let listener = tokio::net::TcpListener::bind(spec.listen)
-        .await
-        .map_err(|e| format!("admin: cannot bind {}: {e}", spec.listen))?;
+/// Binds the admin listener (or serves on `inherited`, handed over by an old process)
+/// in the background until `stop` turns true; returns its address and a second
+/// descriptor of its socket, for a later hand-over.
+pub async fn start(
+    spec: AdminSpec,
+    gw: Arc<Gateway>,
+    inherited: Option<OwnedFd>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(SocketAddr, Option<OwnedFd>), String> {
+    let fail = |e: std::io::Error| format!("admin: cannot bind {}: {e}", spec.listen);
+    let std_listener = match inherited {
+        Some(fd) => crate::listener::adopt(fd).map_err(fail)?,
+        None => tokio::net::TcpListener::bind(spec.listen)
+            .await
+            .and_then(|l| l.into_std())
+            .map_err(fail)?,
+    };
+    let socket = std_listener.try_clone().ok().map(OwnedFd::from);
+    let listener = tokio::net::TcpListener::from_std(std_listener).map_err(fail)?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let token: Option<Arc<str>> = spec.token.as_deref().map(Arc::from);
     let weak = Arc::downgrade(&gw);
     drop(gw);
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            let Ok((stream, _)) = accepted else {
                 continue;
             };
             let Some(gw) = weak.upgrade() else { return };
@@ -50,7 +69,7 @@ pub async fn start(spec: AdminSpec, gw: Arc<Gateway>) -> Result<SocketAddr, Stri
         }
     });
     tracing::info!(address = %addr, "admin API listening");
-    Ok(addr)
+    Ok((addr, socket))
 }
 
 async fn route(req: Request<Incoming>, gw: &Gateway, token: Option<&str>) -> Reply {

@@ -38,6 +38,10 @@ pub struct ConnState {
     /// A request switched protocols: the connection is a tunnel now, whose half-close
     /// must pass as it is (no lingering close).
     upgraded: std::sync::atomic::AtomicBool,
+    /// Requests that reached the service, ever.
+    served: AtomicU64,
+    /// Woken by the first request (a drain waits for it: see `server::drive`).
+    first: tokio::sync::Notify,
     /// When the connection last began waiting for a request head, in nanoseconds since
     /// `born`; or `NOT_YET` / `OFF`.
     head_since: AtomicU64,
@@ -68,6 +72,8 @@ impl ConnState {
             busy: AtomicUsize::new(0),
             open: AtomicUsize::new(0),
             upgraded: std::sync::atomic::AtomicBool::new(false),
+            served: AtomicU64::new(0),
+            first: tokio::sync::Notify::new(),
             head_since: AtomicU64::new(head_since),
             born: Instant::now(),
         })
@@ -100,6 +106,18 @@ impl ConnState {
         }
     }
 
+    /// Whether a request has reached the service on this connection.
+    pub fn served_any(&self) -> bool {
+        self.served.load(Ordering::Relaxed) > 0
+    }
+
+    /// Resolves once the connection's first request has reached the service.
+    pub async fn first_request(&self) {
+        if !self.served_any() {
+            self.first.notified().await;
+        }
+    }
+
     /// The connection speaks HTTP/2: no head wait will ever run.
     pub fn stop_head_clock(&self) {
         self.head_since.store(OFF, Ordering::Release);
@@ -129,6 +147,9 @@ pub struct Open {
 
 impl Open {
     pub fn enter(state: &Arc<ConnState>) -> Open {
+        if state.served.fetch_add(1, Ordering::Relaxed) == 0 {
+            state.first.notify_one();
+        }
         state.busy.fetch_add(1, Ordering::Relaxed);
         state.open.fetch_add(1, Ordering::AcqRel);
         Open {

@@ -63,15 +63,22 @@ pub async fn serve<I>(
     let (http2, first) = match proto {
         Proto::Http1 => (false, Sniffed::default()),
         Proto::Http2 | Proto::Sniff => {
-            let sniffing = sniff(&mut io, proto == Proto::Http2);
-            let first = tokio::select! {
-                biased;
-                _ = watch.signaled() => return,
-                r = tokio::time::timeout(limits.idle, sniffing) => match r {
-                    Ok(Some(first)) => first,
-                    // Silent past the idle timeout, or closed before a byte.
-                    Ok(None) | Err(_) => return,
-                },
+            // A drain does not drop a connection whose first bytes may be on the way:
+            // it shortens their wait to `header_read`.
+            let sniffed = {
+                let sniffing = sniff(&mut io, proto == Proto::Http2);
+                tokio::pin!(sniffing);
+                tokio::select! {
+                    r = tokio::time::timeout(limits.idle, &mut sniffing) => r,
+                    _ = watch.signaled() => {
+                        tokio::time::timeout(limits.header_read, &mut sniffing).await
+                    }
+                }
+            };
+            let first = match sniffed {
+                Ok(Some(first)) => first,
+                // Silent past the timeout, or closed before a byte.
+                Ok(None) | Err(_) => return,
             };
             if first.bad_preface {
                 h2::refuse(&mut io).await;
@@ -194,7 +201,7 @@ where
     let head = tokio::time::sleep(limits.header_read);
     tokio::pin!(head);
     let mut head_on = !state.head_clock_off();
-    let (mut last, mut still, mut draining) = (0, 0, false);
+    let (mut last, mut still, mut draining, mut waiting_first) = (0, 0, false, false);
     loop {
         // The side branches are gated: the connection's own wake-ups (every read and
         // write) do not poll them (see `wake_gate`).
@@ -208,6 +215,16 @@ where
             }
             _ = Gated::new(watch.signaled()), if !draining => {
                 draining = true;
+                // An HTTP/1 connection that has not had its first request is not idle:
+                // the client is sending it. It gets that request served (with a close),
+                // within `header_read`; shutting down now would drop it unread.
+                waiting_first = head_on && !state.served_any();
+                if !waiting_first {
+                    conn.as_mut().graceful();
+                }
+            }
+            _ = state.first_request(), if waiting_first => {
+                waiting_first = false;
                 conn.as_mut().graceful();
             }
             _ = Gated::new(head.as_mut()), if head_on => {

@@ -11,10 +11,12 @@ use crate::l4::{self, L4Target, Session};
 use crate::proxy::ConnCtx;
 use crate::proxy_protocol::{self, ClientStream, Proxied};
 use crate::runtime::{ConfigStore, ListenerRt, Runtime};
+use crate::upgrade::{Handed, Inherited};
 use gatehouse_config::spec::ListenerKind;
 use socket2::{Domain, Socket as Socket2, Type};
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -33,6 +35,8 @@ struct Active {
     udp: bool,
     local: SocketAddr,
     drain: Drain,
+    /// A second descriptor of the socket, to hand to a new binary (see `upgrade`).
+    socket: Option<OwnedFd>,
 }
 
 /// A bound socket, TCP or UDP.
@@ -47,8 +51,13 @@ pub struct Bound(Vec<(String, SocketAddr, Socket)>);
 // === impl Listeners ===
 
 impl Listeners {
-    /// Binds every listener of `snap` that is new or whose address changed.
-    pub fn bind(&self, snap: &Runtime) -> Result<Bound, Vec<String>> {
+    /// Binds every listener of `snap` that is new or whose address changed, taking the
+    /// socket an old process handed over (see `upgrade`) when it has one just like it.
+    pub fn bind(
+        &self,
+        snap: &Runtime,
+        inherited: Option<&Inherited>,
+    ) -> Result<Bound, Vec<String>> {
         let active = self
             .active
             .lock()
@@ -63,10 +72,15 @@ impl Listeners {
             {
                 continue;
             }
-            let sock = if udp {
-                bind_udp(l.spec.addr).map(Socket::Udp)
-            } else {
-                bind(l.spec.addr).map(Socket::Tcp)
+            let taken = inherited.and_then(|i| i.take(Some(name), l.spec.addr, udp));
+            let sock = match (taken, udp) {
+                (Some(fd), true) => {
+                    let s = std::net::UdpSocket::from(fd);
+                    s.set_nonblocking(true).map(|()| Socket::Udp(s))
+                }
+                (Some(fd), false) => adopt(fd).map(Socket::Tcp),
+                (None, true) => bind_udp(l.spec.addr).map(Socket::Udp),
+                (None, false) => bind(l.spec.addr).map(Socket::Tcp),
             };
             match sock {
                 Ok(sock) => out.push((name.clone(), l.spec.addr, sock)),
@@ -112,6 +126,11 @@ impl Listeners {
                 .map(|l| l.spec.max_connections)
                 .unwrap_or(1);
             let name_arc: Arc<str> = Arc::from(name.as_str());
+            let socket = match &sock {
+                Socket::Tcp(s) => s.try_clone().map(OwnedFd::from),
+                Socket::Udp(s) => s.try_clone().map(OwnedFd::from),
+            }
+            .ok();
             let (local, udp) = match sock {
                 Socket::Tcp(sock) => {
                     let local = sock.local_addr().unwrap_or(configured);
@@ -132,6 +151,7 @@ impl Listeners {
                     udp,
                     local,
                     drain,
+                    socket,
                 },
             );
         }
@@ -141,6 +161,25 @@ impl Listeners {
     /// The bound address of a listener (useful when configured with port 0).
     pub fn local_addr(&self, name: &str) -> Option<SocketAddr> {
         self.active.lock().ok()?.get(name).map(|a| a.local)
+    }
+
+    /// A descriptor of every listening socket, for a new binary to serve on.
+    pub fn handover(&self) -> Vec<(Handed, OwnedFd)> {
+        let Ok(active) = self.active.lock() else {
+            return Vec::new();
+        };
+        active
+            .iter()
+            .filter_map(|(name, a)| {
+                let fd = a.socket.as_ref()?.try_clone().ok()?;
+                let h = Handed {
+                    listener: Some(name.clone()),
+                    configured: a.configured,
+                    udp: a.udp,
+                };
+                Some((h, fd))
+            })
+            .collect()
     }
 
     /// Signals every listener to drain and takes them out of the table.
@@ -156,6 +195,13 @@ impl Listeners {
             })
             .collect()
     }
+}
+
+/// A listening TCP socket handed over by an old process, made ready for the runtime.
+pub fn adopt(fd: OwnedFd) -> std::io::Result<std::net::TcpListener> {
+    let l = std::net::TcpListener::from(fd);
+    l.set_nonblocking(true)?;
+    Ok(l)
 }
 
 fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {

@@ -66,3 +66,44 @@ async fn shutdown_reports_a_drain_that_ran_out_of_time() {
     );
     stuck.abort();
 }
+
+/// A connection accepted before the drain, whose first request is still on the way, is
+/// not dropped unread: the request is served, then the connection closes. A kept-alive connection
+/// that already had its request and sits idle is closed.
+#[tokio::test]
+async fn a_new_connection_gets_its_first_request_served_during_a_drain() {
+    use tokio::io::AsyncWriteExt;
+    let gw = TestGateway::start(&local_gateway("")).await;
+    let addr = gw.addr("web");
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_response(&mut idle).await.ends_with("hi"));
+    let mut fresh = TcpStream::connect(addr).await.unwrap();
+    // Accepted (and sniffed) before the drain starts.
+    eventually("the new connection to be accepted", || async {
+        (gw.gw.snapshot().listeners["web"].active.get() == 2).then_some(())
+    })
+    .await;
+    let gw2 = gw.gw.clone();
+    let shutdown = tokio::spawn(async move { gw2.shutdown().await });
+    assert_eq!(
+        read_to_close(&mut idle).await,
+        "",
+        "the idle connection is closed"
+    );
+    // Closing our side too ends the server's lingering close at once.
+    drop(idle);
+    fresh
+        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let got = read_to_close(&mut fresh).await;
+    assert!(
+        got.starts_with("HTTP/1.1 200") && got.ends_with("hi"),
+        "{got}"
+    );
+    drop(fresh);
+    assert!(shutdown.await.unwrap());
+}
