@@ -218,7 +218,7 @@ pub async fn accept(
 
 /// `Ok(None)` while the header is incomplete; `Ok(Some((header length, result)))` once
 /// it is whole.
-fn parse(buf: &[u8], peer: SocketAddr) -> Result<Option<(usize, Proxied)>, AcceptError> {
+pub fn parse(buf: &[u8], peer: SocketAddr) -> Result<Option<(usize, Proxied)>, AcceptError> {
     use ppp::PartialResult;
     match starts_header(buf) {
         None => return Ok(None),

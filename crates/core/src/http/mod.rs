@@ -3,7 +3,7 @@
 //! proxy header rules ([`headers`]), and what an upstream response must be to pass
 //! ([`response_rules`]).
 
-mod bare_reply;
+pub mod bare_reply;
 pub mod client;
 pub mod conn_state;
 pub mod date;

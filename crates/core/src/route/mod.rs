@@ -133,7 +133,9 @@ fn rank(m: &MatchSpec, order: usize) -> Rank {
     }
 }
 
-/// Lower-cases a host and drops its port, allocating only when needed.
+/// Lower-cases a host and drops its port and trailing dots, allocating only when needed.
+/// The edge lets only valid `host[:port]` through (`http::edge::valid_host`), for which
+/// this is idempotent.
 pub fn normalize_host(raw: &str) -> std::borrow::Cow<'_, str> {
     let no_port = match raw.rsplit_once(':') {
         // `[v6]:port` or `name:port`; a bare IPv6 literal has more colons and a bracket.
@@ -144,7 +146,7 @@ pub fn normalize_host(raw: &str) -> std::borrow::Cow<'_, str> {
         }
         _ => raw,
     };
-    let no_dot = no_port.strip_suffix('.').unwrap_or(no_port);
+    let no_dot = no_port.trim_end_matches('.');
     if no_dot.bytes().any(|b| b.is_ascii_uppercase()) {
         std::borrow::Cow::Owned(no_dot.to_ascii_lowercase())
     } else {

@@ -179,3 +179,22 @@ fn normalize_host_forms() {
     assert_eq!(normalize_host("[::1]:80"), "[::1]");
     assert_eq!(normalize_host("::1"), "::1");
 }
+
+/// Found by the `route` fuzz target: normalising must give the same host the second
+/// time, for every host the edge lets through.
+#[test]
+fn host_normalising_is_idempotent_on_valid_hosts() {
+    for raw in [
+        "A.EXAMPLE.COM.",
+        "a..",
+        "a.:80",
+        "[::1]:8080",
+        "x:",
+        "EXAMPLE.com.:443",
+    ] {
+        assert!(crate::http::edge::valid_host(raw.as_bytes()), "{raw}");
+        let once = normalize_host(raw);
+        assert_eq!(normalize_host(&once), once, "{raw}");
+    }
+    assert_eq!(normalize_host("a.."), "a");
+}
