@@ -24,6 +24,7 @@ mod pool;
 mod reload;
 mod retries;
 mod shutdown;
+mod soak;
 mod timeouts;
 
 use gatehouse_test_support::upstream::{full, TestBody};
