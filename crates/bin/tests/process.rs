@@ -301,3 +301,19 @@ fn sigusr2_hands_the_sockets_over_under_load_losing_nothing() {
     println!("upgrade under load: {done} requests, {failed} failed, {refused} connections refused, {resent} sent again after a kept-alive close");
     assert_eq!((failed, refused), (0, 0));
 }
+
+/// A new binary that cannot start (here: the config file went bad) fails the upgrade;
+/// the running process says why and keeps serving.
+#[test]
+fn a_failed_upgrade_leaves_the_old_process_serving() {
+    let path = temp_config("upgrade-bad.toml", "still here");
+    let (child, addr, logs) = start(&path, &[]);
+    let mut child = Running(child);
+    assert_eq!(get(addr), "still here");
+    std::fs::write(&path, "this is = = not toml").unwrap();
+    signal(&child.0, "-USR2");
+    wait_for(&logs, "upgrade failed");
+    assert_eq!(get(addr), "still here");
+    signal(&child.0, "-TERM");
+    assert_eq!(child.0.wait().unwrap().code(), Some(0));
+}

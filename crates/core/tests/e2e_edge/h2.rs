@@ -151,3 +151,29 @@ async fn expect_100_continue_over_h2_gets_its_100_before_the_body() {
     assert!(first.is_none(), "a 100 before a refusal: {first:?}");
     assert_eq!(resp.await.unwrap().status(), 413);
 }
+
+/// The HTTP/2 forms of the refusals: CONNECT is 405, a Host that names another
+/// authority than `:authority` is 400; neither reaches the upstream.
+#[tokio::test]
+async fn http2_connect_and_a_mismatched_host_are_refused() {
+    let up = counting_upstream().await;
+    let toml = format!(
+        "[access_log]\nenabled = false\n[[listeners]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\n\
+         [[routes]]\nname = \"all\"\nupstream = \"b\"\n\
+         [[upstreams]]\nname = \"b\"\nendpoints = [\"{}\"]\n",
+        up.addr
+    );
+    let gw = TestGateway::start(&toml).await;
+    let mut tx = h2c(gw.addr("web")).await.ready().await.unwrap();
+    let connect = Request::connect("a.example:443").body(()).unwrap();
+    let (resp, _) = tx.send_request(connect, true).unwrap();
+    assert_eq!(resp.await.unwrap().status(), 405);
+    let mut tx = tx.ready().await.unwrap();
+    let other = Request::get(format!("http://{}/x", gw.addr("web")))
+        .header("host", "b.example")
+        .body(())
+        .unwrap();
+    let (resp, _) = tx.send_request(other, true).unwrap();
+    assert_eq!(resp.await.unwrap().status(), 400);
+    assert_eq!(up.count(), 0);
+}
