@@ -118,3 +118,21 @@ fn yaml_config_errors_name_their_key_paths() {
     let line = &syntax.lines()[0];
     assert!(line.starts_with("s.yaml:3: YAML syntax: "), "{line}");
 }
+
+/// Inputs the `config` fuzz target found to break a parser: each must come back as
+/// errors, never as a panic (the first made toml_edit 0.23 panic on a duplicate key).
+#[test]
+fn fuzzed_inputs_are_errors_not_panics() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzzed");
+    let cases = files_in(&dir, "toml");
+    assert!(!cases.is_empty());
+    for case in cases {
+        let bytes = std::fs::read(&case).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        for (format, name) in [(Format::Toml, "fuzz.toml"), (Format::Yaml, "fuzz.yaml")] {
+            let r = std::panic::catch_unwind(|| load(&text, name, format).map(|_| ()));
+            let r = r.unwrap_or_else(|_| panic!("{} panicked as {name}", case.display()));
+            assert!(r.is_err(), "{} loaded", case.display());
+        }
+    }
+}

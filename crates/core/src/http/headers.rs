@@ -51,21 +51,21 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     if !upgrade && !headers.keys().any(present) {
         return;
     }
-    if let Some(conn) = headers.get(header::CONNECTION) {
-        if let Ok(s) = conn.to_str() {
-            let named: Vec<HeaderName> = s
-                .split(',')
-                .map(str::trim)
-                .filter(|t| !(t.is_empty() || upgrade && t.eq_ignore_ascii_case("upgrade")))
-                .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-                // Framing and the Host are not the sender's to drop: a message naming
-                // them is forwarded with them.
-                .filter(|n| n != header::CONTENT_LENGTH && n != header::HOST)
-                .collect();
-            for n in named {
-                headers.remove(n);
-            }
-        }
+    // Every Connection line counts (RFC 9110 7.6.1), not just the first.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(','))
+        .map(str::trim)
+        .filter(|t| !(t.is_empty() || upgrade && t.eq_ignore_ascii_case("upgrade")))
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        // Framing and the Host are not the sender's to drop: a message naming them is
+        // forwarded with them.
+        .filter(|n| n != header::CONTENT_LENGTH && n != header::HOST)
+        .collect();
+    for n in named {
+        headers.remove(n);
     }
     for h in HOP_BY_HOP.iter() {
         headers.remove(h);

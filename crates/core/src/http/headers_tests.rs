@@ -157,3 +157,18 @@ fn connection_cannot_drop_framing_or_the_host() {
     assert_eq!(h["host"], "a");
     assert!(h.get("x-a").is_none());
 }
+
+/// Found by the `headers` fuzz target: a field named in a second Connection line
+/// survived.
+#[test]
+fn every_connection_line_names_fields_to_drop() {
+    let mut h = map(&[
+        ("connection", "keep-alive"),
+        ("connection", "x-second"),
+        ("x-second", "1"),
+        ("x-kept", "1"),
+    ]);
+    strip_hop_by_hop(&mut h, false);
+    assert!(h.get("x-second").is_none(), "{h:?}");
+    assert_eq!(h["x-kept"], "1");
+}
