@@ -4,7 +4,8 @@
 //! [`http::client`] pools; [`body`] streams and finishes each response into the
 //! [`access_log`] and [`metrics`]. [`runtime`] holds the compiled config snapshot and
 //! [`gateway`] loads, reloads and drains it; [`admin`] exposes it. Layer-4 listeners
-//! (TCP, UDP, TLS passthrough) hand their connections to [`l4`] instead of HTTP, and
+//! (TCP, UDP, TLS passthrough) hand their connections to [`l4`] instead of HTTP; [`copy`]
+//! moves the bytes of their sessions and of upgraded tunnels; and
 //! [`proxy_protocol`] reads and writes PROXY headers for both kinds. [`upgrade`] hands
 //! the listening sockets to a new binary without closing them.
 
@@ -13,6 +14,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod body;
+pub mod copy;
 pub mod drain;
 pub mod error;
 pub mod filter;

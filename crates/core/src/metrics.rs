@@ -64,6 +64,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
     pub active_connections: Family<ListenerLabels, Gauge>,
+    pub parked_connections: Family<ListenerLabels, Gauge>,
     pub connections: Family<ListenerLabels, Counter>,
     pub l4_bytes: Family<BytesLabels, Counter>,
     pub reloads: Family<ResultLabels, Counter>,
@@ -92,6 +93,7 @@ impl Metrics {
             requests: Family::default(),
             duration: Family::new_with_constructor(latency_histogram),
             active_connections: Family::default(),
+            parked_connections: Family::default(),
             connections: Family::default(),
             l4_bytes: Family::default(),
             reloads: Family::default(),
@@ -112,6 +114,11 @@ impl Metrics {
                 "active_connections",
                 "Open client connections by listener",
                 m.active_connections.clone(),
+            );
+            r.register(
+                "parked_connections",
+                "Idle HTTP/1 client connections parked (buffers released) by listener",
+                m.parked_connections.clone(),
             );
             r.register(
                 "connections",

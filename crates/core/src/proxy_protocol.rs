@@ -86,6 +86,11 @@ impl ClientStream {
         &self.inner
     }
 
+    /// Whether bytes read ahead are waiting to be read.
+    pub fn holds_bytes(&self) -> bool {
+        self.at < self.pending.len()
+    }
+
     /// Reads until the held bytes show whether they begin a PROXY header.
     fn poll_guard(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {

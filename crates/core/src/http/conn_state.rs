@@ -14,7 +14,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -37,7 +37,10 @@ pub struct ConnState {
     open: AtomicUsize,
     /// A request switched protocols: the connection is a tunnel now, whose half-close
     /// must pass as it is (no lingering close).
-    upgraded: std::sync::atomic::AtomicBool,
+    upgraded: AtomicBool,
+    /// The driver is taking the hyper connection down to park it (see `park`): its
+    /// shutdown must leave the socket open.
+    parking: AtomicBool,
     /// Requests that reached the service, ever.
     served: AtomicU64,
     /// Woken by the first request (a drain waits for it: see `server::drive`).
@@ -71,7 +74,8 @@ impl ConnState {
             activity: AtomicU64::new(0),
             busy: AtomicUsize::new(0),
             open: AtomicUsize::new(0),
-            upgraded: std::sync::atomic::AtomicBool::new(false),
+            upgraded: AtomicBool::new(false),
+            parking: AtomicBool::new(false),
             served: AtomicU64::new(0),
             first: tokio::sync::Notify::new(),
             head_since: AtomicU64::new(head_since),
@@ -116,6 +120,19 @@ impl ConnState {
         if !self.served_any() {
             self.first.notified().await;
         }
+    }
+
+    /// Whether the connection may be parked: it has served a request, none is open, and
+    /// it has not switched protocols.
+    pub fn parkable(&self) -> bool {
+        self.served_any()
+            && self.open.load(Ordering::Acquire) == 0
+            && !self.upgraded.load(Ordering::Relaxed)
+    }
+
+    /// Marks (or unmarks) the hyper connection's shutdown as a parking one.
+    pub fn set_parking(&self, on: bool) {
+        self.parking.store(on, Ordering::Relaxed);
     }
 
     /// The connection speaks HTTP/2: no head wait will ever run.
@@ -262,6 +279,12 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Activity<I> {
     }
 }
 
+impl<I: super::park::ReadReady> super::park::ReadReady for Activity<I> {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.inner.poll_read_ready(cx)
+    }
+}
+
 impl<I: AsyncRead + Unpin> AsyncRead for Activity<I> {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -319,6 +342,10 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Activity<I> {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.state.parking.load(Ordering::Relaxed) {
+            // The hyper connection is being parked, not closed: the socket stays open.
+            return Poll::Ready(Ok(()));
+        }
         if self.linger.is_none() {
             std::task::ready!(Pin::new(&mut self.inner).poll_shutdown(cx))?;
             if self.state.upgraded.load(Ordering::Relaxed) {

@@ -1,6 +1,6 @@
 //! HTTP glue on both sides of the proxy: the server side ([`server`]), upstream
 //! connections and their pools ([`client`]), the edge's request rules ([`edge`]),
-//! proxy header rules ([`headers`]), and what an upstream response must be to pass
+//! proxy header rules ([`headers`]), idle HTTP/1 connections ([`park`]), and what an upstream response must be to pass
 //! ([`response_rules`]).
 
 pub mod bare_reply;
@@ -10,6 +10,7 @@ pub mod date;
 pub mod edge;
 pub mod h2;
 pub mod headers;
+pub mod park;
 pub mod response_rules;
 mod rewind;
 pub mod server;

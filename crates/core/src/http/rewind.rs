@@ -1,7 +1,11 @@
 //! A client connection's I/O after its first bytes were read to choose the protocol
 //! (see `server::sniff`): those bytes are read again first, by hyper or h2, which parse
 //! them as if nothing had been taken. Held inline, so a connection costs no allocation.
+//! A parked HTTP/1 connection (see `park`) also puts back here the part of a request
+//! head hyper had read when it was taken down.
 
+use super::park::ReadReady;
+use bytes::{Buf, Bytes};
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -16,6 +20,8 @@ pub struct Rewind<I> {
     /// The part of `first` not yet read again.
     at: u8,
     len: u8,
+    /// Bytes put back after `first` was read (see [`Rewind::put_back`]).
+    rest: Bytes,
 }
 
 impl<I> Rewind<I> {
@@ -29,7 +35,29 @@ impl<I> Rewind<I> {
             first: buf,
             at: 0,
             len: n as u8,
+            rest: Bytes::new(),
         }
+    }
+
+    /// Puts `bytes` back in front of what is still to be read.
+    pub fn put_back(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        let (at, len) = (usize::from(self.at), usize::from(self.len));
+        let mut all = Vec::with_capacity(bytes.len() + len - at + self.rest.len());
+        all.extend_from_slice(bytes);
+        all.extend_from_slice(&self.first[at..len]);
+        all.extend_from_slice(&self.rest);
+        self.at = self.len;
+        self.rest = Bytes::from(all);
+    }
+}
+
+/// Bytes put back were read before: only new ones on the socket make it ready.
+impl<I: ReadReady> ReadReady for Rewind<I> {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.inner.poll_read_ready(cx)
     }
 }
 
@@ -44,6 +72,12 @@ impl<I: AsyncRead + Unpin> AsyncRead for Rewind<I> {
             let n = (len - at).min(buf.remaining());
             buf.put_slice(&self.first[at..at + n]);
             self.at += n as u8;
+            return Poll::Ready(Ok(()));
+        }
+        if !self.rest.is_empty() {
+            let n = self.rest.len().min(buf.remaining());
+            buf.put_slice(&self.rest[..n]);
+            self.rest.advance(n);
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)
@@ -95,5 +129,16 @@ mod tests {
         let mut all = Vec::new();
         r.read_to_end(&mut all).await.unwrap();
         assert_eq!(all, b"T / HTTP/1.1\r\n");
+    }
+
+    #[tokio::test]
+    async fn bytes_put_back_come_before_the_unread_rest() {
+        let mut r = Rewind::new(&b"\r\n\r\n"[..], b"GET / HTTP/1.1");
+        let mut one = [0u8; 4];
+        r.read_exact(&mut one).await.unwrap();
+        r.put_back(b">>");
+        let mut all = Vec::new();
+        r.read_to_end(&mut all).await.unwrap();
+        assert_eq!(all, b">>/ HTTP/1.1\r\n\r\n");
     }
 }

@@ -2,10 +2,12 @@
 //! Gatehouse's HTTP/2 server on h2 ([`super::h2`]), chosen by ALPN on TLS listeners and
 //! by the first bytes on plain ones (h2c with prior knowledge). Applies the header-read
 //! (slowloris) timeout, header limits and the idle timeout, and shuts the connection
-//! down gracefully when its listener drains.
+//! down gracefully when its listener drains. An idle HTTP/1 connection is parked
+//! between requests (see [`super::park`]).
 
 use super::conn_state::{Activity, ConnState, HeadClock, Open};
 use super::h2::{self, H2Conn};
+use super::park::{self, ReadReady, Wake};
 use super::rewind::{self, Rewind};
 use crate::body::{ClientBody, ResponseBody};
 use crate::drain::Watch;
@@ -21,8 +23,9 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 /// How the connection's protocol is chosen.
@@ -43,7 +46,7 @@ pub async fn serve<I>(
     tls: bool,
     mut watch: Watch,
 ) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    I: AsyncRead + AsyncWrite + ReadReady + Unpin + Send + 'static,
 {
     let proto = match proto {
         Proto::Sniff if !l.spec.http2 => Proto::Http1,
@@ -96,7 +99,9 @@ pub async fn serve<I>(
             max_header_list_size: u32::try_from(l.spec.limits.max_header_size).unwrap_or(u32::MAX),
         };
         let svc = move |req| counted(Open::enter(&st), proxy::handle(req, ctx.clone()));
-        drive(H2Conn::new(io, settings, svc), &state, limits, watch).await
+        // Boxed, as the HTTP/1 side is: the task keeps no room for either.
+        let mut conn = Box::pin(H2Conn::new(io, settings, svc));
+        Box::pin(drive(conn.as_mut(), &state, &limits, &mut watch)).await;
     } else {
         state.head_wait_begins();
         let svc = service_fn(move |req: Request<Incoming>| {
@@ -105,10 +110,56 @@ pub async fn serve<I>(
                 proxy::handle(req.map(ClientBody::Http1), ctx.clone()),
             )
         });
-        let conn = http1_builder(l, tls)
-            .serve_connection(TokioIo::new(io), svc)
-            .with_upgrades();
-        drive(conn, &state, limits, watch).await
+        http1(io, svc, l, tls, &state, limits, watch).await
+    }
+}
+
+/// Serves HTTP/1 requests on `io` until the connection closes, parking it (see `park`)
+/// whenever it goes idle between requests.
+async fn http1<I, S>(
+    mut io: Rewind<Activity<I>>,
+    svc: S,
+    l: &ListenerRt,
+    tls: bool,
+    state: &ConnState,
+    limits: Limits,
+    mut watch: Watch,
+) where
+    I: AsyncRead + AsyncWrite + ReadReady + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming, ResBody = ResponseBody> + Clone + Unpin,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Future: Send + 'static,
+{
+    loop {
+        // Boxed, so that a parked connection's task does not keep its room.
+        let mut conn = Box::pin(
+            http1_builder(l, tls)
+                .serve_connection(TokioIo::new(io), svc.clone())
+                .with_upgrades(),
+        );
+        let idle_for = match Box::pin(drive(conn.as_mut(), state, &limits, &mut watch)).await {
+            Ended::Closed => return,
+            Ended::Idle(idle_for) => idle_for,
+        };
+        let Some(parts) = Pin::into_inner(conn).into_parts() else {
+            return;
+        };
+        io = parts.io.into_inner();
+        // A head begun but not finished: kept, in a buffer of its own size.
+        io.put_back(&parts.read_buf);
+        drop(parts.read_buf);
+        state.set_parking(false);
+        let idle_end = Instant::now() + limits.idle.saturating_sub(idle_for);
+        let until = state
+            .head_deadline(limits.header_read)
+            .map_or(idle_end, |head| head.min(idle_end));
+        l.parked.inc();
+        let wake = park::wait(&io, until, &mut watch).await;
+        l.parked.dec();
+        if wake == Wake::Close {
+            let _ = io.shutdown().await;
+            return;
+        }
     }
 }
 
@@ -159,8 +210,23 @@ struct Limits {
 
 /// A connection the driver can wind down: stop taking requests, finish those open.
 trait Graceful {
+    /// Whether an idle connection may be taken down to park it (HTTP/1: see `park`).
+    const PARKS: bool;
     fn graceful(self: Pin<&mut Self>);
 }
+
+/// Why [`drive`] returned.
+enum Ended {
+    /// The connection is over.
+    Closed,
+    /// The connection has been idle this long and its hyper connection has shut down,
+    /// leaving the socket open: park it.
+    Idle(Duration),
+}
+
+/// The longest a driver's tick: an idle HTTP/1 connection is parked on the first tick
+/// that finds it has been silent since the one before.
+const TICK: Duration = Duration::from_secs(1);
 
 impl<I, S> Graceful for http1::UpgradeableConnection<I, S>
 where
@@ -168,6 +234,7 @@ where
     S: hyper::service::HttpService<Incoming, ResBody = ResponseBody>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    const PARKS: bool = true;
     fn graceful(self: Pin<&mut Self>) {
         self.graceful_shutdown();
     }
@@ -179,29 +246,38 @@ where
     F: Fn(Request<ClientBody>) -> Fut + Unpin,
     Fut: Future<Output = Result<http::Response<ResponseBody>, Infallible>>,
 {
+    const PARKS: bool = false;
     fn graceful(self: Pin<&mut Self>) {
         self.get_mut().graceful_shutdown();
     }
 }
 
 /// Runs a connection to its end: closes it when idle (no byte either way for the idle
-/// timeout, checked in quarters of it, and no request in progress) or when an HTTP/1
-/// request head is not in within `header_read`, and shuts it down gracefully when the
-/// listener drains.
-async fn drive<C, E>(conn: C, state: &ConnState, limits: Limits, mut watch: Watch)
+/// timeout, checked every tick, and no request in progress) or when an HTTP/1 request
+/// head is not in within `header_read`, shuts it down gracefully when the listener
+/// drains, and takes an idle HTTP/1 connection down for parking.
+async fn drive<C, E>(
+    mut conn: Pin<&mut C>,
+    state: &ConnState,
+    limits: &Limits,
+    watch: &mut Watch,
+) -> Ended
 where
     C: Future<Output = Result<(), E>> + Graceful,
     E: std::fmt::Display,
 {
-    tokio::pin!(conn);
-    let quarter = limits.idle / 4;
-    let mut tick = tokio::time::interval_at(Instant::now() + quarter, quarter);
+    let period = (limits.idle / 4).min(TICK).max(Duration::from_millis(1));
+    let mut tick = tokio::time::interval_at(Instant::now() + period, period);
     // One timer for every head wait: when it fires it closes the connection or is
     // re-armed for the wait now running, or a full `header_read` on.
-    let head = tokio::time::sleep(limits.header_read);
+    let head = tokio::time::sleep_until(
+        state
+            .head_deadline(limits.header_read)
+            .unwrap_or_else(|| Instant::now() + limits.header_read),
+    );
     tokio::pin!(head);
     let mut head_on = !state.head_clock_off();
-    let (mut last, mut still, mut draining, mut waiting_first) = (0, 0, false, false);
+    let (mut last, mut still, mut draining, mut waiting_first) = (0, 0u32, false, false);
     loop {
         // The side branches are gated: the connection's own wake-ups (every read and
         // write) do not poll them (see `wake_gate`).
@@ -211,7 +287,7 @@ where
                 if let Err(e) = r {
                     tracing::debug!(error = %e, "client connection ended with an error");
                 }
-                return;
+                return Ended::Closed;
             }
             _ = Gated::new(watch.signaled()), if !draining => {
                 draining = true;
@@ -232,7 +308,7 @@ where
                 match state.head_deadline(limits.header_read) {
                     Some(d) if d <= now => {
                         tracing::debug!("no request head within header_read: closing");
-                        return;
+                        return Ended::Closed;
                     }
                     Some(d) => head.as_mut().reset(d),
                     None => head.as_mut().reset(now + limits.header_read),
@@ -243,11 +319,42 @@ where
                 let now = state.activity();
                 still = if now == last && !state.busy() { still + 1 } else { 0 };
                 last = now;
-                if still >= 4 {
+                let idle_for = period * still;
+                if idle_for >= limits.idle {
                     tracing::debug!("closing idle client connection");
-                    return;
+                    return Ended::Closed;
+                }
+                if C::PARKS && still > 0 && !draining && state.parkable() {
+                    if let Some(ended) = take_down(conn.as_mut(), state, idle_for).await {
+                        return ended;
+                    }
                 }
             }
+        }
+    }
+}
+
+/// Shuts an idle HTTP/1 connection's hyper side down for parking, leaving the socket
+/// open. hyper closes an idle connection at once on a graceful shutdown, so one poll
+/// tells: still pending means a request was in progress after all (a body still
+/// coming in), and the connection goes on, to close after that request.
+async fn take_down<C, E>(
+    mut conn: Pin<&mut C>,
+    state: &ConnState,
+    idle_for: Duration,
+) -> Option<Ended>
+where
+    C: Future<Output = Result<(), E>> + Graceful,
+{
+    state.set_parking(true);
+    conn.as_mut().graceful();
+    let polled = std::future::poll_fn(|cx| Poll::Ready(conn.as_mut().poll(cx))).await;
+    match polled {
+        Poll::Ready(Ok(())) => Some(Ended::Idle(idle_for)),
+        Poll::Ready(Err(_)) => Some(Ended::Closed),
+        Poll::Pending => {
+            state.set_parking(false);
+            None
         }
     }
 }

@@ -201,7 +201,7 @@ async fn connect_one(
 }
 
 /// Copies bytes both ways until both sides have closed. One side's FIN is passed on as
-/// a write shutdown while the other direction keeps flowing (`copy_bidirectional`).
+/// a write shutdown while the other direction keeps flowing (`copy::copy_both`).
 /// Ends early when no byte moves for `idle_timeout`, `drain_timeout` after the
 /// listener starts draining (a byte stream has no point at which closing is graceful),
 /// or when its endpoint was drained and its grace ran out (`closing`).
@@ -221,7 +221,7 @@ where
         counts: counts.clone(),
         metrics: s.bytes.clone(),
     };
-    let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+    let copy = crate::copy::copy_both(&mut client, &mut upstream);
     tokio::pin!(copy);
     // Idle: no byte either way for `idle_timeout`, checked in quarters of it (the
     // client side sees every byte, so its counts tell whether anything moved).

@@ -29,7 +29,7 @@ pub(super) fn tunnel(
         // drain timeout, then the process exits and closes them.
         let _held = drain;
         tokio::select! {
-            r = tokio::io::copy_bidirectional(&mut c, &mut u) => {
+            r = crate::copy::copy_both(&mut c, &mut u) => {
                 if let Err(e) = r {
                     tracing::debug!(error = %e, "upgraded connection ended with an error");
                 }

@@ -89,6 +89,12 @@ pub fn compile(
                     listener: l.name.clone(),
                 })
                 .clone(),
+            parked: metrics
+                .parked_connections
+                .get_or_create(&ListenerLabels {
+                    listener: l.name.clone(),
+                })
+                .clone(),
             connections: metrics
                 .connections
                 .get_or_create(&ListenerLabels {

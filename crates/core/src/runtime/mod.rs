@@ -48,6 +48,8 @@ pub struct ListenerRt {
     pub scheme: &'static str,
     /// Open and accepted client connections.
     pub active: prometheus_client::metrics::gauge::Gauge,
+    /// Idle HTTP/1 connections parked (see `http::park`).
+    pub parked: prometheus_client::metrics::gauge::Gauge,
     pub connections: prometheus_client::metrics::counter::Counter,
     /// Layer-4 listeners: where connections go (`None` on HTTP listeners).
     pub l4: Option<crate::l4::L4Target>,

@@ -20,6 +20,7 @@ mod filters;
 mod forwarding;
 mod health;
 mod limits;
+mod parking;
 mod pool;
 mod reload;
 mod retries;
