@@ -8,7 +8,7 @@
 #
 #   bench/idle-memory.sh [N]        # N defaults to 10000; needs nginx and openssl
 #
-# KINDS and PROXIES choose a subset; GH_PRELOAD runs Gatehouse under another allocator
+# KINDS and PROXIES choose a subset; NO_BUILD=1 uses the binaries already built; GH_PRELOAD runs Gatehouse under another allocator
 # (LD_PRELOAD), to compare. The connections are measured after SETTLE seconds of silence (3 by default).
 # Prints one line per proxy and kind: KB per connection = (RSS with - RSS before) / N,
 # and RSS after the close beside RSS before. The figures go in docs/benchmarks.md.
@@ -22,7 +22,7 @@ ulimit -Hn $((4 * N + 1024)) 2>/dev/null || true
 ulimit -n "$(ulimit -Hn)"
 WS_N=$(( N < ($(ulimit -n) - 500) / 2 ? N : ($(ulimit -n) - 500) / 2 ))
 
-cargo build --release --locked -p gatehouse -p gatehouse-test-support --bins >&2
+[ -n "${NO_BUILD:-}" ] || cargo build --release --locked -p gatehouse -p gatehouse-test-support --bins >&2
 GH="$root/target/release/gatehouse"
 IDLE="$root/target/release/idle_conns"
 run=$(mktemp -d)
@@ -160,6 +160,8 @@ measure() { # proxy kind
     [ "$(fds "$proxy")" -le $((fds0 + 2)) ] && break
     sleep 0.1
   done
+  # Freed memory goes back after the allocator's decay: the same wait for every proxy.
+  sleep "${SETTLE:-3}"
   after=$(rss "$proxy")
   kill "$proxy"
   wait "$proxy" 2>/dev/null || true

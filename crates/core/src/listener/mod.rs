@@ -407,25 +407,12 @@ mod size_tests {
     }
 
     /// Every client connection's task holds this future for the connection's life, idle
-    /// or not: with 10,000 idle connections its size is a tenth of the memory they cost.
+    /// or not (10.9 KiB before the TLS session, the layer-4 session and the HTTP/2 and
+    /// HTTP/1 drivers were boxed; 2.3 KiB after): most of a parked connection's cost.
     #[test]
     fn a_connection_task_stays_small() {
         let conn = future_size(super::connection);
         println!("connection task future {conn} B");
-        fn size6<A, B, C, D, E, G, F>(_: fn(A, B, C, D, E, G) -> F) -> usize {
-            std::mem::size_of::<F>()
-        }
-        use crate::proxy_protocol::ClientStream;
-        type Tls = Box<tokio_rustls::server::TlsStream<ClientStream>>;
-        println!(
-            "http {} layer4 {} serve plain {} serve tls {} tls stream {} client_stream {}",
-            size6(super::http),
-            size6(super::layer4),
-            size6(crate::http::server::serve::<ClientStream>),
-            size6(crate::http::server::serve::<Tls>),
-            std::mem::size_of::<Tls>(),
-            std::mem::size_of::<ClientStream>()
-        );
-        assert!(conn <= 4096, "connection future is {conn} bytes");
+        assert!(conn <= 3 * 1024, "connection future is {conn} bytes");
     }
 }
