@@ -41,6 +41,9 @@ pub struct ConnState {
     /// The driver is taking the hyper connection down to park it (see `park`): its
     /// shutdown must leave the socket open.
     parking: AtomicBool,
+    /// The last write or flush could not finish (the client reads slowly): bytes may
+    /// sit in hyper's buffer, so the connection is not idle.
+    write_blocked: AtomicBool,
     /// Requests that reached the service, ever.
     served: AtomicU64,
     /// Woken by the first request (a drain waits for it: see `server::drive`).
@@ -76,6 +79,7 @@ impl ConnState {
             open: AtomicUsize::new(0),
             upgraded: AtomicBool::new(false),
             parking: AtomicBool::new(false),
+            write_blocked: AtomicBool::new(false),
             served: AtomicU64::new(0),
             first: tokio::sync::Notify::new(),
             head_since: AtomicU64::new(head_since),
@@ -122,11 +126,12 @@ impl ConnState {
         }
     }
 
-    /// Whether the connection may be parked: it has served a request, none is open, and
-    /// it has not switched protocols.
+    /// Whether the connection may be parked: it has served a request, none is open, no
+    /// write is waiting on the client, and it has not switched protocols.
     pub fn parkable(&self) -> bool {
         self.served_any()
             && self.open.load(Ordering::Acquire) == 0
+            && !self.write_blocked.load(Ordering::Relaxed)
             && !self.upgraded.load(Ordering::Relaxed)
     }
 
@@ -207,6 +212,8 @@ pub struct Activity<I> {
     swapped: Option<(Vec<u8>, usize)>,
     /// The lingering close's deadline, once the FIN is out.
     linger: Option<(Pin<Box<tokio::time::Sleep>>, usize)>,
+    /// This side's copy of `ConnState::write_blocked`, so that only a change is stored.
+    write_blocked: bool,
 }
 
 /// How long a close lingers, reading and dropping what the client still sends, and
@@ -221,11 +228,22 @@ impl<I> Activity<I> {
             state,
             swapped: None,
             linger: None,
+            write_blocked: false,
         }
     }
 
     fn count(&self) {
         self.state.activity.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Notes whether a write or flush left bytes waiting on the client.
+    fn note_write<T>(&mut self, r: &Poll<T>) {
+        if r.is_pending() != self.write_blocked {
+            self.write_blocked = r.is_pending();
+            self.state
+                .write_blocked
+                .store(self.write_blocked, Ordering::Relaxed);
+        }
     }
 }
 
@@ -312,6 +330,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Activity<I> {
         if r.is_ready() {
             self.count();
         }
+        self.note_write(&r);
         r
     }
 
@@ -330,6 +349,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Activity<I> {
         if r.is_ready() {
             self.count();
         }
+        self.note_write(&r);
         r
     }
 
@@ -338,7 +358,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Activity<I> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        self.note_write(&r);
+        r
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -370,6 +392,25 @@ mod tests {
         let h2 = ConnState::new(HeadClock::FromFirstByte);
         h2.stop_head_clock();
         assert!(h2.head_clock_off() && h2.head_deadline(limit).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_waiting_on_the_client_keeps_the_connection_from_parking() {
+        use tokio::io::AsyncWriteExt;
+        let s = ConnState::new(HeadClock::FromStart);
+        drop(Open::enter(&s));
+        assert!(s.parkable(), "served, nothing open");
+        let (mut client, server) = tokio::io::duplex(16);
+        let mut io = Activity::new(server, s.clone());
+        let stuck = tokio::time::timeout(Duration::from_millis(50), io.write_all(&[0; 64])).await;
+        assert!(stuck.is_err(), "the client reads nothing");
+        assert!(!s.parkable(), "bytes wait on the client");
+        let mut sink = [0u8; 16];
+        tokio::io::AsyncReadExt::read_exact(&mut client, &mut sink)
+            .await
+            .unwrap();
+        io.write_all(&[0; 8]).await.unwrap();
+        assert!(s.parkable(), "written out");
     }
 
     #[test]
