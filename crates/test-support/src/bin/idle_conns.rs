@@ -124,7 +124,7 @@ async fn open(kind: Kind, addr: SocketAddr, tls: Option<TlsConnector>) -> anyhow
             let io = TokioIo::new(c.connect(name, tcp).await?);
             let (mut send, conn) = http2::handshake(TokioExecutor::new(), io).await?;
             tokio::spawn(conn);
-            get(&mut send).await?;
+            answered(send.send_request(request()?).await?).await?;
             Ok(Held::H2(send))
         }
         (Kind::Ws, _) => {
@@ -146,52 +146,24 @@ where
 {
     let (mut send, conn) = http1::handshake(io).await?;
     tokio::spawn(conn);
-    get(&mut send).await?;
+    answered(send.send_request(request()?).await?).await?;
     Ok(Held::H1(send))
 }
 
-/// The connection's one request: `GET /`, its body read to the end.
-async fn get<S>(send: &mut S) -> anyhow::Result<()>
-where
-    S: Send1,
-{
-    let req = http::Request::get("/")
+/// The connection's one request: `GET /`.
+fn request() -> anyhow::Result<http::Request<Empty<Bytes>>> {
+    Ok(http::Request::get("/")
         .header(http::header::HOST, "127.0.0.1")
-        .body(Empty::<Bytes>::new())?;
-    let resp = send.send(req).await?;
+        .body(Empty::<Bytes>::new())?)
+}
+
+/// A successful answer, its body read to the end.
+async fn answered(resp: http::Response<hyper::body::Incoming>) -> anyhow::Result<()> {
     if !resp.status().is_success() {
         bail!("status {}", resp.status());
     }
     resp.into_body().collect().await?;
     Ok(())
-}
-
-/// hyper's two `SendRequest` types, for [`get`].
-trait Send1 {
-    fn send(
-        &mut self,
-        req: http::Request<Empty<Bytes>>,
-    ) -> impl std::future::Future<Output = hyper::Result<http::Response<hyper::body::Incoming>>>;
-}
-
-impl Send1 for http1::SendRequest<Empty<Bytes>> {
-    fn send(
-        &mut self,
-        req: http::Request<Empty<Bytes>>,
-    ) -> impl std::future::Future<Output = hyper::Result<http::Response<hyper::body::Incoming>>>
-    {
-        self.send_request(req)
-    }
-}
-
-impl Send1 for http2::SendRequest<Empty<Bytes>> {
-    fn send(
-        &mut self,
-        req: http::Request<Empty<Bytes>>,
-    ) -> impl std::future::Future<Output = hyper::Result<http::Response<hyper::body::Incoming>>>
-    {
-        self.send_request(req)
-    }
 }
 
 /// A TLS client trusting only `ca` (the proxy's self-signed certificate).
