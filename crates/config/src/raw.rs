@@ -92,6 +92,10 @@ pub struct SniConf {
 pub struct ListenerTlsConf {
     pub certificates: Vec<CertificateConf>,
     pub min_version: Option<String>,
+    /// Stateless resumption tickets (TLS 1.2 and 1.3); on by default.
+    pub session_tickets: Option<bool>,
+    /// Sessions kept for TLS 1.2 clients that resume by session id; 0 turns it off.
+    pub session_cache: Option<u64>,
     pub client_ca: Option<String>,
     /// `required` (default when `client_ca` is set) or `optional`.
     pub client_auth: Option<String>,

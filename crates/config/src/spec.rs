@@ -152,6 +152,9 @@ pub struct TlsSpec {
     pub certificates: Vec<CertSpec>,
     pub min_version: TlsVersion,
     pub client_auth: Option<ClientAuthSpec>,
+    pub session_tickets: bool,
+    /// Entries of the server-side session cache (0: none).
+    pub session_cache: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -6,6 +6,11 @@ use crate::spec::*;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// TLS 1.2 sessions kept for resumption by session id, as NGINX's usual
+/// `ssl_session_cache shared:SSL:4m` holds (some 16,000); a few hundred bytes each.
+const DEFAULT_SESSION_CACHE: usize = 16_384;
+const MAX_SESSION_CACHE: usize = 1 << 20;
+
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -248,10 +253,23 @@ fn tls(t: &ListenerTlsConf, path: &str, errs: &mut Errors) -> TlsSpec {
             })
         }
     };
+    let session_cache = match t.session_cache {
+        None => DEFAULT_SESSION_CACHE,
+        Some(n) if n <= MAX_SESSION_CACHE as u64 => n as usize,
+        Some(n) => {
+            errs.push(
+                format!("{path}.session_cache"),
+                format!("{n} sessions is more than the {MAX_SESSION_CACHE} allowed"),
+            );
+            DEFAULT_SESSION_CACHE
+        }
+    };
     TlsSpec {
         certificates,
         min_version,
         client_auth,
+        session_tickets: t.session_tickets.unwrap_or(true),
+        session_cache,
     }
 }
 

@@ -1,5 +1,6 @@
 //! TLS with rustls: server configs for HTTPS listeners (certificates chosen by SNI, exact
-//! and wildcard names, a default; TLS 1.2/1.3; optional client-certificate checks; ALPN),
+//! and wildcard names, a default; TLS 1.2/1.3; optional client-certificate checks; ALPN;
+//! session resumption by tickets and by a session cache, both on by default),
 //! and client configs towards upstreams (system-independent web roots or a custom CA).
 //! Certificate files are read here, at compile time, never on the request path.
 
@@ -89,12 +90,34 @@ pub fn server_config(spec: &TlsSpec, http2: bool) -> Result<Arc<rustls::ServerCo
         }
     };
     let mut cfg = builder.with_cert_resolver(Arc::new(resolver));
+    if spec.session_tickets {
+        cfg.ticketer = ticketer()?;
+    }
+    cfg.session_storage = if spec.session_cache == 0 {
+        Arc::new(rustls::server::NoServerSessionStorage {})
+    } else {
+        rustls::server::ServerSessionMemoryCache::new(spec.session_cache)
+    };
     cfg.alpn_protocols = if http2 {
         vec![b"h2".to_vec(), b"http/1.1".to_vec()]
     } else {
         vec![b"http/1.1".to_vec()]
     };
     Ok(Arc::new(cfg))
+}
+
+/// The process's one ticket key set (rotated every six hours by rustls), shared by every
+/// listener and kept across reloads, so that a ticket issued before a reload still
+/// resumes after it.
+fn ticketer() -> Result<Arc<dyn rustls::server::ProducesTickets>, TlsError> {
+    static TICKETER: std::sync::OnceLock<Arc<dyn rustls::server::ProducesTickets>> =
+        std::sync::OnceLock::new();
+    if let Some(t) = TICKETER.get() {
+        return Ok(t.clone());
+    }
+    let t = rustls::crypto::aws_lc_rs::Ticketer::new()
+        .map_err(|e| TlsError::Config(format!("cannot make session ticket keys: {e}")))?;
+    Ok(TICKETER.get_or_init(|| t).clone())
 }
 
 /// Builds the client config used towards an upstream.

@@ -230,3 +230,106 @@ async fn redirect_listener_sends_clients_to_https() {
     assert_eq!(parts.status, 301);
     assert_eq!(parts.headers["location"], "https://example.com/x");
 }
+
+/// Connects with a client config kept across connections (so it holds the session from
+/// the first), makes one request (which also reads the TLS 1.3 tickets) and says how the
+/// handshake went.
+async fn handshake_kind(
+    addr: SocketAddr,
+    cfg: &std::sync::Arc<rustls::ClientConfig>,
+) -> rustls::HandshakeKind {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let s = tokio_rustls::TlsConnector::from(cfg.clone())
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let kind = s.get_ref().1.handshake_kind().expect("handshake done");
+    assert_eq!(get_over(s, "localhost").await.unwrap(), 200);
+    kind
+}
+
+/// A client config for one TLS version; `tickets = false` resumes TLS 1.2 by session id
+/// only, so the server's session cache is what it must find.
+fn resuming_client(
+    ca: &TestCa,
+    v: &'static rustls::SupportedProtocolVersion,
+    tickets: bool,
+) -> std::sync::Arc<rustls::ClientConfig> {
+    let versions = [v];
+    let mut cfg = (*TlsClient {
+        versions: &versions,
+        ..TlsClient::new(&ca.cert_pem)
+    }
+    .config())
+    .clone();
+    if !tickets {
+        cfg.resumption = rustls::client::Resumption::in_memory_sessions(8)
+            .tls12_resumption(rustls::client::Tls12Resumption::SessionIdOnly);
+    }
+    std::sync::Arc::new(cfg)
+}
+
+#[tokio::test]
+async fn sessions_resume_by_ticket_and_by_session_id_unless_turned_off() {
+    use rustls::version::{TLS12, TLS13};
+    use rustls::HandshakeKind::{Full, Resumed};
+    let ca = TestCa::new();
+    let leaf = ca.leaf("gw", &["localhost"]);
+    let on = TestGateway::start(&format!(
+        "{QUIET}{}{OK_ROUTE}",
+        https_listener(&[cert_entry(&leaf, "")], "")
+    ))
+    .await;
+    for (v, tickets) in [(&TLS13, true), (&TLS12, true), (&TLS12, false)] {
+        let cfg = resuming_client(&ca, v, tickets);
+        let what = format!("{v:?} tickets={tickets}");
+        assert_eq!(handshake_kind(on.addr("tls"), &cfg).await, Full, "{what}");
+        assert_eq!(
+            handshake_kind(on.addr("tls"), &cfg).await,
+            Resumed,
+            "{what}"
+        );
+    }
+
+    let off = TestGateway::start(&format!(
+        "{QUIET}{}{OK_ROUTE}",
+        https_listener(
+            &[cert_entry(&leaf, "")],
+            "session_tickets = false\nsession_cache = 0"
+        )
+    ))
+    .await;
+    for (v, tickets) in [(&TLS13, true), (&TLS12, true), (&TLS12, false)] {
+        let cfg = resuming_client(&ca, v, tickets);
+        let what = format!("{v:?} tickets={tickets}");
+        assert_eq!(handshake_kind(off.addr("tls"), &cfg).await, Full, "{what}");
+        assert_eq!(handshake_kind(off.addr("tls"), &cfg).await, Full, "{what}");
+    }
+}
+
+/// Tickets are sealed with keys the process keeps across reloads: a session from
+/// before a reload resumes after it.
+#[tokio::test]
+async fn a_ticket_from_before_a_reload_still_resumes() {
+    let ca = TestCa::new();
+    let leaf = ca.leaf("gw", &["localhost"]);
+    let config = format!(
+        "{QUIET}{}{OK_ROUTE}",
+        https_listener(&[cert_entry(&leaf, "")], "")
+    );
+    let gw = TestGateway::start(&config).await;
+    let cfg = resuming_client(&ca, &rustls::version::TLS13, true);
+    assert_eq!(
+        handshake_kind(gw.addr("tls"), &cfg).await,
+        rustls::HandshakeKind::Full
+    );
+    gw.gw
+        .reload_text(&config.replace("tls ok", "tls ok again"))
+        .await
+        .unwrap();
+    assert_eq!(
+        handshake_kind(gw.addr("tls"), &cfg).await,
+        rustls::HandshakeKind::Resumed
+    );
+}
