@@ -13,8 +13,12 @@ pub struct RequestHead<'a> {
 }
 
 pub(super) fn matches(m: &MatchSpec, h: &RequestHead<'_>) -> bool {
+    path_matches(&m.path, h.path) && rest_matches(m, h)
+}
+
+/// Every condition but the path, which the path index has already checked.
+pub(super) fn rest_matches(m: &MatchSpec, h: &RequestHead<'_>) -> bool {
     (m.methods.is_empty() || m.methods.contains(h.method))
-        && path_matches(&m.path, h.path)
         && m.headers.iter().all(|f| header_matches(f, h.headers))
         && m.query.iter().all(|f| query_matches(f, h.query))
 }

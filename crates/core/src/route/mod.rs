@@ -8,33 +8,41 @@
 //! 3. more method/header/query conditions first;
 //! 4. config order.
 
+mod index;
 mod matcher;
 #[cfg(test)]
 mod tests;
 
 use gatehouse_config::spec::{HostMatch, MatchSpec, PathMatch, Segment};
 use http::{HeaderMap, Method};
+use index::PathIndex;
 use std::collections::HashMap;
 
 pub use matcher::RequestHead;
 
-/// Routes for one listener, with the payload `T` each match yields.
+/// Routes for one listener, with the payload `T` each match yields. Routes are bucketed
+/// by host condition, and each bucket indexes its routes by path condition, so that a
+/// request looks at the routes that can match it, never at all of them (10,000 routes:
+/// docs/benchmarks.md).
 pub struct RouteTable<T> {
     entries: Vec<Entry<T>>,
-    /// Exact host -> entry indexes in precedence order.
-    exact: HashMap<String, Vec<usize>>,
-    /// (suffix, entry indexes), longest suffix first.
-    wildcard: Vec<(String, Vec<usize>)>,
-    /// Entries with no host condition, in precedence order.
-    any_host: Vec<usize>,
+    /// Exact host -> its routes.
+    exact: HashMap<Box<str>, PathIndex>,
+    /// Wildcard suffix (`.example.com`) -> its routes; looked up at each dot of the host,
+    /// leftmost (longest suffix) first.
+    wildcard: HashMap<Box<str>, PathIndex>,
+    /// Routes with no host condition.
+    any_host: PathIndex,
 }
 
 struct Entry<T> {
     matcher: MatchSpec,
     value: T,
+    rank: Rank,
 }
 
-/// Why a route won or lost; the sort key of the precedence rules above.
+/// Why a route won or lost within a host bucket; the sort key of the precedence rules
+/// above.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Rank {
     path_class: u8,
@@ -51,34 +59,32 @@ impl<T> RouteTable<T> {
     pub fn new(routes: Vec<(MatchSpec, T)>) -> Self {
         let entries: Vec<Entry<T>> = routes
             .into_iter()
-            .map(|(matcher, value)| Entry { matcher, value })
+            .enumerate()
+            .map(|(i, (matcher, value))| Entry {
+                rank: rank(&matcher, i),
+                matcher,
+                value,
+            })
             .collect();
-        let mut exact: HashMap<String, Vec<usize>> = HashMap::new();
-        let mut wildcard: HashMap<String, Vec<usize>> = HashMap::new();
-        let mut any_host = Vec::new();
+        let mut exact: HashMap<Box<str>, PathIndex> = HashMap::new();
+        let mut wildcard: HashMap<Box<str>, PathIndex> = HashMap::new();
+        let mut any_host = PathIndex::default();
         for (i, e) in entries.iter().enumerate() {
             if e.matcher.hosts.is_empty() {
-                any_host.push(i);
+                any_host.add(i, e);
             }
             for h in &e.matcher.hosts {
-                match h {
-                    HostMatch::Exact(n) => exact.entry(n.clone()).or_default().push(i),
-                    HostMatch::Suffix(s) => wildcard.entry(s.clone()).or_default().push(i),
-                }
+                let bucket = match h {
+                    HostMatch::Exact(n) => exact.entry(n.as_str().into()),
+                    HostMatch::Suffix(s) => wildcard.entry(s.as_str().into()),
+                };
+                bucket.or_default().add(i, e);
             }
         }
-        let rank = |i: &usize| rank(&entries[*i].matcher, *i);
-        for v in exact.values_mut() {
-            v.sort_by_key(rank);
-            v.dedup();
+        for b in exact.values_mut().chain(wildcard.values_mut()) {
+            b.finish(&entries);
         }
-        let mut wildcard: Vec<(String, Vec<usize>)> = wildcard.into_iter().collect();
-        for (_, v) in wildcard.iter_mut() {
-            v.sort_by_key(rank);
-            v.dedup();
-        }
-        wildcard.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
-        any_host.sort_by_key(rank);
+        any_host.finish(&entries);
         RouteTable {
             entries,
             exact,
@@ -89,26 +95,57 @@ impl<T> RouteTable<T> {
 
     /// The most specific route matching the request, if any.
     pub fn find(&self, head: &RequestHead<'_>) -> Option<&T> {
-        self.candidates(head.host)
-            .find(|i| matcher::matches(&self.entries[*i].matcher, head))
+        self.buckets(head.host)
+            .find_map(|b| b.find(&self.entries, head))
             .map(|i| &self.entries[i].value)
     }
 
-    /// Entry indexes in precedence order for a (lower-case, port-less) host.
-    fn candidates<'a>(&'a self, host: &'a str) -> impl Iterator<Item = usize> + 'a {
-        let exact = self.exact.get(host).into_iter().flatten().copied();
-        let wild = self
-            .wildcard
+    /// The buckets that can hold a route for a (lower-case, port-less) host, in
+    /// precedence order: its exact name, its wildcards longest first, then any host.
+    fn buckets<'a>(&'a self, host: &'a str) -> impl Iterator<Item = &'a PathIndex> + 'a {
+        // `*.example.com` (`.example.com`) matches `a.example.com`, not `example.com`.
+        let wild = host
+            .match_indices('.')
+            .filter(|(i, _)| *i > 0)
+            .filter_map(|(i, _)| self.wildcard.get(&host[i..]));
+        self.exact
+            .get(host)
+            .into_iter()
+            .chain(wild)
+            .chain(std::iter::once(&self.any_host))
+    }
+
+    /// The same answer as [`find`](Self::find), by checking every route against the
+    /// precedence rules directly: the reference the index is tested and fuzzed against.
+    #[doc(hidden)]
+    pub fn find_by_scan(&self, head: &RequestHead<'_>) -> Option<&T> {
+        self.entries
             .iter()
-            .filter(move |(s, _)| host.len() > s.len() && host.ends_with(s.as_str()));
-        exact
-            .chain(wild.flat_map(|(_, v)| v.iter().copied()))
-            .chain(self.any_host.iter().copied())
+            .filter(|e| matcher::matches(&e.matcher, head))
+            .filter_map(|e| Some((host_rank(&e.matcher.hosts, head.host)?, e.rank, e)))
+            .min_by_key(|(h, r, _)| (*h, *r))
+            .map(|(_, _, e)| &e.value)
     }
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+}
+
+/// How well a route's hosts fit `host`, lower first: exact, then wildcards by suffix
+/// length, then no host condition; `None` when none fits.
+fn host_rank(hosts: &[HostMatch], host: &str) -> Option<(u8, i64)> {
+    if hosts.is_empty() {
+        return Some((2, 0));
+    }
+    hosts
+        .iter()
+        .filter_map(|h| match h {
+            HostMatch::Exact(n) => (n == host).then_some((0, 0)),
+            HostMatch::Suffix(s) => (host.len() > s.len() && host.ends_with(s.as_str()))
+                .then_some((1, -(s.len() as i64))),
+        })
+        .min()
 }
 
 fn rank(m: &MatchSpec, order: usize) -> Rank {

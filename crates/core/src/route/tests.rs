@@ -198,3 +198,108 @@ fn host_normalising_is_idempotent_on_valid_hosts() {
     }
     assert_eq!(normalize_host("a.."), "a");
 }
+
+/// The index gives the answer of a scan of every route against the precedence rules,
+/// for random route sets and requests over a small vocabulary (so that they collide).
+mod index_against_scan {
+    use super::*;
+    use gatehouse_config::spec::{FieldKind, FieldMatch};
+    use proptest::prelude::*;
+
+    const SEGS: &[&str] = &["a", "b", "api", "v1", ""];
+    const HOSTS: &[&str] = &["x.com", "a.x.com", "b.a.x.com", "other.org"];
+    const REGEXES: &[&str] = &["/a/[a-z]+", ".*b", "/(api|v1)/.*", "(?i)/API/v1", "/a?", ""];
+
+    fn path_of(segs: &[usize], slash: bool) -> String {
+        let mut p: String = segs.iter().map(|s| format!("/{}", SEGS[*s])).collect();
+        if slash || p.is_empty() {
+            p.push('/');
+        }
+        p
+    }
+
+    fn segment(i: usize) -> Segment {
+        match i {
+            0 => Segment::Param("p".into()),
+            i => Segment::Literal(SEGS[i - 1].into()),
+        }
+    }
+
+    prop_compose! {
+        fn route()(
+            hosts in proptest::collection::vec((0..6usize, 0..HOSTS.len()), 0..3),
+            kind in 0..6usize,
+            segs in proptest::collection::vec(0..SEGS.len(), 0..4),
+            tsegs in proptest::collection::vec(0..=SEGS.len(), 0..4),
+            rest in any::<bool>(),
+            slash in any::<bool>(),
+            re in 0..REGEXES.len(),
+            method in 0..3usize,
+            header in 0..4usize,
+            query in any::<bool>(),
+        ) -> MatchSpec {
+            let hosts = hosts.into_iter().filter_map(|(k, h)| match k {
+                0 | 1 => Some(HostMatch::Exact(HOSTS[h].into())),
+                2 => Some(HostMatch::Suffix(".x.com".into())),
+                3 => Some(HostMatch::Suffix(".a.x.com".into())),
+                _ => None,
+            }).collect();
+            let path = match kind {
+                0 => PathMatch::Exact(path_of(&segs, slash)),
+                1 => PathMatch::Prefix(path_of(&segs, slash)),
+                2 => {
+                    let mut t: Vec<Segment> = tsegs.into_iter().map(segment).collect();
+                    if rest {
+                        t.push(Segment::Rest("r".into()));
+                    }
+                    PathMatch::Template(t)
+                }
+                3 => PathMatch::Regex(regex::Regex::new(&format!("^(?:{})$", REGEXES[re])).unwrap()),
+                _ => PathMatch::Any,
+            };
+            let methods = match method {
+                0 => vec![],
+                1 => vec![Method::GET],
+                _ => vec![Method::POST, Method::PUT],
+            };
+            let headers = match header {
+                0 => vec![],
+                1 => vec![FieldMatch { name: "x-a".into(), kind: FieldKind::Present }],
+                2 => vec![FieldMatch { name: "x-a".into(), kind: FieldKind::Absent }],
+                _ => vec![FieldMatch { name: "x-a".into(), kind: FieldKind::Exact("1".into()) }],
+            };
+            let query = if query {
+                vec![FieldMatch { name: "q".into(), kind: FieldKind::Present }]
+            } else {
+                vec![]
+            };
+            MatchSpec { hosts, path, methods, headers, query }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+        #[test]
+        fn same_route_as_a_scan(
+            routes in proptest::collection::vec(route(), 0..24),
+            requests in proptest::collection::vec(
+                (0..HOSTS.len(), proptest::collection::vec(0..SEGS.len(), 0..5),
+                 any::<bool>(), any::<bool>(), 0..3usize, any::<bool>()),
+                1..16,
+            ),
+        ) {
+            let t = RouteTable::new(routes.into_iter().enumerate().map(|(i, m)| (m, i)).collect());
+            for (h, segs, slash, post, header, query) in requests {
+                let method = if post { Method::POST } else { Method::GET };
+                let path = path_of(&segs, slash);
+                let mut map = HeaderMap::new();
+                if header > 0 {
+                    map.insert("x-a", if header == 1 { "1" } else { "2" }.parse().unwrap());
+                }
+                let q = query.then_some("q=1");
+                let head = head(&method, HOSTS[h], &path, q, &map);
+                prop_assert_eq!(t.find(&head), t.find_by_scan(&head), "{} {}{}", method, HOSTS[h], path);
+            }
+        }
+    }
+}
