@@ -25,19 +25,13 @@ WS_N=$(( N < ($(ulimit -n) - 500) / 2 ? N : ($(ulimit -n) - 500) / 2 ))
 [ -n "${NO_BUILD:-}" ] || cargo build --release --locked -p gatehouse -p gatehouse-test-support --bins >&2
 GH="$root/target/release/gatehouse"
 IDLE="$root/target/release/idle_conns"
-run=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  rm -rf "$run"
-}
-trap cleanup EXIT
+# shellcheck source=bench/lib.sh
+. "$root/bench/lib.sh"
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
   -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 -addext basicConstraints=CA:FALSE \
   -keyout "$run/key.pem" -out "$run/cert.pem" 2>/dev/null
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 PLAIN=$(free_port) TLS=$(free_port) WS=$(free_port)
 
 "$IDLE" ws-echo "127.0.0.1:$WS" >"$run/ws-echo.log" 2>&1 &

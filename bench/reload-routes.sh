@@ -15,15 +15,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 [ -n "${NO_BUILD:-}" ] || cargo build --release --locked -p gatehouse >&2
 GH="$root/target/release/gatehouse"
-run=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  rm -rf "$run"
-}
-trap cleanup EXIT
+# shellcheck source=bench/lib.sh
+. "$root/bench/lib.sh"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 PORT=$(free_port) ADMIN=$(free_port)
 
 # $1: a word that differs between the two configs, so each reload changes the file.

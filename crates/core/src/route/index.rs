@@ -95,7 +95,9 @@ impl PathIndex {
             entries,
             found: None,
         };
-        self.templates.walk(next_segments(path), &mut |i| {
+        // Segments as `matcher::template_matches` splits them: no leading `/`, then `/`.
+        let segments = path.strip_prefix('/').unwrap_or(path);
+        self.templates.walk(Some(segments), &mut |i| {
             if rest_ok(&i) {
                 best.offer(i);
             }
@@ -152,12 +154,6 @@ fn prefix_candidates(path: &str) -> impl Iterator<Item = &str> {
             Some(fresh.then_some(p))
         })
         .flatten()
-}
-
-/// The path's segments as the template matcher splits them: without the leading `/`,
-/// on every `/`; `None` once there are none left.
-fn next_segments(path: &str) -> Option<&str> {
-    Some(path.strip_prefix('/').unwrap_or(path))
 }
 
 /// Every literal a match of the (anchored) pattern must start with; `[""]` when the
