@@ -8,6 +8,7 @@ pub mod client;
 pub mod conn_state;
 pub mod date;
 pub mod edge;
+pub mod h1;
 pub mod h2;
 pub mod headers;
 pub mod park;

@@ -1,12 +1,14 @@
 //! End-to-end tests of the edge: raw requests an intermediary must refuse or repair,
 //! upstream responses that must not reach the client, and the differential run of the
-//! request corpus against a naive origin. Real sockets on 127.0.0.1, the gateway
+//! request corpus against a naive origin, and the own HTTP/1.1 response reader against
+//! hyper's client at every byte split. Real sockets on 127.0.0.1, the gateway
 //! in-process.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod corpus;
 mod differential;
+mod h1_reader;
 mod h2;
 mod requests;
 mod responses;

@@ -5,7 +5,7 @@ use crate::gateway_to;
 use gatehouse_test_support::raw::{exchange, RawOrigin, Reply};
 
 /// (path, what the origin answers); every one of them is a 502.
-const BROKEN: &[(&str, &[u8])] = &[
+pub(crate) const BROKEN: &[(&str, &[u8])] = &[
     ("unasked_101", b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\nRAW"),
     ("content_length_twice", b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 2\r\n\r\nok"),
     ("content_lengths_differ", b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nokk"),
