@@ -9,6 +9,7 @@
 mod corpus;
 mod differential;
 mod h1_reader;
+mod h1_writer;
 mod h2;
 mod requests;
 mod responses;

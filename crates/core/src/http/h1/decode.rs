@@ -177,7 +177,7 @@ fn framing(
 }
 
 /// A decimal number of digits only: no sign, no list, no spaces inside.
-fn digits(b: &[u8]) -> Option<u64> {
+pub(super) fn digits(b: &[u8]) -> Option<u64> {
     if b.is_empty() || !b.iter().all(u8::is_ascii_digit) {
         return None;
     }

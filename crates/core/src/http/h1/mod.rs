@@ -1,10 +1,12 @@
 //! Gatehouse's own upstream HTTP/1.1 client, built up in parts (issue 10's decision:
 //! hyper's client costs ~13k instructions a request in its dispatch channel and
-//! connection task). This first part is the response reader, with no I/O: [`decode`]
-//! turns bytes read from an upstream into a response head and body frames, by
-//! `httparse` for the head, chunk sizes and trailers, and by RFC 9112 sections 6-7 for
-//! the framing. It is checked against hyper's client at every byte split (the
-//! `h1_reader` differential test) and fuzzed (`fuzz/fuzz_targets/h1_response.rs`);
-//! the connection and pool that drive it from the request's own task come next.
+//! connection task). The parts so far have no I/O: [`decode`] turns bytes read from an
+//! upstream into a response head and body frames (`httparse` for the head, chunk sizes
+//! and trailers; RFC 9112 6.3 for the framing), and [`encode`] writes a request head and
+//! its body's framing as hyper's client does. Each is checked against hyper's client
+//! (the `h1_reader` test at every byte split, the `h1_writer` test byte for byte), and
+//! the reader is fuzzed (`fuzz/fuzz_targets/h1_response.rs`). The connection and pool
+//! that drive them from the request's own task come next (docs/h1-client.md).
 
 pub mod decode;
+pub mod encode;
