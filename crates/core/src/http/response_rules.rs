@@ -26,6 +26,12 @@ pub fn check(
     if status == StatusCode::SWITCHING_PROTOCOLS {
         switch(headers, offered)?;
     }
+    framing_fields(headers)
+}
+
+/// The Content-Length and Transfer-Encoding rules above: shared with the own client's
+/// reader (`h1::decode`), so the two cannot disagree on what may pass.
+pub fn framing_fields(headers: &HeaderMap) -> Result<(), &'static str> {
     let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
     let length = lengths.next();
     if lengths.next().is_some() {

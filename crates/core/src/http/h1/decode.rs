@@ -5,9 +5,9 @@
 //! 1. a response to HEAD, any 1xx, 204 and 304 has no body, whatever its fields say;
 //!    1xx other than 101 are skipped, as hyper's client does;
 //! 2. `Transfer-Encoding` must be a lone `chunked` and never come with
-//!    `Content-Length` (another coding would reach the client decoded from chunked but
-//!    still coded; both at once is the classic smuggling vector);
-//! 3. `Content-Length` must be one line holding only digits;
+//!    `Content-Length`, and `Content-Length` must be one line with no list: the rules
+//!    of [`response_rules::framing_fields`], called here, not written again;
+//! 3. `Content-Length` must hold only digits;
 //! 4. otherwise the body runs until the upstream closes, and the connection is not
 //!    kept.
 //!
@@ -15,6 +15,7 @@
 //! connection. A connection is reusable only when the response said so
 //! ([`Head::keep_alive`]) and its body was read exactly to its end.
 
+use crate::http::response_rules;
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{StatusCode, Version};
@@ -39,14 +40,11 @@ pub enum Malformed {
     Status(u16),
     #[error("a response field is not valid")]
     Field,
-    #[error("Content-Length was sent more than once")]
-    TwoLengths,
+    /// A rule of [`response_rules::framing_fields`] broken.
+    #[error("{0}")]
+    Framing(&'static str),
     #[error("Content-Length is not a number")]
     BadLength,
-    #[error("a transfer coding other than a lone chunked")]
-    Coding,
-    #[error("both Transfer-Encoding and Content-Length")]
-    CodingAndLength,
     #[error("a chunk-size line is not valid")]
     ChunkSize,
     #[error("chunk data is not followed by CRLF")]
@@ -152,23 +150,11 @@ fn framing(
     {
         return Ok(Framing::None);
     }
-    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
-    let length = lengths.next();
-    if lengths.next().is_some() {
-        return Err(Malformed::TwoLengths);
-    }
-    let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
-    if let Some(te) = codings.next() {
-        let lone_chunked = te.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked");
-        if codings.next().is_some() || !lone_chunked {
-            return Err(Malformed::Coding);
-        }
-        if length.is_some() {
-            return Err(Malformed::CodingAndLength);
-        }
+    response_rules::framing_fields(headers).map_err(Malformed::Framing)?;
+    if headers.contains_key(header::TRANSFER_ENCODING) {
         return Ok(Framing::Chunked);
     }
-    match length {
+    match headers.get(header::CONTENT_LENGTH) {
         Some(v) => digits(v.as_bytes())
             .map(Framing::Length)
             .ok_or(Malformed::BadLength),

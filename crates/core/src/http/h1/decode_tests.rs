@@ -76,11 +76,11 @@ fn bad_framing_is_malformed() {
     let cases: &[(&[u8], Malformed)] = &[
         (
             b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 2\r\n\r\nok",
-            Malformed::TwoLengths,
+            Malformed::Framing("the upstream sent Content-Length more than once"),
         ),
         (
             b"HTTP/1.1 200 OK\r\ncontent-length: 2, 2\r\n\r\nok",
-            Malformed::BadLength,
+            Malformed::Framing("the upstream sent a list as Content-Length"),
         ),
         (
             b"HTTP/1.1 200 OK\r\ncontent-length: +2\r\n\r\nok",
@@ -92,15 +92,15 @@ fn bad_framing_is_malformed() {
         ),
         (
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n",
-            Malformed::Coding,
+            Malformed::Framing("the upstream sent a transfer coding other than a lone chunked"),
         ),
         (
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntransfer-encoding: chunked\r\n\r\n",
-            Malformed::Coding,
+            Malformed::Framing("the upstream sent a transfer coding other than a lone chunked"),
         ),
         (
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n",
-            Malformed::CodingAndLength,
+            Malformed::Framing("the upstream sent both Transfer-Encoding and Content-Length"),
         ),
         (
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
