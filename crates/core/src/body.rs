@@ -6,7 +6,7 @@
 //! pool and completes the access-log record.
 
 use crate::access_log::Completion;
-use crate::http::client::PoolReturn;
+use crate::http::client::Received;
 use crate::http::conn_state::Open;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -32,13 +32,10 @@ pub struct BodyTooLarge(pub u64);
 #[error("request deadline passed while streaming the response")]
 pub struct DeadlinePassed;
 
-/// A client's request body.
-pub enum ClientBody {
-    Http1(Incoming),
-    Http2(crate::http::h2::RecvBody),
-}
+/// hyper's body with its error boxed, to sit beside the proxy's own bodies in an enum.
+pub struct Hyper(pub Incoming);
 
-impl Body for ClientBody {
+impl Body for Hyper {
     type Data = Bytes;
     type Error = BodyError;
 
@@ -46,28 +43,62 @@ impl Body for ClientBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        match self.get_mut() {
-            ClientBody::Http1(b) => Pin::new(b)
-                .poll_frame(cx)
-                .map_err(|e| Box::new(e) as BodyError),
-            ClientBody::Http2(b) => Pin::new(b).poll_frame(cx),
-        }
+        Pin::new(&mut self.get_mut().0)
+            .poll_frame(cx)
+            .map_err(|e| Box::new(e) as BodyError)
     }
 
     fn is_end_stream(&self) -> bool {
-        match self {
-            ClientBody::Http1(b) => b.is_end_stream(),
-            ClientBody::Http2(b) => b.is_end_stream(),
-        }
+        self.0.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self {
-            ClientBody::Http1(b) => b.size_hint(),
-            ClientBody::Http2(b) => b.size_hint(),
-        }
+        self.0.size_hint()
     }
 }
+
+/// Implements `Body` for an enum each of whose variants holds an `Unpin` body of
+/// `Bytes` and [`BodyError`], by handing every call to the variant's body.
+macro_rules! delegate_body {
+    ($ty:ident: $($v:ident),+) => {
+        impl http_body::Body for $ty {
+            type Data = bytes::Bytes;
+            type Error = $crate::body::BodyError;
+
+            fn poll_frame(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<
+                Option<Result<http_body::Frame<bytes::Bytes>, $crate::body::BodyError>>,
+            > {
+                match self.get_mut() {
+                    $($ty::$v(b) => std::pin::Pin::new(b).poll_frame(cx),)+
+                }
+            }
+
+            fn is_end_stream(&self) -> bool {
+                match self {
+                    $($ty::$v(b) => b.is_end_stream(),)+
+                }
+            }
+
+            fn size_hint(&self) -> http_body::SizeHint {
+                match self {
+                    $($ty::$v(b) => b.size_hint(),)+
+                }
+            }
+        }
+    };
+}
+pub(crate) use delegate_body;
+
+/// A client's request body.
+pub enum ClientBody {
+    Http1(Hyper),
+    Http2(crate::http::h2::RecvBody),
+}
+
+delegate_body!(ClientBody: Http1, Http2);
 
 /// The body sent to an upstream.
 pub enum UpstreamBody {
@@ -87,13 +118,12 @@ pub enum UpstreamBody {
 enum Inner {
     Empty,
     Full(Option<Bytes>),
-    Upstream(Incoming),
+    Upstream(Received),
 }
 
 /// The body sent to the client.
 pub struct ResponseBody {
     inner: Inner,
-    pool: Option<PoolReturn>,
     completion: Option<Completion>,
     deadline: Option<Pin<Box<Sleep>>>,
     /// The client connection's mark for this request, let go when the body ends.
@@ -184,16 +214,13 @@ impl ResponseBody {
         Self::with(Inner::Full(Some(b)))
     }
 
-    pub fn upstream(b: Incoming, pool: Option<PoolReturn>) -> Self {
-        let mut r = Self::with(Inner::Upstream(b));
-        r.pool = pool;
-        r
+    pub fn upstream(b: Received) -> Self {
+        Self::with(Inner::Upstream(b))
     }
 
     fn with(inner: Inner) -> Self {
         ResponseBody {
             inner,
-            pool: None,
             completion: None,
             deadline: None,
             open: None,
@@ -217,12 +244,11 @@ impl ResponseBody {
     }
 
     fn finish(&mut self, ok: bool) {
-        if ok {
-            if let Some(p) = self.pool.take() {
-                p.give_back();
+        if let Inner::Upstream(b) = &mut self.inner {
+            if ok {
+                b.release();
             }
         }
-        self.pool = None;
         if let Some(c) = self.completion.take() {
             c.finish(self.sent, ok);
         }
@@ -248,9 +274,7 @@ impl Body for ResponseBody {
         let frame = match &mut this.inner {
             Inner::Empty => None,
             Inner::Full(b) => b.take().map(|b| Ok(Frame::data(b))),
-            Inner::Upstream(b) => {
-                ready!(Pin::new(b).poll_frame(cx)).map(|r| r.map_err(|e| Box::new(e) as BodyError))
-            }
+            Inner::Upstream(b) => ready!(Pin::new(b).poll_frame(cx)),
         };
         match &frame {
             Some(Ok(f)) => {
@@ -285,7 +309,7 @@ impl Drop for ResponseBody {
     fn drop(&mut self) {
         // A body dropped before its end (client went away) must not return its upstream
         // connection: the rest of that response is still on the wire.
-        if self.pool.is_some() || self.completion.is_some() {
+        if matches!(self.inner, Inner::Upstream(_)) || self.completion.is_some() {
             let done = self.is_end_stream();
             self.finish(done);
         }

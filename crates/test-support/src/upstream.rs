@@ -35,6 +35,8 @@ pub struct Upstream {
     pub addr: SocketAddr,
     /// Heads of every request received, in order.
     pub seen: Arc<Mutex<Vec<http::request::Parts>>>,
+    /// Connections accepted.
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
     /// Turns true to kill the server: stop accepting and drop every connection.
     stop: tokio::sync::watch::Sender<bool>,
 }
@@ -147,6 +149,8 @@ impl Upstream {
             .as_ref()
             .map(|(c, k)| tls_acceptor(c, k, opts.http2_only));
         let seen2 = seen.clone();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let accepted2 = accepted.clone();
         tokio::spawn(async move {
             loop {
                 let mut on_stop = stopped.clone();
@@ -157,6 +161,7 @@ impl Upstream {
                 let Ok((stream, _)) = accepted else {
                     return;
                 };
+                accepted2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let (h, seen, acceptor, h2) =
                     (h.clone(), seen2.clone(), acceptor.clone(), opts.http2_only);
                 tokio::spawn(async move {
@@ -167,7 +172,12 @@ impl Upstream {
                 });
             }
         });
-        Upstream { addr, seen, stop }
+        Upstream {
+            addr,
+            seen,
+            accepted,
+            stop,
+        }
     }
 }
 
@@ -231,6 +241,11 @@ impl Upstream {
 
     pub fn count(&self) -> usize {
         self.seen.lock().unwrap().len()
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

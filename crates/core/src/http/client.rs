@@ -1,19 +1,17 @@
-//! Upstream connections: the [`Connector`] (TCP, optional TLS, HTTP/1.1 or HTTP/2
+//! Upstream connections: the [`Connector`] (TCP, optional TLS, and for HTTP/2 hyper's
 //! handshake) and the per-endpoint [`Pool`].
 //!
-//! The pool holds hyper's own connection handles, not hyper-util's legacy client: that
-//! client rebuilds an absolute URI, goes through a shared locked pool and spawns a task
-//! to return each connection (docs/PERFORMANCE.md measured ~0.8 us/req for it). Here an
-//! HTTP/1.1 handle goes back to the pool when its response body ends (see
-//! [`crate::body::ResponseBody`]) and an HTTP/2 handle is shared by all requests.
+//! HTTP/1.1 runs on Gatehouse's own client ([`crate::http::h1::conn`]): a pooled
+//! [`Wire`] is lent to one request, driven from the request's task, and goes back to the
+//! pool when its response body has been read exactly to its end. HTTP/2 uses hyper's
+//! connection handle, shared by all requests to the endpoint.
 
-use crate::body::UpstreamBody;
+use crate::body::{Hyper, UpstreamBody};
 use crate::error::{ErrorKind, ProxyError};
+use crate::http::h1::conn::{self, H1Body, Io, NoResponse, OpenGuard, Wire};
 use crate::upstream::Endpoint;
-use futures_util::FutureExt;
 use gatehouse_config::spec::{PoolSpec, UpstreamProtocol};
-use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls_pki_types::ServerName;
@@ -51,18 +49,18 @@ pub struct Pool {
 }
 
 struct Idle {
-    tx: http1::SendRequest<UpstreamBody>,
+    wire: Box<Wire>,
     since: Instant,
 }
 
-/// An HTTP/1.1 connection lent to one request; handed back when its response ends.
-pub struct PoolReturn {
-    endpoint: Arc<Endpoint>,
-    tx: http1::SendRequest<UpstreamBody>,
+/// A response body from an upstream, by protocol.
+pub enum Received {
+    H1(H1Body),
+    H2(Hyper),
 }
 
-/// A response and, for HTTP/1.1, the connection to hand back once its body is read.
-pub type Sent = (Response<Incoming>, Option<PoolReturn>);
+/// An upstream's response.
+pub type Sent = Response<Received>;
 
 // === impl Pool ===
 
@@ -81,39 +79,43 @@ impl Pool {
         self.open.load(Ordering::Relaxed)
     }
 
-    /// Idle HTTP/1.1 connections.
+    /// Idle HTTP/1.1 connections still usable (those the upstream closed are let go).
     pub fn idle(&self) -> usize {
+        self.sweep();
         self.idle.lock().map(|v| v.len()).unwrap_or(0)
     }
 
-    /// An idle connection and how long it was idle.
-    fn take(&self) -> Option<(http1::SendRequest<UpstreamBody>, Duration)> {
+    /// An idle connection that can still carry a request, and how long it was idle.
+    /// The most recently used comes first: it is the least likely to have been closed
+    /// by the upstream's keep-alive timeout.
+    fn take(&self) -> Option<(Box<Wire>, Duration)> {
         let mut idle = self.idle.lock().ok()?;
-        while let Some(c) = idle.pop() {
+        while let Some(mut c) = idle.pop() {
             let idle_for = c.since.elapsed();
-            if idle_for < self.spec.idle_timeout && !c.tx.is_closed() {
-                return Some((c.tx, idle_for));
+            if idle_for < self.spec.idle_timeout && !c.wire.is_stale() {
+                return Some((c.wire, idle_for));
             }
         }
         None
     }
 
-    fn put(&self, tx: http1::SendRequest<UpstreamBody>) {
+    /// Takes back a connection whose exchange ended exactly.
+    pub(crate) fn put(&self, wire: Box<Wire>) {
         if let Ok(mut idle) = self.idle.lock() {
             if idle.len() < self.spec.max_idle_per_endpoint {
                 idle.push(Idle {
-                    tx,
+                    wire,
                     since: Instant::now(),
                 });
             }
         }
     }
 
-    /// Closes idle connections past their idle timeout.
+    /// Closes idle connections past their idle timeout or closed by the upstream.
     pub fn sweep(&self) {
         if let Ok(mut idle) = self.idle.lock() {
             let max = self.spec.idle_timeout;
-            idle.retain(|c| c.since.elapsed() < max && !c.tx.is_closed());
+            idle.retain_mut(|c| c.since.elapsed() < max && !c.wire.is_stale());
         }
     }
 
@@ -142,35 +144,25 @@ impl Pool {
     }
 }
 
-// === impl PoolReturn ===
+// === impl Received ===
 
-impl PoolReturn {
-    /// Puts the connection back in its pool, once hyper says it can take a new request.
-    pub fn give_back(mut self) {
-        match self.tx.ready().now_or_never() {
-            Some(Ok(())) => self.endpoint.pool.put(self.tx),
-            Some(Err(_)) => {}
-            // The connection task has not yet seen the end of the exchange: let it
-            // finish rather than close a good connection.
-            None => {
-                tokio::spawn(async move {
-                    if let Ok(Ok(())) =
-                        tokio::time::timeout(Duration::from_secs(5), self.tx.ready()).await
-                    {
-                        self.endpoint.pool.put(self.tx);
-                    }
-                });
-            }
+impl Received {
+    /// Puts an HTTP/1.1 connection back in its pool once its body ended exactly.
+    pub fn release(&mut self) {
+        if let Received::H1(b) = self {
+            b.release();
         }
     }
 }
+
+crate::body::delegate_body!(Received: H1, H2);
 
 // === impl Connector ===
 
 /// A connection ready to carry one request (HTTP/1.1) or a handle on a shared one (HTTP/2).
 pub enum Lease {
     /// With how long it sat in the pool; `None` for a new connection.
-    H1(http1::SendRequest<UpstreamBody>, Option<Duration>),
+    H1(Box<Wire>, Option<Duration>),
     H2(http2::SendRequest<UpstreamBody>),
 }
 
@@ -191,11 +183,13 @@ impl Lease {
 /// Whether an upstream error means the connection broke before any response: what a
 /// stale pooled connection does when the upstream closed it as the request went out.
 pub fn broke_before_response(e: &ProxyError) -> bool {
-    let Some(h) = e
-        .source
-        .as_deref()
-        .and_then(|s| crate::body::find_cause::<hyper::Error>(s))
-    else {
+    let Some(src) = e.source.as_deref() else {
+        return false;
+    };
+    if crate::body::find_cause::<NoResponse>(src).is_some() {
+        return true;
+    }
+    let Some(h) = crate::body::find_cause::<hyper::Error>(src) else {
         return false;
     };
     h.is_incomplete_message()
@@ -216,10 +210,8 @@ impl Connector {
     pub async fn lease(&self, ep: &Arc<Endpoint>) -> Result<Lease, ProxyError> {
         match self.protocol {
             UpstreamProtocol::Http1 => {
-                while let Some((mut tx, idle)) = ep.pool.take() {
-                    if tx.ready().await.is_ok() {
-                        return Ok(Lease::H1(tx, Some(idle)));
-                    }
+                if let Some((wire, idle)) = ep.pool.take() {
+                    return Ok(Lease::H1(wire, Some(idle)));
                 }
                 if ep.pool.at_capacity() {
                     let msg = format!("endpoint {} is at its connection limit", ep.label);
@@ -260,8 +252,7 @@ impl Connector {
         }
     }
 
-    /// Sends `req` on a lease. A request that never left because a pooled connection had
-    /// just been closed by the upstream is sent again on a new connection.
+    /// Sends `req` on a lease and reads the response head.
     pub async fn send(
         &self,
         ep: &Arc<Endpoint>,
@@ -269,24 +260,12 @@ impl Connector {
         req: Request<UpstreamBody>,
     ) -> Result<Sent, ProxyError> {
         match lease {
-            Lease::H1(mut tx, _) => {
-                let req = match tx.try_send_request(req).await {
-                    Ok(resp) => {
-                        let pool = Some(PoolReturn {
-                            endpoint: ep.clone(),
-                            tx,
-                        });
-                        return Ok((resp, pool));
-                    }
-                    Err(mut e) => match e.take_message() {
-                        Some(req) => req,
-                        None => return Err(response_error(e.into_error())),
-                    },
-                };
-                // Boxed, like every connect: see `lease`.
-                Box::pin(self.resend_h1(ep, req)).await
-            }
-            Lease::H2(mut tx) => Ok((tx.send_request(req).await.map_err(response_error)?, None)),
+            Lease::H1(wire, _) => Ok(conn::send(wire, req, ep).await?.map(Received::H1)),
+            Lease::H2(mut tx) => Ok(tx
+                .send_request(req)
+                .await
+                .map_err(response_error)?
+                .map(|b| Received::H2(Hyper(b)))),
         }
     }
 
@@ -296,13 +275,8 @@ impl Connector {
         ep: &Arc<Endpoint>,
         req: Request<UpstreamBody>,
     ) -> Result<Sent, ProxyError> {
-        let mut tx = self.connect_h1(ep).await?;
-        let resp = tx.send_request(req).await.map_err(response_error)?;
-        let pool = Some(PoolReturn {
-            endpoint: ep.clone(),
-            tx,
-        });
-        Ok((resp, pool))
+        let wire = self.connect_h1(ep).await?;
+        Ok(conn::send(wire, req, ep).await?.map(Received::H1))
     }
 
     /// A new connection, outside the pool (health checks).
@@ -318,16 +292,9 @@ impl Connector {
         self.connect_io(ep).await.map(drop)
     }
 
-    async fn connect_h1(
-        &self,
-        ep: &Arc<Endpoint>,
-    ) -> Result<http1::SendRequest<UpstreamBody>, ProxyError> {
+    async fn connect_h1(&self, ep: &Arc<Endpoint>) -> Result<Box<Wire>, ProxyError> {
         let io = self.connect_io(ep).await?;
-        let open = ep.pool.open.clone();
-        match io {
-            Io::Plain(s) => handshake_h1(TokioIo::new(s), open, true).await,
-            Io::Tls(s) => handshake_h1(TokioIo::new(s), open, false).await,
-        }
+        Ok(Wire::new(io, ep.pool.open.clone()))
     }
 
     async fn connect_h2(
@@ -335,11 +302,7 @@ impl Connector {
         ep: &Arc<Endpoint>,
     ) -> Result<http2::SendRequest<UpstreamBody>, ProxyError> {
         let io = self.connect_io(ep).await?;
-        let open = ep.pool.open.clone();
-        match io {
-            Io::Plain(s) => handshake_h2(TokioIo::new(s), open).await,
-            Io::Tls(s) => handshake_h2(TokioIo::new(s), open).await,
-        }
+        handshake_h2(TokioIo::new(io), ep.pool.open.clone()).await
     }
 
     /// TCP connect (and TLS handshake) within the connect timeout.
@@ -389,11 +352,6 @@ impl Connector {
     }
 }
 
-enum Io {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
 pub(crate) async fn resolve(ep: &Endpoint) -> Result<SocketAddr, ProxyError> {
     if let Some(a) = ep.addr {
         return Ok(a);
@@ -405,49 +363,6 @@ pub(crate) async fn resolve(ep: &Endpoint) -> Result<SocketAddr, ProxyError> {
     addrs
         .next()
         .ok_or_else(|| fail(format!("{} has no address", ep.spec.host)))
-}
-
-/// Counts a connection as open for as long as its task runs.
-struct OpenGuard(Arc<AtomicUsize>);
-
-impl OpenGuard {
-    fn new(c: Arc<AtomicUsize>) -> Self {
-        c.fetch_add(1, Ordering::Relaxed);
-        OpenGuard(c)
-    }
-}
-
-impl Drop for OpenGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-async fn handshake_h1<I>(
-    io: I,
-    open: Arc<AtomicUsize>,
-    writev: bool,
-) -> Result<http1::SendRequest<UpstreamBody>, ProxyError>
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (tx, conn) = http1::Builder::new()
-        .writev(writev)
-        .handshake(io)
-        .await
-        .map_err(|e| {
-            ProxyError::new(ErrorKind::UpstreamConnect, "HTTP/1.1 handshake failed")
-                .with_source(e)
-                .retryable()
-        })?;
-    let guard = OpenGuard::new(open);
-    tokio::spawn(async move {
-        if let Err(e) = conn.with_upgrades().await {
-            tracing::debug!(error = %e, "upstream connection ended with an error");
-        }
-        drop(guard);
-    });
-    Ok(tx)
 }
 
 async fn handshake_h2<I>(

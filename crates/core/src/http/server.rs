@@ -9,7 +9,7 @@ use super::conn_state::{Activity, ConnState, HeadClock, Open};
 use super::h2::{self, H2Conn};
 use super::park::{self, ReadReady, Wake};
 use super::rewind::{self, Rewind};
-use crate::body::{ClientBody, ResponseBody};
+use crate::body::{ClientBody, Hyper, ResponseBody};
 use crate::drain::Watch;
 use crate::proxy::{self, ConnCtx};
 use crate::runtime::ListenerRt;
@@ -107,7 +107,7 @@ pub async fn serve<I>(
         let svc = service_fn(move |req: Request<Incoming>| {
             counted(
                 Open::enter(&st),
-                proxy::handle(req.map(ClientBody::Http1), ctx.clone()),
+                proxy::handle(req.map(|b| ClientBody::Http1(Hyper(b))), ctx.clone()),
             )
         });
         http1(io, svc, l, tls, &state, limits, watch).await

@@ -11,7 +11,7 @@
 
 use crate::body::UpstreamBody;
 use crate::error::{ErrorKind, ProxyError};
-use crate::http::client::{broke_before_response, Lease, PoolReturn, Sent};
+use crate::http::client::{broke_before_response, Lease, Received, Sent};
 use crate::http::response_rules;
 use crate::runtime::ProxyAction;
 use crate::upstream::endpoint::InFlight;
@@ -21,15 +21,13 @@ use bytes::Bytes;
 use gatehouse_config::spec::RetrySpec;
 use http::{header, HeaderValue, Method, Request, Uri, Version};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use hyper::Response;
 use std::time::Duration;
 use tokio::time::Instant;
 
 /// What came back, and from where.
 pub(super) struct Exchanged {
-    pub resp: Response<Incoming>,
-    pub pool: Option<PoolReturn>,
+    pub resp: Response<Received>,
     pub in_flight: InFlight,
     /// The endpoint's index in its group.
     pub index: usize,
@@ -137,7 +135,7 @@ pub(super) async fn exchange(p: &ProxyAction, out: &mut Outgoing) -> Result<Exch
         let failure = match tokio::time::timeout_at(until, send(group, &ep, lease, req, spare))
             .await
         {
-            Ok(Ok((resp, pool))) => {
+            Ok(Ok(resp)) => {
                 if let Some(t) = sent {
                     ep.health.observe_latency(t.elapsed());
                 }
@@ -149,9 +147,9 @@ pub(super) async fn exchange(p: &ProxyAction, out: &mut Outgoing) -> Result<Exch
                     out.offered.as_ref(),
                 );
                 if let Err(broken) = rules {
-                    // Dropping the response and its pool return closes the connection:
-                    // whatever follows on it cannot be trusted.
-                    drop((resp, pool));
+                    // Dropping the response unreleased closes the connection: whatever
+                    // follows on it cannot be trusted.
+                    drop(resp);
                     in_flight.failed();
                     group.record(&ep, Outcome::Failure);
                     let msg = format!("upstream {}: {broken}", ep.label);
@@ -172,7 +170,6 @@ pub(super) async fn exchange(p: &ProxyAction, out: &mut Outgoing) -> Result<Exch
                     {
                         return Ok(Exchanged {
                             resp,
-                            pool,
                             in_flight,
                             index: i,
                         });

@@ -9,6 +9,7 @@ use crate::body::ClientBody;
 use crate::body::{ResponseBody, UpstreamBody};
 use crate::error::{ErrorKind, ProxyError};
 use crate::filter::Flow;
+use crate::http::client::Received;
 use crate::http::headers::{self, Forwarding};
 use crate::runtime::{ProxyAction, Route};
 use gatehouse_config::spec::UpstreamProtocol;
@@ -91,7 +92,6 @@ pub(super) async fn forward(
     };
     let Exchanged {
         resp,
-        pool,
         in_flight,
         index,
     } = match exchange(p, &mut out).await {
@@ -102,14 +102,16 @@ pub(super) async fn forward(
         l.upstream = Some(p.group.name.clone());
         l.endpoint = Some(in_flight.endpoint().label.clone());
     }
-    let mut resp = resp;
     let upgraded = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     let out = match (upgraded, client_upgrade) {
         (true, Some(client)) => {
-            let upstream = hyper::upgrade::on(&mut resp);
-            let closing = in_flight.endpoint().closing();
-            upgrade::tunnel(client, upstream, r.conn.drain.clone(), closing);
-            let (mut parts, _) = resp.into_parts();
+            let (mut parts, body) = resp.into_parts();
+            if let Received::H1(b) = body {
+                if let Some(upstream) = b.into_wire() {
+                    let closing = in_flight.endpoint().closing();
+                    upgrade::tunnel(client, upstream, r.conn.drain.clone(), closing);
+                }
+            }
             headers::strip_hop_by_hop(&mut parts.headers, true);
             Response::from_parts(parts, ResponseBody::empty())
         }
@@ -126,7 +128,7 @@ pub(super) async fn forward(
             if !route.filters.is_empty() {
                 route.filters.on_response(&mut parts, &r.filter_ctx(route));
             }
-            let mut body = ResponseBody::upstream(body, pool);
+            let mut body = ResponseBody::upstream(body);
             if let Some(d) = deadline {
                 body.set_deadline(d);
             }

@@ -1,8 +1,10 @@
-//! HTTP/1.1 upgrades (WebSocket and others): once the upstream answers 101, both
-//! connections are taken over from hyper and bytes are copied both ways until either
-//! side closes. The tunnel belongs to no config generation, so reloads leave it alone.
+//! HTTP/1.1 upgrades (WebSocket and others): once the upstream answers 101, the client
+//! connection is taken over from hyper and the upstream one from the own client (with
+//! any bytes it read past the 101), and bytes are copied both ways until either side
+//! closes. The tunnel belongs to no config generation, so reloads leave it alone.
 
 use crate::drain::Watch;
+use crate::http::h1::conn::Wire;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
@@ -11,25 +13,24 @@ use hyper_util::rt::TokioIo;
 /// its grace has run out (`closing` turns true).
 pub(super) fn tunnel(
     client: OnUpgrade,
-    upstream: OnUpgrade,
+    mut upstream: Box<Wire>,
     drain: Watch,
     mut closing: tokio::sync::watch::Receiver<bool>,
 ) {
     tokio::spawn(async move {
-        let (c, u) = match tokio::try_join!(client, upstream) {
-            Ok(pair) => pair,
+        let c = match client.await {
+            Ok(c) => c,
             Err(e) => {
                 tracing::debug!(error = %e, "upgrade failed");
                 return;
             }
         };
         let mut c = TokioIo::new(c);
-        let mut u = TokioIo::new(u);
         // The drain watch is held, not awaited: shutdown waits for tunnels until its
         // drain timeout, then the process exits and closes them.
         let _held = drain;
         tokio::select! {
-            r = crate::copy::copy_both(&mut c, &mut u) => {
+            r = crate::copy::copy_both(&mut c, &mut *upstream) => {
                 if let Err(e) = r {
                     tracing::debug!(error = %e, "upgraded connection ended with an error");
                 }

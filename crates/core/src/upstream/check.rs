@@ -108,7 +108,7 @@ impl Probe {
             .map_err(|e| e.message())?;
         let host = c.host.as_deref().unwrap_or(&self.ep.label);
         let req = self.request(c, host).map_err(|e| e.to_string())?;
-        let (resp, _conn) = self
+        let resp = self
             .connector
             .send(&self.ep, lease, req)
             .await

@@ -27,6 +27,7 @@ mod retries;
 mod shutdown;
 mod soak;
 mod timeouts;
+mod upstream_h1;
 
 use gatehouse_test_support::upstream::{full, TestBody};
 use gatehouse_test_support::Gate;

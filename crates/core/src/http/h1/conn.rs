@@ -1,0 +1,627 @@
+//! One upstream HTTP/1.1 connection driven from the request's own task: the [`Wire`]
+//! (socket, read buffer, open-connection mark), [`send`] (the request out, the response
+//! head in) and [`H1Body`] (the response body, and the rest of a streamed request body,
+//! after which the connection goes back to its pool only when it ended exactly). No
+//! task and no channel per connection: that is what hyper's client costs (issue 10).
+
+use super::decode::{self, Decoder, Malformed, Step};
+use super::encode::{self, BodyLength, Encoding};
+use crate::body::{BodyError, BodyTooLarge, UpstreamBody};
+use crate::error::{ErrorKind, ProxyError};
+use crate::upstream::Endpoint;
+use bytes::{Buf, Bytes, BytesMut};
+use http::{header, HeaderMap, Method, Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use std::future::{poll_fn, Future};
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll, Waker};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Bytes asked of the socket per read once the buffer has less than [`LOW_WATER`] free.
+const READ_SIZE: usize = 16 * 1024;
+const LOW_WATER: usize = 1024;
+
+/// A socket to an upstream, plain or TLS.
+pub enum Io {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+/// Counts a connection as open for as long as it lives.
+pub struct OpenGuard(Arc<AtomicUsize>);
+
+/// An upstream HTTP/1.1 connection between requests (in the pool) or during one.
+pub struct Wire {
+    io: Io,
+    /// Bytes read and not yet used; empty whenever the connection is in the pool.
+    buf: BytesMut,
+    _open: OpenGuard,
+}
+
+/// The connection broke before any byte of a response: what a stale pooled connection
+/// does when the upstream closed it as the request went out. Only then may an
+/// idempotent request be sent again (see `client::broke_before_response`).
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream closed the connection before responding")]
+pub struct NoResponse(#[source] Option<io::Error>);
+
+/// The request body broke its own framing: more or fewer bytes than its Content-Length.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body does not match its Content-Length")]
+pub struct LengthMismatch;
+
+/// The part of a request body still to be written.
+struct Sender {
+    body: UpstreamBody,
+    enc: Encoding,
+    /// Bytes of a Content-Length body still owed.
+    owed: u64,
+    /// Framed bytes not yet written.
+    pending: Bytes,
+    ended: bool,
+}
+
+/// Why writing the request body stopped.
+enum SendFailed {
+    /// The client's body failed (or went over its limit): the request is broken.
+    Body(BodyError),
+    /// The socket failed: the upstream may still have answered.
+    Io(io::Error),
+}
+
+/// A response body read off a [`Wire`].
+pub struct H1Body {
+    wire: Option<Box<Wire>>,
+    decoder: Decoder,
+    sender: Option<Box<Sender>>,
+    eof: bool,
+    /// The head allowed another request and the request did not ask to close.
+    reusable: bool,
+    endpoint: Arc<Endpoint>,
+    /// Some body has been handed on.
+    yielded: bool,
+    /// An error held back for one poll (see `poll_frame`).
+    held: Option<BodyError>,
+}
+
+// === impl Io ===
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, b),
+            Io::Tls(s) => Pin::new(s).poll_write(cx, b),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Io::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Io::Plain(s) => s.is_write_vectored(),
+            Io::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+// === impl OpenGuard ===
+
+impl OpenGuard {
+    pub fn new(c: Arc<AtomicUsize>) -> Self {
+        c.fetch_add(1, Ordering::Relaxed);
+        OpenGuard(c)
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+// === impl Wire ===
+
+impl Wire {
+    pub fn new(io: Io, open: Arc<AtomicUsize>) -> Box<Wire> {
+        Box::new(Wire {
+            io,
+            buf: BytesMut::new(),
+            _open: OpenGuard::new(open),
+        })
+    }
+
+    /// Whether a pooled connection can no longer carry a request: the upstream closed
+    /// it, or sent bytes no request asked for. One read with a no-op waker: tokio
+    /// clears read readiness after a short read, so an idle healthy socket answers
+    /// `Pending` without a syscall; a TLS record the upstream sent meanwhile (a session
+    /// ticket) is taken in by rustls and is not application data.
+    pub fn is_stale(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return true;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        self.buf.reserve(64);
+        let r = tokio_util::io::poll_read_buf(Pin::new(&mut self.io), &mut cx, &mut self.buf);
+        !matches!(r, Poll::Pending)
+    }
+
+    /// Reads more bytes into the buffer; 0 at the end of the stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < LOW_WATER {
+            self.buf.reserve(READ_SIZE);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+    }
+}
+
+/// After a 101 the connection is a tunnel: bytes already read past the head come first.
+impl AsyncRead for Wire {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.buf.is_empty() {
+            let n = this.buf.len().min(out.remaining());
+            out.put_slice(&this.buf[..n]);
+            this.buf.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_read(cx, out)
+    }
+}
+
+impl AsyncWrite for Wire {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, b)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+// === send ===
+
+/// Writes `req` on `wire` and reads the response head. A bodiless or buffered request
+/// leaves in one write; a streamed body is written while the head is awaited (an
+/// upstream may answer before it has read the whole body) and, after the head, by the
+/// response body as it is read. The request is turned into bytes before the returned
+/// future exists, so the future holds no request head: it is part of every request's
+/// future, moved whole on each request.
+pub fn send(
+    wire: Box<Wire>,
+    req: Request<UpstreamBody>,
+    endpoint: &Arc<Endpoint>,
+) -> impl Future<Output = Result<Response<H1Body>, ProxyError>> + Send + 'static {
+    exchange(wire, Prepared::new(req), endpoint.clone())
+}
+
+/// A request as bytes to write, and the body still to stream.
+struct Prepared {
+    bytes: Vec<u8>,
+    sender: Option<Box<Sender>>,
+    head_request: bool,
+    /// The request asked the upstream to close after it.
+    close: bool,
+}
+
+impl Prepared {
+    fn new(req: Request<UpstreamBody>) -> Prepared {
+        let (mut parts, body) = req.into_parts();
+        let length = if body.is_end_stream() {
+            BodyLength::Empty
+        } else {
+            match body.size_hint().exact() {
+                Some(n) => BodyLength::Known(n),
+                None => BodyLength::Unknown,
+            }
+        };
+        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut bytes = Vec::new();
+        let enc = encode::head(
+            &parts.method,
+            target,
+            &mut parts.headers,
+            length,
+            &mut bytes,
+        );
+        let sender = match body {
+            UpstreamBody::Empty => None,
+            UpstreamBody::Full(b) => {
+                if let Some(b) = b {
+                    encode::data(enc, &b, &mut bytes);
+                }
+                encode::end(enc, &mut bytes);
+                None
+            }
+            // GET/HEAD/CONNECT with a body of unknown length send none (hyper's rule).
+            _ if enc == Encoding::Length(0) => None,
+            body => Some(Box::new(Sender::new(body, enc))),
+        };
+        Prepared {
+            bytes,
+            sender,
+            head_request: parts.method == Method::HEAD,
+            close: asks_close(&parts.headers),
+        }
+    }
+}
+
+async fn exchange(
+    mut wire: Box<Wire>,
+    p: Prepared,
+    endpoint: Arc<Endpoint>,
+) -> Result<Response<H1Body>, ProxyError> {
+    let Prepared {
+        bytes,
+        mut sender,
+        head_request,
+        close,
+    } = p;
+    let (mut written, mut flushed) = (0, false);
+    let mut answered = false;
+    // The request body was cut short: the connection cannot carry another request.
+    let mut cut = false;
+    let head = poll_fn(|cx| {
+        if !flushed {
+            while written < bytes.len() {
+                match ready!(Pin::new(&mut wire.io).poll_write(cx, &bytes[written..])) {
+                    Ok(0) => return Poll::Ready(Err(no_response(io::ErrorKind::WriteZero.into()))),
+                    Ok(n) => written += n,
+                    Err(e) => return Poll::Ready(Err(no_response(e))),
+                }
+            }
+            if let Err(e) = ready!(Pin::new(&mut wire.io).poll_flush(cx)) {
+                return Poll::Ready(Err(no_response(e)));
+            }
+            flushed = true;
+        }
+        if let Some(s) = sender.as_mut() {
+            match s.poll(cx, &mut wire.io) {
+                Poll::Ready(Ok(())) => sender = None,
+                Poll::Ready(Err(SendFailed::Body(e))) => return Poll::Ready(Err(body_error(e))),
+                // The upstream may have answered and closed: read what it sent.
+                Poll::Ready(Err(SendFailed::Io(e))) if !answered => {
+                    return Poll::Ready(Err(no_response(e)))
+                }
+                Poll::Ready(Err(SendFailed::Io(_))) => {
+                    sender = None;
+                    cut = true;
+                }
+                Poll::Pending => {}
+            }
+        }
+        poll_head(&mut wire, cx, head_request, &mut answered)
+    })
+    .await?;
+    let mut resp = Response::new(H1Body {
+        decoder: Decoder::new(head.framing),
+        eof: false,
+        reusable: head.keep_alive && !close && !cut,
+        wire: Some(wire),
+        sender,
+        endpoint,
+        yielded: false,
+        held: None,
+    });
+    *resp.status_mut() = head.status;
+    *resp.version_mut() = head.version;
+    *resp.headers_mut() = head.headers;
+    Ok(resp)
+}
+
+/// Reads until a final head is in the buffer; `answered` turns true with the first byte.
+fn poll_head(
+    wire: &mut Wire,
+    cx: &mut Context<'_>,
+    head_request: bool,
+    answered: &mut bool,
+) -> Poll<Result<decode::Head, ProxyError>> {
+    loop {
+        match decode::read_head(&mut wire.buf, head_request) {
+            Ok(Some(h)) => return Poll::Ready(Ok(h)),
+            Ok(None) => {}
+            Err(m) => return Poll::Ready(Err(malformed(m))),
+        }
+        match ready!(wire.poll_fill(cx)) {
+            Ok(0) if !*answered => return Poll::Ready(Err(no_response_eof())),
+            Ok(0) => return Poll::Ready(Err(malformed(Malformed::Truncated))),
+            Ok(_) => *answered = true,
+            Err(e) if !*answered => return Poll::Ready(Err(no_response(e))),
+            Err(e) => return Poll::Ready(Err(upstream_io(e))),
+        }
+    }
+}
+
+fn asks_close(h: &HeaderMap) -> bool {
+    h.get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("close"))
+}
+
+fn no_response(e: io::Error) -> ProxyError {
+    ProxyError::new(
+        ErrorKind::UpstreamProtocol,
+        "upstream did not send a valid response",
+    )
+    .with_source(NoResponse(Some(e)))
+}
+
+fn no_response_eof() -> ProxyError {
+    ProxyError::new(
+        ErrorKind::UpstreamProtocol,
+        "upstream did not send a valid response",
+    )
+    .with_source(NoResponse(None))
+}
+
+fn malformed(m: Malformed) -> ProxyError {
+    ProxyError::new(
+        ErrorKind::UpstreamProtocol,
+        "upstream did not send a valid response",
+    )
+    .with_source(m)
+}
+
+fn upstream_io(e: io::Error) -> ProxyError {
+    ProxyError::new(
+        ErrorKind::UpstreamProtocol,
+        "upstream connection failed during the response",
+    )
+    .with_source(e)
+}
+
+/// A request body failure before the response: over its limit is the client's 413,
+/// anything else the client's 400 (as hyper's client reports a body error: a user error).
+fn body_error(e: BodyError) -> ProxyError {
+    if crate::body::find_cause::<BodyTooLarge>(&*e).is_some() {
+        return ProxyError::new(ErrorKind::PayloadTooLarge, "request body too large")
+            .with_source(e);
+    }
+    ProxyError::new(ErrorKind::BadRequest, "request body failed").with_source(e)
+}
+
+// === impl Sender ===
+
+impl Sender {
+    fn new(body: UpstreamBody, enc: Encoding) -> Sender {
+        let owed = match enc {
+            Encoding::Length(n) => n,
+            Encoding::Chunked => 0,
+        };
+        Sender {
+            body,
+            enc,
+            owed,
+            pending: Bytes::new(),
+            ended: false,
+        }
+    }
+
+    /// Writes what the body has; `Ready(Ok)` once all of it, and its end, is written.
+    fn poll(&mut self, cx: &mut Context<'_>, io: &mut Io) -> Poll<Result<(), SendFailed>> {
+        loop {
+            if !self.pending.is_empty() {
+                let n = ready!(Pin::new(&mut *io).poll_write(cx, &self.pending))
+                    .map_err(SendFailed::Io)?;
+                if n == 0 {
+                    return Poll::Ready(Err(SendFailed::Io(io::ErrorKind::WriteZero.into())));
+                }
+                self.pending.advance(n);
+                continue;
+            }
+            if self.ended {
+                return Pin::new(&mut *io).poll_flush(cx).map_err(SendFailed::Io);
+            }
+            match ready!(Pin::new(&mut self.body).poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    // Trailers of a streamed request are not forwarded (hyper's client
+                    // sends them only when the request asked for them with `TE`).
+                    if let Ok(data) = frame.into_data() {
+                        self.frame(data)?;
+                    }
+                }
+                Some(Err(e)) => return Poll::Ready(Err(SendFailed::Body(e))),
+                None => {
+                    if self.enc != Encoding::Chunked && self.owed != 0 {
+                        return Poll::Ready(Err(SendFailed::Body(Box::new(LengthMismatch))));
+                    }
+                    let mut last = Vec::new();
+                    encode::end(self.enc, &mut last);
+                    self.pending = Bytes::from(last);
+                    self.ended = true;
+                }
+            }
+        }
+    }
+
+    fn frame(&mut self, data: Bytes) -> Result<(), SendFailed> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        match self.enc {
+            Encoding::Chunked => {
+                let mut framed = Vec::with_capacity(data.len() + 12);
+                encode::data(self.enc, &data, &mut framed);
+                self.pending = Bytes::from(framed);
+            }
+            Encoding::Length(_) => {
+                let n = data.len() as u64;
+                if n > self.owed {
+                    return Err(SendFailed::Body(Box::new(LengthMismatch)));
+                }
+                self.owed -= n;
+                self.pending = data;
+            }
+        }
+        Ok(())
+    }
+}
+
+// === impl H1Body ===
+
+impl H1Body {
+    /// The connection, for a tunnel after `101 Switching Protocols`.
+    pub fn into_wire(mut self) -> Option<Box<Wire>> {
+        self.wire.take()
+    }
+
+    /// Puts the connection back in its pool if the response was read exactly to its end,
+    /// the request went out whole and nothing follows in the buffer; otherwise closes it.
+    pub fn release(&mut self) {
+        let Some(wire) = self.wire.take() else { return };
+        if self.decoder.is_done() && self.reusable && self.sender.is_none() && wire.buf.is_empty() {
+            self.endpoint.pool.put(wire);
+        }
+    }
+
+    /// Keeps writing the request body, if some is left.
+    fn poll_sender(&mut self, cx: &mut Context<'_>, io: &mut Io) -> Result<(), BodyError> {
+        let Some(s) = self.sender.as_mut() else {
+            return Ok(());
+        };
+        match s.poll(cx, io) {
+            Poll::Ready(Ok(())) => self.sender = None,
+            Poll::Ready(Err(SendFailed::Body(e))) => {
+                self.reusable = false;
+                return Err(e);
+            }
+            // The upstream stopped reading; the rest of its response may still come.
+            Poll::Ready(Err(SendFailed::Io(_))) => {
+                self.reusable = false;
+                self.sender = None;
+            }
+            Poll::Pending => {}
+        }
+        Ok(())
+    }
+}
+
+impl Body for H1Body {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        if let Some(e) = this.held.take() {
+            return Poll::Ready(Some(Err(e)));
+        }
+        let Some(mut wire) = this.wire.take() else {
+            return Poll::Ready(None);
+        };
+        let r = this.poll_with(&mut wire, cx);
+        this.wire = Some(wire);
+        match r {
+            Poll::Ready(None) => this.release(),
+            Poll::Ready(Some(Ok(_))) if this.decoder.is_done() => this.release(),
+            Poll::Ready(Some(Err(e))) => {
+                this.wire = None;
+                // The server writes the head and the first bytes with the next frame; an
+                // error in the same poll would close the client connection before they
+                // leave. One pause lets it flush them, so the client sees a cut body
+                // rather than nothing, as when the error comes later.
+                if this.yielded {
+                    this.held = Some(e);
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                return Poll::Ready(Some(Err(e)));
+            }
+            Poll::Ready(Some(Ok(_))) => {}
+            Poll::Pending => {}
+        }
+        if matches!(r, Poll::Ready(Some(Ok(_)))) {
+            this.yielded = true;
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.decoder.is_done()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.decoder {
+            Decoder::Done => SizeHint::with_exact(0),
+            Decoder::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+impl H1Body {
+    fn poll_with(
+        &mut self,
+        wire: &mut Wire,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        if let Err(e) = self.poll_sender(cx, &mut wire.io) {
+            return Poll::Ready(Some(Err(e)));
+        }
+        loop {
+            match self.decoder.step(&mut wire.buf, self.eof) {
+                Ok(Step::Data(b)) => return Poll::Ready(Some(Ok(Frame::data(b)))),
+                Ok(Step::Trailers(t)) => return Poll::Ready(Some(Ok(Frame::trailers(t)))),
+                Ok(Step::End) => return Poll::Ready(None),
+                Ok(Step::More) => {}
+                Err(m) => return Poll::Ready(Some(Err(Box::new(m)))),
+            }
+            match ready!(wire.poll_fill(cx)) {
+                Ok(0) => self.eof = true,
+                Ok(_) => {}
+                Err(e) => return Poll::Ready(Some(Err(Box::new(e)))),
+            }
+        }
+    }
+}
