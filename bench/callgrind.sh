@@ -7,7 +7,8 @@
 #
 #   bench/callgrind.sh target/release/gatehouse [requests]
 #
-# Prints `Ir/request: N`. Needs valgrind, h2load (nghttp2-client) and cargo for the
+# Prints `Ir/request: N`; with CG_OUT=PATH the dump is kept there for callgrind_annotate.
+# Needs valgrind, h2load (nghttp2-client) and cargo for the
 # bench backend (../shared/bench/backend).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -41,5 +42,6 @@ callgrind_control -d "$gw" >/dev/null
 # The dump is the newest cg.out.N; its summary line is the instruction count.
 dump=$(ls -t "$run"/cg.out.* | head -1)
 ir=$(grep -E '^(summary|totals):' "$dump" | head -1 | awk '{print $2}')
+[ -n "${CG_OUT:-}" ] && cp "$dump" "$CG_OUT"
 echo "Ir: $ir over $n requests"
 echo "Ir/request: $((ir / n))"
