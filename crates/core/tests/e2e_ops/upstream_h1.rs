@@ -4,7 +4,8 @@
 //! body and its response body flow at once; an upstream that answers before reading
 //! the whole upload is passed on and its connection not reused; bytes after a
 //! response's end keep its connection out of the pool; bytes the upstream sent right
-//! after its 101 reach the client through the tunnel.
+//! after its 101 reach the client through the tunnel; a request the client gives up on
+//! before its answer leaves its connection pooled once the answer has been read.
 
 use crate::*;
 use gatehouse_test_support::raw::{exchange, RawOrigin, Reply};
@@ -211,4 +212,50 @@ async fn bytes_sent_with_the_101_reach_the_client() {
     );
     s.write_all(b"ping").await.unwrap();
     read_until(&mut s, &mut seen, b"ping").await;
+}
+
+#[tokio::test]
+async fn a_request_given_up_on_before_its_answer_leaves_its_connection_pooled() {
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let g = gate.clone();
+    let up = Upstream::start(Default::default(), move |_req| {
+        let g = g.clone();
+        async move {
+            g.notified().await;
+            http::Response::new(full("late"))
+        }
+    })
+    .await;
+    let gw = TestGateway::start(&config(up.addr, "", "")).await;
+    let ep = gw.gw.snapshot().upstreams["backend"].endpoints()[0].clone();
+    let mut s = TcpStream::connect(gw.addr("web")).await.unwrap();
+    s.write_all(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    eventually("the request to reach the upstream", || {
+        let n = up.count();
+        async move { (n == 1).then_some(()) }
+    })
+    .await;
+    // The client goes away while the upstream is still working on its answer.
+    drop(s);
+    eventually("the gateway to give the request up", || {
+        let n = ep.in_flight.load(Ordering::Relaxed);
+        async move { (n == 0).then_some(()) }
+    })
+    .await;
+    gate.notify_one();
+    eventually("the late answer's connection to be pooled", || {
+        let idle = ep.pool.idle();
+        async move { (idle == 1).then_some(()) }
+    })
+    .await;
+    gate.notify_one();
+    let (next, _) = exchange(gw.addr("web"), b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert_eq!(next.unwrap().body, b"late");
+    assert_eq!(
+        up.connections(),
+        1,
+        "the given-up request's connection was closed"
+    );
 }

@@ -294,7 +294,7 @@ impl Prepared {
 }
 
 async fn exchange(
-    mut wire: Box<Wire>,
+    wire: Box<Wire>,
     p: Prepared,
     endpoint: Arc<Endpoint>,
 ) -> Result<Response<H1Body>, ProxyError> {
@@ -304,11 +304,20 @@ async fn exchange(
         head_request,
         close,
     } = p;
+    let mut awaiting = Awaiting {
+        wire: Some(wire),
+        endpoint,
+        head_request,
+        whole: false,
+    };
     let (mut written, mut flushed) = (0, false);
     let mut answered = false;
     // The request body was cut short: the connection cannot carry another request.
     let mut cut = false;
     let head = poll_fn(|cx| {
+        let Some(wire) = awaiting.wire.as_deref_mut() else {
+            return Poll::Ready(Err(ProxyError::new(ErrorKind::Internal, "no connection")));
+        };
         if !flushed {
             while written < bytes.len() {
                 match ready!(Pin::new(&mut wire.io).poll_write(cx, &bytes[written..])) {
@@ -337,16 +346,23 @@ async fn exchange(
                 Poll::Pending => {}
             }
         }
-        poll_head(&mut wire, cx, head_request, &mut answered)
+        // Only a request that went out whole leaves a connection worth finishing.
+        awaiting.whole = flushed && sender.is_none() && !cut && !close;
+        poll_head(wire, cx, head_request, &mut answered)
     })
-    .await?;
+    .await;
+    let (head, wire) = match (head, awaiting.wire.take()) {
+        (Ok(h), Some(w)) => (h, w),
+        (Err(e), _) => return Err(e),
+        (Ok(_), None) => return Err(ProxyError::new(ErrorKind::Internal, "no connection")),
+    };
     let mut resp = Response::new(H1Body {
         decoder: Decoder::new(head.framing),
         eof: false,
         reusable: head.keep_alive && !close && !cut,
         wire: Some(wire),
         sender,
-        endpoint,
+        endpoint: awaiting.endpoint.clone(),
         yielded: false,
         held: None,
     });
@@ -354,6 +370,72 @@ async fn exchange(
     *resp.version_mut() = head.version;
     *resp.headers_mut() = head.headers;
     Ok(resp)
+}
+
+/// The connection of a request written whole whose response head has not come yet.
+/// Dropped at that point (the client went away, or a deadline passed), it reads the
+/// response to its end in the background, within bounds, and pools the connection
+/// instead of closing it: under load a client's abort would otherwise cost a new
+/// upstream connection each time.
+struct Awaiting {
+    wire: Option<Box<Wire>>,
+    endpoint: Arc<Endpoint>,
+    head_request: bool,
+    whole: bool,
+}
+
+/// How long, and how much of a response, a given-up exchange is read on before its
+/// connection is closed instead.
+const FINISH_WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
+const FINISH_AT_MOST: u64 = 64 * 1024;
+
+impl Drop for Awaiting {
+    fn drop(&mut self) {
+        let Some(wire) = self.wire.take().filter(|_| self.whole) else {
+            return;
+        };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (endpoint, head_request) = (self.endpoint.clone(), self.head_request);
+        rt.spawn(async move {
+            let _ = tokio::time::timeout(FINISH_WITHIN, finish(wire, head_request, endpoint)).await;
+        });
+    }
+}
+
+/// Reads a response nobody waits for to its end; pools the connection if it ended
+/// exactly and may carry another request.
+async fn finish(mut wire: Box<Wire>, head_request: bool, endpoint: Arc<Endpoint>) {
+    let mut answered = true;
+    let Ok(head) = poll_fn(|cx| poll_head(&mut wire, cx, head_request, &mut answered)).await else {
+        return;
+    };
+    if !head.keep_alive {
+        return;
+    }
+    let (mut decoder, mut read, mut eof) = (Decoder::new(head.framing), 0u64, false);
+    loop {
+        match decoder.step(&mut wire.buf, eof) {
+            Ok(Step::Data(b)) => {
+                read += b.len() as u64;
+                if read > FINISH_AT_MOST {
+                    return;
+                }
+            }
+            Ok(Step::Trailers(_)) => {}
+            Ok(Step::End) => break,
+            Ok(Step::More) => match poll_fn(|cx| wire.poll_fill(cx)).await {
+                Ok(0) => eof = true,
+                Ok(_) => {}
+                Err(_) => return,
+            },
+            Err(_) => return,
+        }
+    }
+    if wire.buf.is_empty() {
+        endpoint.pool.put(wire);
+    }
 }
 
 /// Reads until a final head is in the buffer; `answered` turns true with the first byte.
