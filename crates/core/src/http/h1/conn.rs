@@ -321,13 +321,17 @@ async fn exchange(
         if !flushed {
             while written < bytes.len() {
                 match ready!(Pin::new(&mut wire.io).poll_write(cx, &bytes[written..])) {
-                    Ok(0) => return Poll::Ready(Err(no_response(io::ErrorKind::WriteZero.into()))),
+                    Ok(0) => {
+                        return Poll::Ready(Err(invalid(NoResponse(Some(
+                            io::ErrorKind::WriteZero.into(),
+                        )))))
+                    }
                     Ok(n) => written += n,
-                    Err(e) => return Poll::Ready(Err(no_response(e))),
+                    Err(e) => return Poll::Ready(Err(invalid(NoResponse(Some(e))))),
                 }
             }
             if let Err(e) = ready!(Pin::new(&mut wire.io).poll_flush(cx)) {
-                return Poll::Ready(Err(no_response(e)));
+                return Poll::Ready(Err(invalid(NoResponse(Some(e)))));
             }
             flushed = true;
         }
@@ -337,7 +341,7 @@ async fn exchange(
                 Poll::Ready(Err(SendFailed::Body(e))) => return Poll::Ready(Err(body_error(e))),
                 // The upstream may have answered and closed: read what it sent.
                 Poll::Ready(Err(SendFailed::Io(e))) if !answered => {
-                    return Poll::Ready(Err(no_response(e)))
+                    return Poll::Ready(Err(invalid(NoResponse(Some(e)))))
                 }
                 Poll::Ready(Err(SendFailed::Io(_))) => {
                     sender = None;
@@ -449,13 +453,13 @@ fn poll_head(
         match decode::read_head(&mut wire.buf, head_request) {
             Ok(Some(h)) => return Poll::Ready(Ok(h)),
             Ok(None) => {}
-            Err(m) => return Poll::Ready(Err(malformed(m))),
+            Err(m) => return Poll::Ready(Err(invalid(m))),
         }
         match ready!(wire.poll_fill(cx)) {
-            Ok(0) if !*answered => return Poll::Ready(Err(no_response_eof())),
-            Ok(0) => return Poll::Ready(Err(malformed(Malformed::Truncated))),
+            Ok(0) if !*answered => return Poll::Ready(Err(invalid(NoResponse(None)))),
+            Ok(0) => return Poll::Ready(Err(invalid(Malformed::Truncated))),
             Ok(_) => *answered = true,
-            Err(e) if !*answered => return Poll::Ready(Err(no_response(e))),
+            Err(e) if !*answered => return Poll::Ready(Err(invalid(NoResponse(Some(e))))),
             Err(e) => return Poll::Ready(Err(upstream_io(e))),
         }
     }
@@ -464,33 +468,17 @@ fn poll_head(
 fn asks_close(h: &HeaderMap) -> bool {
     h.get_all(header::CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("close"))
+        .any(|v| crate::http::edge::has_token(v, "close"))
 }
 
-fn no_response(e: io::Error) -> ProxyError {
+/// The upstream did not send a valid response head: `source` says how (a
+/// [`NoResponse`] when nothing came at all, a [`Malformed`] otherwise).
+fn invalid(source: impl Into<BodyError>) -> ProxyError {
     ProxyError::new(
         ErrorKind::UpstreamProtocol,
         "upstream did not send a valid response",
     )
-    .with_source(NoResponse(Some(e)))
-}
-
-fn no_response_eof() -> ProxyError {
-    ProxyError::new(
-        ErrorKind::UpstreamProtocol,
-        "upstream did not send a valid response",
-    )
-    .with_source(NoResponse(None))
-}
-
-fn malformed(m: Malformed) -> ProxyError {
-    ProxyError::new(
-        ErrorKind::UpstreamProtocol,
-        "upstream did not send a valid response",
-    )
-    .with_source(m)
+    .with_source(source)
 }
 
 fn upstream_io(e: io::Error) -> ProxyError {
