@@ -12,7 +12,9 @@ use serde_json::Value;
 use serde_path_to_error::Segment;
 use std::collections::BTreeMap;
 
+mod auth;
 mod resilience;
+pub use auth::*;
 pub use resilience::*;
 
 /// The whole file. Sections that failed to parse are left at their defaults (and the
@@ -25,6 +27,8 @@ pub struct RawConfig {
     pub listeners: Vec<(usize, ListenerConf)>,
     pub routes: Vec<(usize, RouteConf)>,
     pub upstreams: Vec<(usize, UpstreamConf)>,
+    pub consumers: Vec<(usize, ConsumerConf)>,
+    pub jwt_providers: Vec<(usize, JwtProviderConf)>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -76,6 +80,9 @@ pub struct ListenerConf {
     pub sni: Option<Vec<SniConf>>,
     /// Read a PROXY protocol (v1 or v2) header from trusted peers.
     pub proxy_protocol: Option<bool>,
+    /// Client networks let in (all when absent) and kept out, checked on every request.
+    pub ip_allow: Option<Vec<String>>,
+    pub ip_deny: Option<Vec<String>>,
 }
 
 /// One `sni` entry of a `tls_passthrough` listener.
@@ -148,6 +155,9 @@ pub struct RouteConf {
     pub max_body_size: Option<ByteSize>,
     pub request_headers: Option<HeaderRulesConf>,
     pub response_headers: Option<HeaderRulesConf>,
+    pub auth: Option<AuthConf>,
+    pub ip_allow: Option<Vec<String>>,
+    pub ip_deny: Option<Vec<String>>,
 }
 
 /// Header edits: `set` replaces, `add` appends, `remove` deletes.
@@ -300,6 +310,8 @@ const TOP_LEVEL: &[&str] = &[
     "listeners",
     "routes",
     "upstreams",
+    "consumers",
+    "jwt_providers",
 ];
 
 /// Splits the tree into sections and deserializes each, collecting every error.
@@ -332,6 +344,8 @@ pub fn from_tree(tree: Value, errors: &mut Vec<ConfigError>) -> RawConfig {
     raw.listeners = list(top.remove("listeners"), "listeners", errors);
     raw.routes = list(top.remove("routes"), "routes", errors);
     raw.upstreams = list(top.remove("upstreams"), "upstreams", errors);
+    raw.consumers = list(top.remove("consumers"), "consumers", errors);
+    raw.jwt_providers = list(top.remove("jwt_providers"), "jwt_providers", errors);
     raw
 }
 

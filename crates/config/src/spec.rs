@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod auth;
 mod resilience;
+pub use auth::*;
 pub use resilience::*;
 
 /// A whole validated config.
@@ -18,6 +20,8 @@ pub struct Spec {
     pub listeners: Vec<ListenerSpec>,
     pub routes: Vec<RouteSpec>,
     pub upstreams: Vec<UpstreamSpec>,
+    pub consumers: Vec<ConsumerSpec>,
+    pub jwt_providers: Vec<JwtProviderSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -87,6 +91,8 @@ pub struct ListenerSpec {
     /// Read a PROXY protocol header from peers in `global.trusted_proxies` (required
     /// from them, refused from anyone else).
     pub proxy_protocol: bool,
+    /// Checked on every request, on the client address after trusted forwarding.
+    pub ip_rules: IpRulesSpec,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -208,6 +214,10 @@ pub enum FilterSpec {
     RequestHeaders(HeaderRulesSpec),
     /// Edits the response sent to the client.
     ResponseHeaders(HeaderRulesSpec),
+    /// Client networks let in and kept out (403).
+    IpRules(IpRulesSpec),
+    /// Credentials and access rules (401, 403).
+    Auth(AuthSpec),
 }
 
 /// Header edits, names lower-case: set (replace), add (append), remove.

@@ -45,6 +45,8 @@ pub struct LogRecord {
     pub target: String,
     pub bytes_in: BytesIn,
     pub route: Option<Arc<str>>,
+    /// The consumer the auth stage found, when there is one.
+    pub consumer: Option<Arc<str>>,
     pub upstream: Option<Arc<str>>,
     pub endpoint: Option<Arc<str>>,
     pub request_id: HeaderValue,
@@ -105,6 +107,8 @@ struct JsonLine<'a> {
     bytes_out: u64,
     duration_ms: f64,
     route: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    consumer: Option<&'a str>,
     upstream: Option<&'a str>,
     endpoint: Option<&'a str>,
     request_id: &'a str,
@@ -217,6 +221,7 @@ impl LogRecord {
                     bytes_out,
                     duration_ms: (duration_ms * 1000.0).round() / 1000.0,
                     route: self.route.as_deref(),
+                    consumer: self.consumer.as_deref(),
                     upstream: self.upstream.as_deref(),
                     endpoint: self.endpoint.as_deref(),
                     request_id: self.request_id.to_str().unwrap_or("-"),

@@ -37,6 +37,12 @@ pub enum ErrorKind {
     NoEndpoint,
     /// The listener or route was removed by a reload mid-connection.
     Unavailable,
+    /// No valid credential (401, with a `WWW-Authenticate` challenge).
+    Unauthorized,
+    /// Authenticated, or from an address, that this route does not let in.
+    Forbidden,
+    /// A credential could not be checked: the issuer's keys are not yet known.
+    AuthUnavailable,
     /// A broken internal invariant.
     Internal,
 }
@@ -83,6 +89,9 @@ impl ErrorKind {
             ErrorKind::UpstreamConnect | ErrorKind::UpstreamProtocol => StatusCode::BAD_GATEWAY,
             ErrorKind::UpstreamTimeout | ErrorKind::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::NoEndpoint | ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+            ErrorKind::AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -104,6 +113,9 @@ impl ErrorKind {
             ErrorKind::RequestTimeout => "request_timeout",
             ErrorKind::NoEndpoint => "no_endpoint",
             ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::Forbidden => "forbidden",
+            ErrorKind::AuthUnavailable => "auth_unavailable",
             ErrorKind::Internal => "internal_error",
         }
     }
@@ -117,13 +129,17 @@ impl ErrorKind {
             | ErrorKind::NotImplemented
             | ErrorKind::ExpectationFailed
             | ErrorKind::HeadTooLarge
-            | ErrorKind::UriTooLong => Side::Client,
+            | ErrorKind::UriTooLong
+            | ErrorKind::Unauthorized
+            | ErrorKind::Forbidden => Side::Client,
             ErrorKind::UpstreamConnect
             | ErrorKind::UpstreamProtocol
             | ErrorKind::UpstreamTimeout
             | ErrorKind::RequestTimeout
             | ErrorKind::NoEndpoint => Side::Upstream,
-            ErrorKind::Unavailable | ErrorKind::Internal => Side::Internal,
+            ErrorKind::Unavailable | ErrorKind::AuthUnavailable | ErrorKind::Internal => {
+                Side::Internal
+            }
         }
     }
 }

@@ -53,6 +53,14 @@ pub struct BytesLabels {
     pub direction: &'static str,
 }
 
+/// Auth decisions: the credential kind tried and what came of it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthLabels {
+    pub route: String,
+    pub kind: &'static str,
+    pub result: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: &'static str,
@@ -68,6 +76,7 @@ pub struct Metrics {
     pub connections: Family<ListenerLabels, Counter>,
     pub l4_bytes: Family<BytesLabels, Counter>,
     pub reloads: Family<ResultLabels, Counter>,
+    pub auth: Family<AuthLabels, Counter>,
     pub generation: Gauge,
 }
 
@@ -87,6 +96,17 @@ fn latency_histogram() -> Histogram {
 // === impl Metrics ===
 
 impl Metrics {
+    /// The counter of one auth outcome on a route, made when the route is compiled.
+    pub fn auth_counter(&self, route: &str, kind: &'static str, result: &'static str) -> Counter {
+        self.auth
+            .get_or_create(&AuthLabels {
+                route: route.to_string(),
+                kind,
+                result,
+            })
+            .clone()
+    }
+
     pub fn new() -> Self {
         let m = Metrics {
             registry: Mutex::new(Registry::with_prefix("gatehouse")),
@@ -97,6 +117,7 @@ impl Metrics {
             connections: Family::default(),
             l4_bytes: Family::default(),
             reloads: Family::default(),
+            auth: Family::default(),
             generation: Gauge::default(),
         };
         if let Ok(mut r) = m.registry.lock() {
@@ -131,6 +152,11 @@ impl Metrics {
                 m.l4_bytes.clone(),
             );
             r.register("reloads", "Config reloads by result", m.reloads.clone());
+            r.register(
+                "auth_decisions",
+                "Auth decisions by route, credential kind and result",
+                m.auth.clone(),
+            );
             r.register(
                 "config_generation",
                 "Generation number of the running config",

@@ -12,6 +12,7 @@ pub mod client;
 pub mod gateway;
 pub mod raw;
 pub mod sockets;
+pub mod tokens;
 pub mod upstream;
 pub mod wait;
 

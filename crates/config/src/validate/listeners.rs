@@ -153,6 +153,7 @@ fn listener(
             .unwrap_or(DEFAULT_TLS_HANDSHAKE_TIMEOUT),
         limits,
         proxy_protocol: l.proxy_protocol.unwrap_or(false),
+        ip_rules: super::auth::ip_rules(l.ip_allow.as_ref(), l.ip_deny.as_ref(), path, errs),
     })
 }
 

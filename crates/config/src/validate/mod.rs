@@ -1,6 +1,7 @@
 //! Validation: raw structs -> [`Spec`], applying every default in one place and
 //! collecting all errors with their key paths. Submodules take one section each.
 
+mod auth;
 mod l4;
 mod listeners;
 mod resilience;
@@ -35,7 +36,13 @@ pub fn validate(raw: &RawConfig, errors: &mut Vec<ConfigError>) -> Spec {
     let access_log = access_log(&raw.access_log, &mut errs);
     let upstreams = upstreams::validate(&raw.upstreams, &mut errs);
     let listeners = listeners::validate(&raw.listeners, &upstreams, &mut errs);
-    let routes = routes::validate(&raw.routes, &listeners, &upstreams, &mut errs);
+    let consumers = auth::consumers(&raw.consumers, &mut errs);
+    let jwt_providers = auth::jwt_providers(&raw.jwt_providers, &upstreams, &mut errs);
+    let gateway = routes::Gateway {
+        consumers: &consumers,
+        providers: &jwt_providers,
+    };
+    let routes = routes::validate(&raw.routes, &listeners, &upstreams, &gateway, &mut errs);
     if listeners.is_empty() && errs.0.is_empty() {
         errs.push("listeners", "at least one listener is required");
     }
@@ -46,6 +53,8 @@ pub fn validate(raw: &RawConfig, errors: &mut Vec<ConfigError>) -> Spec {
         listeners,
         routes,
         upstreams,
+        consumers,
+        jwt_providers,
     }
 }
 

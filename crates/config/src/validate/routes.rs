@@ -10,10 +10,17 @@ use std::time::Duration;
 
 pub const DEFAULT_UPSTREAM_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// What a route's `auth` table may name.
+pub struct Gateway<'a> {
+    pub consumers: &'a [ConsumerSpec],
+    pub providers: &'a [JwtProviderSpec],
+}
+
 pub fn validate(
     list: &[(usize, RouteConf)],
     listeners: &[ListenerSpec],
     upstreams: &[UpstreamSpec],
+    gateway: &Gateway,
     errs: &mut Errors,
 ) -> Vec<RouteSpec> {
     check_unique(
@@ -22,7 +29,16 @@ pub fn validate(
         errs,
     );
     list.iter()
-        .map(|(i, r)| route(r, &format!("routes[{i}]"), listeners, upstreams, errs))
+        .map(|(i, r)| {
+            route(
+                r,
+                &format!("routes[{i}]"),
+                listeners,
+                upstreams,
+                gateway,
+                errs,
+            )
+        })
         .collect()
 }
 
@@ -31,6 +47,7 @@ fn route(
     path: &str,
     listeners: &[ListenerSpec],
     upstreams: &[UpstreamSpec],
+    gateway: &Gateway,
     errs: &mut Errors,
 ) -> RouteSpec {
     let names = r.listeners.clone().unwrap_or_default();
@@ -71,12 +88,26 @@ fn route(
             .and_then(|t| t.request)
             .map(|d| d.0)
             .filter(|d| !d.is_zero()),
-        filters: filters(r, path, errs),
+        filters: filters(r, path, gateway, errs),
     }
 }
 
-fn filters(r: &RouteConf, path: &str, errs: &mut Errors) -> Vec<FilterSpec> {
+fn filters(r: &RouteConf, path: &str, gateway: &Gateway, errs: &mut Errors) -> Vec<FilterSpec> {
     let mut out = Vec::new();
+    // Network rules first: a refused address costs no credential check.
+    let ip = super::auth::ip_rules(r.ip_allow.as_ref(), r.ip_deny.as_ref(), path, errs);
+    if !ip.is_empty() {
+        out.push(FilterSpec::IpRules(ip));
+    }
+    if let Some(a) = &r.auth {
+        out.push(FilterSpec::Auth(super::auth::route_auth(
+            a,
+            &format!("{path}.auth"),
+            gateway.consumers,
+            gateway.providers,
+            errs,
+        )));
+    }
     if let Some(h) = &r.request_headers {
         out.push(FilterSpec::RequestHeaders(header_rules(
             h,

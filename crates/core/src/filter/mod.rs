@@ -6,13 +6,15 @@
 //! Registration is the `match` in [`build`]. Filters may depend on `error`, `metrics`
 //! and their own helpers, never on another filter, `proxy` or `listener`.
 
+pub mod auth;
 mod headers;
+mod ip;
 
 use crate::body::ResponseBody;
 use gatehouse_config::spec::FilterSpec;
 use http::{request, response, HeaderValue, Response};
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -36,6 +38,15 @@ pub enum Flow {
 pub struct FilterCtx<'a> {
     pub request_id: &'a HeaderValue,
     pub client: SocketAddr,
+    /// The client's address after PROXY protocol and trusted `X-Forwarded-For`.
+    pub client_ip: IpAddr,
+    pub route: &'a str,
+}
+
+/// What building a filter may use besides its spec.
+pub struct BuildCtx<'a> {
+    pub auth: &'a auth::AuthRt,
+    pub metrics: &'a crate::metrics::Metrics,
     pub route: &'a str,
 }
 
@@ -75,10 +86,15 @@ pub struct Chain {
 }
 
 /// Builds the filter a spec names.
-pub fn build(spec: &FilterSpec) -> Arc<dyn Filter> {
+pub fn build(spec: &FilterSpec, ctx: &BuildCtx) -> Arc<dyn Filter> {
     match spec {
         FilterSpec::RequestHeaders(rules) => Arc::new(headers::HeaderRules::request(rules)),
         FilterSpec::ResponseHeaders(rules) => Arc::new(headers::HeaderRules::response(rules)),
+        FilterSpec::IpRules(rules) => Arc::new(ip::IpRules(rules.clone())),
+        FilterSpec::Auth(a) => {
+            let counter = |kind, result| ctx.metrics.auth_counter(ctx.route, kind, result);
+            Arc::new(auth::Auth::new(a, ctx.auth, &counter))
+        }
     }
 }
 
@@ -86,14 +102,19 @@ pub fn build(spec: &FilterSpec) -> Arc<dyn Filter> {
 
 impl Chain {
     /// Builds a route's chain, sorted by stage (stable, so config order holds within one).
-    pub fn new(specs: &[FilterSpec]) -> Chain {
-        let mut filters: Vec<Arc<dyn Filter>> = specs.iter().map(build).collect();
+    pub fn new(specs: &[FilterSpec], ctx: &BuildCtx) -> Chain {
+        let mut filters: Vec<Arc<dyn Filter>> = specs.iter().map(|s| build(s, ctx)).collect();
         filters.sort_by_key(|f| f.stage());
         Chain { filters }
     }
 
     pub fn is_empty(&self) -> bool {
         self.filters.is_empty()
+    }
+
+    /// Whether any filter has a request hook (local answers skip the chain when not).
+    pub fn has_request_hooks(&self) -> bool {
+        self.filters.iter().any(|f| f.has_request_hook())
     }
 
     /// Runs request hooks in order; the first `Respond` ends the chain.

@@ -9,6 +9,20 @@ fn rules() -> HeaderRulesSpec {
     }
 }
 
+/// Builds a chain with no consumers or providers.
+fn chain(specs: &[FilterSpec]) -> Chain {
+    let auth = auth::AuthRt::default();
+    let metrics = crate::metrics::Metrics::new();
+    Chain::new(
+        specs,
+        &BuildCtx {
+            auth: &auth,
+            metrics: &metrics,
+            route: "r",
+        },
+    )
+}
+
 fn ctx_parts() -> (HeaderValue, request::Parts) {
     let mut req = http::Request::new(());
     let h = req.headers_mut();
@@ -20,11 +34,12 @@ fn ctx_parts() -> (HeaderValue, request::Parts) {
 
 #[tokio::test]
 async fn request_rules_remove_then_set_then_add() {
-    let chain = Chain::new(&[FilterSpec::RequestHeaders(rules())]);
+    let chain = chain(&[FilterSpec::RequestHeaders(rules())]);
     let (id, mut head) = ctx_parts();
     let ctx = FilterCtx {
         request_id: &id,
         client: "127.0.0.1:1".parse().unwrap(),
+        client_ip: "127.0.0.1".parse().unwrap(),
         route: "r",
     };
     assert!(matches!(
@@ -39,11 +54,12 @@ async fn request_rules_remove_then_set_then_add() {
 
 #[tokio::test]
 async fn response_rules_leave_the_request_alone() {
-    let chain = Chain::new(&[FilterSpec::ResponseHeaders(rules())]);
+    let chain = chain(&[FilterSpec::ResponseHeaders(rules())]);
     let (id, mut head) = ctx_parts();
     let ctx = FilterCtx {
         request_id: &id,
         client: "127.0.0.1:1".parse().unwrap(),
+        client_ip: "127.0.0.1".parse().unwrap(),
         route: "r",
     };
     let _ = chain.on_request(&mut head, &ctx).await;
@@ -58,7 +74,7 @@ async fn response_rules_leave_the_request_alone() {
 
 #[test]
 fn chain_sorts_by_stage_keeping_config_order() {
-    let chain = Chain::new(&[
+    let chain = chain(&[
         FilterSpec::ResponseHeaders(rules()),
         FilterSpec::RequestHeaders(rules()),
     ]);

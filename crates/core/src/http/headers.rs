@@ -244,3 +244,28 @@ pub fn new_request_id() -> HeaderValue {
 #[cfg(test)]
 #[path = "headers_tests.rs"]
 mod tests;
+
+/// The client's address: the peer, or, when the peer is a trusted proxy, the
+/// right-most `X-Forwarded-For` entry that is not itself a trusted proxy (the
+/// left-most when all are; the peer when an entry is not an address).
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: impl Fn(IpAddr) -> bool) -> IpAddr {
+    if !trusted(peer) {
+        return peer;
+    }
+    let mut hops: Vec<&str> = Vec::new();
+    for v in headers.get_all(X_FORWARDED_FOR) {
+        let Ok(text) = v.to_str() else { return peer };
+        hops.extend(text.split(',').map(str::trim).filter(|h| !h.is_empty()));
+    }
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        let Ok(ip) = hop.parse::<IpAddr>() else {
+            return client;
+        };
+        client = ip;
+        if !trusted(ip) {
+            break;
+        }
+    }
+    client
+}

@@ -12,6 +12,7 @@ pub mod h1;
 pub mod h2;
 pub mod headers;
 pub mod park;
+pub mod query;
 pub mod response_rules;
 mod rewind;
 pub mod server;

@@ -60,6 +60,7 @@ pub(super) async fn forward(
         {
             return Ok(r.complete(*resp, route.metrics.clone(), log, None));
         }
+        super::note_caller(&mut log, &parts.extensions);
     }
     let counter = match log.as_deref() {
         Some(LogRecord {

@@ -5,6 +5,7 @@
 mod exchange;
 mod forward;
 mod local;
+pub mod side;
 mod upgrade;
 
 use crate::access_log::{BytesIn, Completion, LogRecord};
@@ -44,6 +45,8 @@ struct Req<'a> {
     /// Set up front when `global.request_id` is on; otherwise the incoming id, or one
     /// made only if an error reply, a filter or a log line needs it.
     request_id: OnceLock<HeaderValue>,
+    /// The peer, or the client a trusted proxy forwarded for.
+    client_ip: std::net::IpAddr,
     start: Instant,
 }
 
@@ -67,11 +70,18 @@ pub async fn handle(
             request_id.get_or_init(headers::new_request_id),
         ));
     };
+    let peer = conn.peer.ip();
+    let client_ip = if snap.trusted_proxies.is_empty() {
+        peer
+    } else {
+        headers::client_ip(peer, req.headers(), |ip| snap.is_trusted(ip))
+    };
     let ctx = Req {
         conn: &conn,
         snap: &snap,
         listener,
         request_id,
+        client_ip,
         start,
     };
     Ok(ctx.serve(req).await)
@@ -103,6 +113,13 @@ impl Req<'_> {
                 )
             }
         };
+        if !self.listener.spec.ip_rules.admits(self.client_ip) {
+            let msg = format!(
+                "client address {} is not allowed on this listener",
+                self.client_ip
+            );
+            return self.reply_err(&req, None, ProxyError::new(ErrorKind::Forbidden, msg));
+        }
         if verdict == edge::Verdict::Options {
             return self.finish(&req, &host, None, local::options(), None);
         }
@@ -128,10 +145,18 @@ impl Req<'_> {
         };
         match &route.action {
             Action::Respond(r) => {
+                let req = match self.local_filters(&route, req, &host).await {
+                    Ok(req) => req,
+                    Err(resp) => return resp,
+                };
                 let resp = self.response_filters(&route, local::respond(r));
                 self.finish(&req, &host, Some(&route), resp, None)
             }
             Action::Redirect(r) => {
+                let req = match self.local_filters(&route, req, &host).await {
+                    Ok(req) => req,
+                    Err(resp) => return resp,
+                };
                 let resp = self.response_filters(&route, local::redirect(r, &req));
                 self.finish(&req, &host, Some(&route), resp, None)
             }
@@ -145,11 +170,37 @@ impl Req<'_> {
         }
     }
 
+    /// Runs the request hooks of a route answered locally (auth on a `respond` route);
+    /// `Err` is the reply a filter gave instead.
+    async fn local_filters(
+        &self,
+        route: &Arc<Route>,
+        req: Request<ClientBody>,
+        host: &str,
+    ) -> Result<Request<ClientBody>, Response<ResponseBody>> {
+        if !route.filters.has_request_hooks() {
+            return Ok(req);
+        }
+        let (mut parts, body) = req.into_parts();
+        let flow = route
+            .filters
+            .on_request(&mut parts, &self.filter_ctx(route))
+            .await;
+        let req = Request::from_parts(parts, body);
+        match flow {
+            crate::filter::Flow::Continue => Ok(req),
+            crate::filter::Flow::Respond(resp) => {
+                Err(self.finish(&req, host, Some(route), *resp, None))
+            }
+        }
+    }
+
     /// The context filters see.
     fn filter_ctx<'a>(&'a self, route: &'a Route) -> FilterCtx<'a> {
         FilterCtx {
             request_id: self.id(),
             client: self.conn.peer,
+            client_ip: self.client_ip,
             route: &route.name,
         }
     }
@@ -210,7 +261,8 @@ impl Req<'_> {
         resp: Response<ResponseBody>,
         in_flight: Option<crate::upstream::endpoint::InFlight>,
     ) -> Response<ResponseBody> {
-        let log = self.log_record(req, host, route);
+        let mut log = self.log_record(req, host, route);
+        note_caller(&mut log, req.extensions());
         let metrics = route
             .map(|r| &r.metrics)
             .unwrap_or(&self.listener.no_route)
@@ -269,14 +321,10 @@ impl Req<'_> {
             method: req.method().clone(),
             version: req.version(),
             host: host.to_string(),
-            target: req
-                .uri()
-                .path_and_query()
-                .map(|p| p.as_str())
-                .unwrap_or("/")
-                .to_string(),
+            target: log_target(req, route),
             bytes_in,
             route: route.map(|r| r.name.clone()),
+            consumer: None,
             upstream: None,
             endpoint: None,
             request_id: self.id().clone(),
@@ -320,6 +368,27 @@ fn host_of<B>(req: &Request<B>) -> Option<String> {
         None => req.headers().get(header::HOST)?.to_str().ok()?,
     };
     Some(route::normalize_host(raw).into_owned())
+}
+
+/// The request-target as logged: a route's API key parameter taken out.
+fn log_target<B>(req: &Request<B>, route: Option<&Arc<Route>>) -> String {
+    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let secret = route.and_then(|r| r.redact_query.as_deref());
+    match (secret, req.uri().query()) {
+        (Some(name), Some(q)) => match crate::http::query::without(q, name) {
+            Some(rest) if rest.is_empty() => req.uri().path().to_string(),
+            Some(rest) => format!("{}?{rest}", req.uri().path()),
+            None => pq.to_string(),
+        },
+        _ => pq.to_string(),
+    }
+}
+
+/// Notes the consumer the auth stage found in the request's log line.
+fn note_caller(log: &mut Option<Box<LogRecord>>, ext: &http::Extensions) {
+    if let (Some(l), Some(c)) = (log.as_mut(), ext.get::<crate::consumer::Caller>()) {
+        l.consumer = c.0.consumer_name().cloned();
+    }
 }
 
 fn content_length<B>(req: &Request<B>) -> Option<u64> {

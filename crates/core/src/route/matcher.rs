@@ -71,13 +71,7 @@ fn header_matches(f: &FieldMatch, headers: &HeaderMap) -> bool {
 }
 
 fn query_matches(f: &FieldMatch, query: Option<&str>) -> bool {
-    let mut values = query
-        .unwrap_or("")
-        .split('&')
-        .filter(|kv| !kv.is_empty())
-        .map(|kv| kv.split_once('=').unwrap_or((kv, "")))
-        .filter(|(k, _)| *k == f.name)
-        .map(|(_, v)| v);
+    let mut values = crate::http::query::values(query.unwrap_or(""), &f.name);
     match &f.kind {
         FieldKind::Present => values.next().is_some(),
         FieldKind::Absent => values.next().is_none(),

@@ -33,7 +33,8 @@ pub fn compile(
 ) -> Result<Runtime, Vec<CompileError>> {
     let mut errors = Vec::new();
     let upstreams = upstreams(&spec, previous, &mut errors);
-    let routes = routes(&spec, &upstreams, metrics);
+    let auth = super::auth::compile(&spec, previous.map(|p| &p.auth), &upstreams, &mut errors);
+    let routes = routes(&spec, &upstreams, &auth.rt, metrics);
     let mut listeners = HashMap::new();
     for (i, l) in spec.listeners.iter().enumerate() {
         let tls = match &l.kind {
@@ -121,6 +122,7 @@ pub fn compile(
         listeners,
         upstreams,
         access_log,
+        auth,
         spec,
     })
 }
@@ -187,17 +189,19 @@ fn connector(u: &UpstreamSpec) -> Result<Connector, crate::tls::TlsError> {
 fn routes(
     spec: &Spec,
     upstreams: &HashMap<String, Arc<UpstreamGroup>>,
+    auth: &crate::filter::auth::AuthRt,
     metrics: &Metrics,
 ) -> Vec<Arc<Route>> {
     spec.routes
         .iter()
-        .filter_map(|r| route(r, upstreams, metrics).map(Arc::new))
+        .filter_map(|r| route(r, upstreams, auth, metrics).map(Arc::new))
         .collect()
 }
 
 fn route(
     r: &RouteSpec,
     upstreams: &HashMap<String, Arc<UpstreamGroup>>,
+    auth: &crate::filter::auth::AuthRt,
     metrics: &Metrics,
 ) -> Option<Route> {
     let (action, upstream_name) = match &r.action {
@@ -245,7 +249,28 @@ fn route(
         max_body_size: r.max_body_size,
         request_timeout: r.request_timeout,
         metrics: Arc::new(metrics.route(&r.name, upstream_name)),
-        filters: crate::filter::Chain::new(&r.filters),
+        filters: crate::filter::Chain::new(
+            &r.filters,
+            &crate::filter::BuildCtx {
+                auth,
+                metrics,
+                route: &r.name,
+            },
+        ),
+        redact_query: redacted_query(r),
+    })
+}
+
+/// The API key query parameter of a route's auth, kept out of its access log lines.
+fn redacted_query(r: &RouteSpec) -> Option<Arc<str>> {
+    r.filters.iter().find_map(|f| match f {
+        gatehouse_config::spec::FilterSpec::Auth(a) => a.methods.iter().find_map(|m| match m {
+            gatehouse_config::spec::AuthMethod::ApiKey { query: Some(q), .. } => {
+                Some(Arc::from(q.as_str()))
+            }
+            _ => None,
+        }),
+        _ => None,
     })
 }
 

@@ -17,6 +17,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+mod auth;
+
+pub use auth::AuthState;
 pub use compile::{compile, CompileError};
 
 /// One generation of compiled config. Immutable; requests hold an `Arc` to the one they
@@ -34,6 +37,8 @@ pub struct Runtime {
     /// `Via` entries for HTTP/1.x and HTTP/2 requests; none with `global.via = false`.
     pub via_h1: Option<HeaderValue>,
     pub via_h2: Option<HeaderValue>,
+    /// Consumers and JWT providers, with the key-set fetch loops of this generation.
+    pub auth: AuthState,
 }
 
 /// A listener's compiled settings and routes.
@@ -65,6 +70,8 @@ pub struct Route {
     pub request_timeout: Option<Duration>,
     pub metrics: Arc<RouteMetrics>,
     pub filters: crate::filter::Chain,
+    /// A query parameter that holds a secret (an API key), masked in access log lines.
+    pub redact_query: Option<Arc<str>>,
 }
 
 /// What a route does with a request.

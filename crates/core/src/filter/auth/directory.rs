@@ -1,0 +1,186 @@
+//! The consumers of one config generation and the lookups the auth filter needs: an
+//! API key (by its SHA-256, confirmed in constant time), a Basic username and
+//! password (argon2, bcrypt or a secret), and a JWT subject.
+//!
+//! Hashed passwords cost tens of milliseconds to check, so a check runs on the
+//! blocking pool and a success is remembered (by a digest of user and password, for
+//! a bounded time and count) so a client sending the same credentials again pays once.
+
+use super::secret::{resolve, same, sha256};
+use crate::consumer::Consumer;
+use gatehouse_config::spec::{ApiKeySpec, ConsumerSpec, PasswordSpec};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How long a verified Basic credential is remembered.
+const VERIFIED_TTL: Duration = Duration::from_secs(300);
+/// The most verified Basic credentials remembered.
+const VERIFIED_MAX: usize = 4096;
+
+enum Password {
+    Argon2(String),
+    Bcrypt(String),
+    Digest([u8; 32]),
+}
+
+struct User {
+    consumer: Arc<Consumer>,
+    password: Password,
+}
+
+/// A key's owner and the key's non-secret id (`consumer#n`).
+pub struct KeyOwner {
+    pub consumer: Arc<Consumer>,
+    pub id: Arc<str>,
+}
+
+#[derive(Default)]
+pub struct Directory {
+    keys: HashMap<[u8; 32], KeyOwner>,
+    users: HashMap<String, Arc<User>>,
+    subjects: HashMap<String, Arc<Consumer>>,
+    names: HashMap<String, Arc<Consumer>>,
+    verified: Mutex<HashMap<[u8; 32], Instant>>,
+}
+
+impl Directory {
+    /// Builds the directory; errors are (key path, message).
+    pub fn build(specs: &[ConsumerSpec], errors: &mut Vec<(String, String)>) -> Directory {
+        let mut d = Directory::default();
+        for (i, c) in specs.iter().enumerate() {
+            let consumer = Arc::new(Consumer {
+                name: Arc::from(c.name.as_str()),
+                groups: c.groups.clone(),
+                tags: c.tags.clone(),
+            });
+            for (j, k) in c.api_keys.iter().enumerate() {
+                let digest = match k {
+                    ApiKeySpec::Sha256(d) => *d,
+                    ApiKeySpec::Secret(s) => match resolve(s) {
+                        Ok(v) => sha256(&v),
+                        Err(e) => {
+                            errors.push((format!("consumers[{i}].api_keys[{j}]"), e));
+                            continue;
+                        }
+                    },
+                };
+                let owner = KeyOwner {
+                    consumer: consumer.clone(),
+                    id: Arc::from(format!("{}#{j}", c.name)),
+                };
+                if d.keys.insert(digest, owner).is_some() {
+                    errors.push((
+                        format!("consumers[{i}].api_keys[{j}]"),
+                        "the same key is given to another consumer".into(),
+                    ));
+                }
+            }
+            if let Some(b) = &c.basic {
+                let password = match &b.password {
+                    PasswordSpec::Argon2(h) => {
+                        match argon2::password_hash::phc::PasswordHash::new(h) {
+                            Ok(_) => Password::Argon2(h.clone()),
+                            Err(e) => {
+                                errors.push((
+                                    format!("consumers[{i}].basic.password"),
+                                    format!("not an argon2 PHC string: {e}"),
+                                ));
+                                continue;
+                            }
+                        }
+                    }
+                    PasswordSpec::Bcrypt(h) => Password::Bcrypt(h.clone()),
+                    PasswordSpec::Secret(s) => match resolve(s) {
+                        Ok(v) => Password::Digest(sha256(&v)),
+                        Err(e) => {
+                            errors.push((format!("consumers[{i}].basic.password"), e));
+                            continue;
+                        }
+                    },
+                };
+                d.users.insert(
+                    b.username.clone(),
+                    Arc::new(User {
+                        consumer: consumer.clone(),
+                        password,
+                    }),
+                );
+            }
+            for s in &c.jwt_subjects {
+                d.subjects.insert(s.clone(), consumer.clone());
+            }
+            d.names.insert(c.name.clone(), consumer);
+        }
+        d
+    }
+
+    /// The owner of an API key.
+    pub fn by_key(&self, key: &[u8]) -> Option<&KeyOwner> {
+        let digest = sha256(key);
+        let (stored, owner) = self.keys.get_key_value(&digest)?;
+        same(stored, &digest).then_some(owner)
+    }
+
+    /// The consumer a token's claim value names: a listed `jwt_subjects` entry first,
+    /// then a consumer of that name.
+    pub fn by_subject(&self, s: &str) -> Option<Arc<Consumer>> {
+        self.subjects.get(s).or_else(|| self.names.get(s)).cloned()
+    }
+
+    /// The consumer whose Basic credentials these are.
+    pub async fn check_basic(&self, user: &str, password: &[u8]) -> Option<Arc<Consumer>> {
+        let u = self.users.get(user)?.clone();
+        let memo = {
+            let mut m = sha256(user.as_bytes()).to_vec();
+            m.extend_from_slice(&sha256(password));
+            sha256(&m)
+        };
+        if self.remembered(&memo) {
+            return Some(u.consumer.clone());
+        }
+        let ok = match &u.password {
+            Password::Digest(d) => same(d, &sha256(password)),
+            Password::Argon2(_) | Password::Bcrypt(_) => {
+                let pw = password.to_vec();
+                let user = u.clone();
+                tokio::task::spawn_blocking(move || slow_check(&user.password, &pw))
+                    .await
+                    .unwrap_or(false)
+            }
+        };
+        if !ok {
+            return None;
+        }
+        if let Ok(mut v) = self.verified.lock() {
+            if v.len() >= VERIFIED_MAX {
+                v.clear();
+            }
+            v.insert(memo, Instant::now());
+        }
+        Some(u.consumer.clone())
+    }
+
+    fn remembered(&self, memo: &[u8; 32]) -> bool {
+        let Ok(v) = self.verified.lock() else {
+            return false;
+        };
+        v.get(memo).is_some_and(|t| t.elapsed() < VERIFIED_TTL)
+    }
+}
+
+fn slow_check(p: &Password, password: &[u8]) -> bool {
+    use argon2::password_hash::PasswordVerifier;
+    match p {
+        Password::Argon2(h) => argon2::password_hash::phc::PasswordHash::new(h)
+            .map(|h| {
+                argon2::Argon2::default()
+                    .verify_password(password, &h)
+                    .is_ok()
+            })
+            .unwrap_or(false),
+        Password::Bcrypt(h) => bcrypt::verify(password, h).unwrap_or(false),
+        Password::Digest(_) => false,
+    }
+}

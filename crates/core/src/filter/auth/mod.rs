@@ -1,0 +1,418 @@
+//! The auth stage of a route: finds who is calling from the first credential kind the
+//! request carries (API key, Basic, JWT bearer, in the route's order), applies the
+//! route's access rules, and hands the [`Identity`] on in the request's extensions.
+//!
+//! A present but bad credential answers 401 at once (it never falls through to
+//! anonymous); no credential at all answers 401 with a challenge per accepted kind
+//! unless the route lets anonymous requests pass. Authenticated but not allowed is 403.
+//! The credential is removed before the request goes upstream unless the route keeps it.
+
+mod challenge;
+mod directory;
+pub mod jwks;
+mod jwt;
+mod keyset;
+mod secret;
+
+pub use directory::Directory;
+pub use jwt::algorithms as jwt_algorithms;
+pub use jwt::Provider;
+pub use keyset::KeySet;
+
+use super::{Filter, FilterCtx, FilterFuture, Flow, Stage};
+use crate::consumer::{Caller, CredentialKind, Identity};
+use challenge::Denial;
+use gatehouse_config::spec::{AuthMethod, AuthSpec, JwtProviderSpec};
+use http::{header, request, HeaderName, HeaderValue};
+use prometheus_client::metrics::counter::Counter;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// What every auth filter of one config generation shares.
+#[derive(Default)]
+pub struct AuthRt {
+    pub directory: Arc<Directory>,
+    pub providers: HashMap<String, Arc<Provider>>,
+}
+
+/// Builds a provider from its spec: config keys now, the remote set (if any) from
+/// `remote`, which the runtime carries over reloads and starts fetching.
+pub fn provider(
+    spec: &JwtProviderSpec,
+    remote: Option<Arc<jwks::Remote>>,
+) -> Result<Provider, (String, String)> {
+    let allowed = jwt::algorithms(spec);
+    let mut local =
+        KeySet::from_specs(&spec.keys, &allowed).map_err(|(i, e)| (format!("keys[{i}]"), e))?;
+    if let Some(p) = &spec.jwks_file {
+        let text = std::fs::read(p).map_err(|e| {
+            (
+                "jwks_file".to_string(),
+                format!("cannot read `{}`: {e}", p.display()),
+            )
+        })?;
+        let set = KeySet::from_jwks(&text, &allowed).map_err(|e| ("jwks_file".to_string(), e))?;
+        local.keys.extend(set.keys);
+    }
+    Ok(Provider::new(spec.clone(), local, remote))
+}
+
+/// A credential kind as the filter runs it.
+enum Method {
+    ApiKey {
+        header: Option<HeaderName>,
+        query: Option<String>,
+    },
+    Basic,
+    Jwt(Vec<Arc<Provider>>),
+}
+
+/// What one kind found in the request.
+enum Found {
+    Absent,
+    /// The same credential given twice (two headers, header and query).
+    Duplicate,
+    Present(String),
+}
+
+/// Counters by kind and result, made once per route.
+struct Counters(HashMap<(&'static str, &'static str), Counter>);
+
+pub struct Auth {
+    spec: AuthSpec,
+    directory: Arc<Directory>,
+    methods: Vec<Method>,
+    consumer_header: Option<HeaderName>,
+    counters: Counters,
+}
+
+const RESULTS: &[&str] = &["allowed", "missing", "invalid", "forbidden"];
+
+impl Auth {
+    pub fn new(
+        spec: &AuthSpec,
+        rt: &AuthRt,
+        counter: &dyn Fn(&'static str, &'static str) -> Counter,
+    ) -> Auth {
+        let methods = spec
+            .methods
+            .iter()
+            .map(|m| match m {
+                AuthMethod::ApiKey { header, query } => Method::ApiKey {
+                    header: header
+                        .as_deref()
+                        .and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok()),
+                    query: query.clone(),
+                },
+                AuthMethod::Basic => Method::Basic,
+                AuthMethod::Jwt { providers } => Method::Jwt(
+                    providers
+                        .iter()
+                        .filter_map(|p| rt.providers.get(p).cloned())
+                        .collect(),
+                ),
+            })
+            .collect();
+        let mut counters = HashMap::new();
+        for kind in spec.methods.iter().map(|m| m.word()).chain(["anonymous"]) {
+            for r in RESULTS {
+                counters.insert((kind, *r), counter(kind, r));
+            }
+        }
+        Auth {
+            spec: spec.clone(),
+            directory: rt.directory.clone(),
+            methods,
+            consumer_header: spec
+                .consumer_header
+                .as_deref()
+                .and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok()),
+            counters: Counters(counters),
+        }
+    }
+
+    async fn decide(&self, head: &mut request::Parts) -> Result<Identity, Denial> {
+        for m in &self.methods {
+            let kind = m.kind();
+            let found = m.find(head);
+            let cred = match found {
+                Found::Absent => continue,
+                Found::Duplicate => {
+                    self.count(kind.word(), "invalid");
+                    return Err(Denial::duplicate(kind));
+                }
+                Found::Present(c) => c,
+            };
+            let id = match self.verify(m, &cred).await {
+                Ok(id) => id,
+                Err(d) => {
+                    self.count(kind.word(), "invalid");
+                    return Err(d);
+                }
+            };
+            if let Err(d) = self.allow(&id) {
+                self.count(kind.word(), "forbidden");
+                return Err(d);
+            }
+            self.count(kind.word(), "allowed");
+            return Ok(id);
+        }
+        let anonymous = Identity {
+            consumer: None,
+            kind: CredentialKind::Anonymous,
+            credential: None,
+            claims: None,
+        };
+        if self.spec.anonymous && self.allow(&anonymous).is_ok() {
+            self.count("anonymous", "allowed");
+            return Ok(anonymous);
+        }
+        self.count("anonymous", "missing");
+        Err(Denial::Missing)
+    }
+
+    async fn verify(&self, m: &Method, cred: &str) -> Result<Identity, Denial> {
+        match m {
+            Method::ApiKey { .. } => match self.directory.by_key(cred.as_bytes()) {
+                Some(o) => Ok(Identity {
+                    consumer: Some(o.consumer.clone()),
+                    kind: CredentialKind::ApiKey,
+                    credential: Some(o.id.clone()),
+                    claims: None,
+                }),
+                None => Err(Denial::Invalid(
+                    CredentialKind::ApiKey,
+                    "API key is not known".into(),
+                )),
+            },
+            Method::Basic => {
+                let bad = |why: &str| Denial::Invalid(CredentialKind::Basic, why.into());
+                let (user, pass) = challenge::basic_pair(cred)
+                    .ok_or_else(|| bad("credentials are not base64 `user:password`"))?;
+                match self.directory.check_basic(&user, pass.as_bytes()).await {
+                    Some(c) => Ok(Identity {
+                        consumer: Some(c),
+                        kind: CredentialKind::Basic,
+                        credential: Some(Arc::from(user.as_str())),
+                        claims: None,
+                    }),
+                    None => Err(bad("username or password is wrong")),
+                }
+            }
+            Method::Jwt(providers) => self.verify_jwt(providers, cred).await,
+        }
+    }
+
+    /// Tries each provider; the first that verifies wins. When none does, the first
+    /// provider's reason is given.
+    async fn verify_jwt(
+        &self,
+        providers: &[Arc<Provider>],
+        token: &str,
+    ) -> Result<Identity, Denial> {
+        let mut first = None;
+        for p in providers {
+            match p.verify(token).await {
+                Ok(v) => {
+                    let subject = v
+                        .claims
+                        .get(&p.spec.consumer_claim)
+                        .and_then(|s| s.as_str())
+                        .map(Arc::<str>::from);
+                    let consumer = subject
+                        .as_deref()
+                        .and_then(|s| self.directory.by_subject(s));
+                    return Ok(Identity {
+                        consumer,
+                        kind: CredentialKind::Jwt,
+                        credential: subject,
+                        claims: Some(v.claims),
+                    });
+                }
+                Err(e) => {
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        Err(match first {
+            Some(jwt::Refused::NoKeys) => Denial::Unavailable,
+            Some(jwt::Refused::Malformed(m)) | Some(jwt::Refused::Invalid(m)) => {
+                Denial::Invalid(CredentialKind::Jwt, m)
+            }
+            None => Denial::Invalid(CredentialKind::Jwt, "no JWT provider".into()),
+        })
+    }
+
+    /// The route's access rules, on an authenticated (or anonymous) identity.
+    fn allow(&self, id: &Identity) -> Result<(), Denial> {
+        let s = &self.spec;
+        if !s.consumers.is_empty() || !s.groups.is_empty() {
+            let Some(c) = &id.consumer else {
+                return Err(Denial::Forbidden(
+                    "this route needs a known consumer".into(),
+                ));
+            };
+            let named = s.consumers.iter().any(|n| **n == *c.name);
+            let grouped = s.groups.iter().any(|g| c.groups.contains(g));
+            if !named && !grouped {
+                return Err(Denial::Forbidden(format!(
+                    "consumer `{}` may not use this route",
+                    c.name
+                )));
+            }
+        }
+        if let Some(missing) = s.scopes.iter().find(|sc| !id.has_scope(sc)) {
+            return Err(Denial::Scope(missing.clone(), s.scopes.join(" ")));
+        }
+        if !s.claims.is_empty() {
+            let empty = serde_json::Map::new();
+            let claims = id.claims.as_ref().unwrap_or(&empty);
+            if let Err(name) = jwt::check_claims(&s.claims, claims) {
+                return Err(Denial::Forbidden(format!(
+                    "claim `{name}` does not allow this route"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Edits the head for upstream: the credential out, the consumer and claims in.
+    fn pass_on(&self, head: &mut request::Parts, id: &Identity) {
+        if !self.spec.keep_credential {
+            for m in &self.methods {
+                m.remove(head, id.kind);
+            }
+        }
+        if let Some(h) = &self.consumer_header {
+            head.headers.remove(h);
+            if let Some(v) = id
+                .consumer_name()
+                .and_then(|n| HeaderValue::from_str(n).ok())
+            {
+                head.headers.insert(h.clone(), v);
+            }
+        }
+        if let (Some(claims), Some(p)) = (&id.claims, self.jwt_provider()) {
+            for (claim, name) in &p.spec.claims_to_headers {
+                let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
+                    continue;
+                };
+                head.headers.remove(&name);
+                let text = match claims.get(claim) {
+                    Some(serde_json::Value::String(s)) => s.clone(),
+                    Some(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => {
+                        v.to_string()
+                    }
+                    _ => continue,
+                };
+                if let Ok(v) = HeaderValue::from_str(&text) {
+                    head.headers.insert(name, v);
+                }
+            }
+        }
+    }
+
+    fn jwt_provider(&self) -> Option<&Arc<Provider>> {
+        self.methods.iter().find_map(|m| match m {
+            Method::Jwt(p) => p.first(),
+            _ => None,
+        })
+    }
+
+    fn count(&self, kind: &'static str, result: &'static str) {
+        if let Some(c) = self.counters.0.get(&(kind, result)) {
+            c.inc();
+        }
+    }
+}
+
+impl Method {
+    fn kind(&self) -> CredentialKind {
+        match self {
+            Method::ApiKey { .. } => CredentialKind::ApiKey,
+            Method::Basic => CredentialKind::Basic,
+            Method::Jwt(_) => CredentialKind::Jwt,
+        }
+    }
+
+    fn find(&self, head: &request::Parts) -> Found {
+        match self {
+            Method::ApiKey { header, query } => {
+                let mut got: Vec<String> = Vec::new();
+                if let Some(h) = header {
+                    got.extend(
+                        head.headers
+                            .get_all(h)
+                            .iter()
+                            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+                    );
+                }
+                if let (Some(q), Some(qs)) = (query, head.uri.query()) {
+                    got.extend(challenge::query_values(qs, q));
+                }
+                match got.len() {
+                    0 => Found::Absent,
+                    1 => Found::Present(got.remove(0)),
+                    _ => Found::Duplicate,
+                }
+            }
+            Method::Basic => challenge::authorization(head, "basic"),
+            Method::Jwt(_) => challenge::authorization(head, "bearer"),
+        }
+    }
+
+    /// Takes this kind's credential out of the head when it is the one that was used
+    /// (an API key parameter always, so it never reaches upstream logs).
+    fn remove(&self, head: &mut request::Parts, used: CredentialKind) {
+        match self {
+            Method::ApiKey { header, query } => {
+                if used == CredentialKind::ApiKey {
+                    if let Some(h) = header {
+                        head.headers.remove(h);
+                    }
+                }
+                if let Some(q) = query {
+                    challenge::remove_query(&mut head.uri, q);
+                }
+            }
+            Method::Basic | Method::Jwt(_) if used == self.kind() => {
+                head.headers.remove(header::AUTHORIZATION);
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Filter for Auth {
+    fn name(&self) -> &'static str {
+        "auth"
+    }
+
+    fn stage(&self) -> Stage {
+        Stage::Auth
+    }
+
+    fn has_request_hook(&self) -> bool {
+        true
+    }
+
+    fn on_request<'a>(
+        &'a self,
+        head: &'a mut request::Parts,
+        ctx: &'a FilterCtx<'a>,
+    ) -> FilterFuture<'a> {
+        Box::pin(async move {
+            match self.decide(head).await {
+                Ok(id) => {
+                    self.pass_on(head, &id);
+                    head.extensions.insert(Caller(Arc::new(id)));
+                    Flow::Continue
+                }
+                Err(d) => Flow::Respond(Box::new(d.reply(self, ctx.request_id))),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
