@@ -69,6 +69,34 @@ enum Command {
         #[arg(long)]
         pid: i32,
     },
+    /// Hash a secret read from standard input (one line) for a `[[consumers]]` entry:
+    /// `password` prints an argon2id string for `basic.password`, `key` a
+    /// `sha256:HEX` for `api_keys`.
+    Hash {
+        #[arg(value_enum)]
+        what: HashKind,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum HashKind {
+    Password,
+    Key,
+}
+
+/// Reads one line from stdin and prints its hash.
+fn hash(what: HashKind) -> anyhow::Result<ExitCode> {
+    use gatehouse_core::filter::auth;
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let secret = line.trim_end_matches(['\r', '\n']);
+    anyhow::ensure!(!secret.is_empty(), "give the secret on standard input");
+    let out = match what {
+        HashKind::Password => auth::hash_password(secret.as_bytes()).map_err(anyhow::Error::msg)?,
+        HashKind::Key => auth::hash_key(secret.as_bytes()),
+    };
+    println!("{out}");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
@@ -82,6 +110,7 @@ fn main() -> ExitCode {
             .context("cannot tell this binary's path")
             .and_then(|exe| run(config, watch, exe)),
         Command::Upgrade { pid } => signals::send_upgrade(pid),
+        Command::Hash { what } => hash(what),
     };
     match result {
         Ok(code) => code,

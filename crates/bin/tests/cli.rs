@@ -106,3 +106,42 @@ fn version_and_help() {
     assert!(out.status.success());
     assert!(stdout(&out).contains("--config <CONFIG>"));
 }
+
+/// `gatehouse hash` with a secret on stdin.
+fn hash(what: &str, secret: &str) -> String {
+    use std::io::Write as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["hash", what])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(secret.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    stdout(&out).trim().to_string()
+}
+
+#[test]
+fn hash_prints_config_ready_secrets() {
+    assert_eq!(
+        hash("key", "abc\n"),
+        "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+    let a = hash("password", "s3cret\n");
+    let b = hash("password", "s3cret\n");
+    assert!(a.starts_with("$argon2id$"), "{a}");
+    assert_ne!(a, b, "a fresh salt each time");
+    // The hash is accepted as a consumer's password.
+    let cfg = format!(
+        "[[listeners]]\nname = \"w\"\nlisten = \"127.0.0.1:0\"\n\n[[consumers]]\nname = \"c\"\nbasic = {{ username = \"c\", password = {a:?} }}\n\n[[routes]]\nname = \"r\"\nrespond = {{ status = 200 }}\nauth = {{ methods = [\"basic\"] }}\n"
+    );
+    let path = temp_file("hashed.toml", &cfg);
+    let o = gatehouse(&["check", "--config", path.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stdout(&o));
+}

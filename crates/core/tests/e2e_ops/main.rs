@@ -11,6 +11,7 @@
 
 mod access_log;
 mod admin;
+mod auth;
 mod balancing;
 mod discovery;
 mod draining;
@@ -19,6 +20,7 @@ mod faults;
 mod filters;
 mod forwarding;
 mod health;
+mod jwt;
 mod limits;
 mod parking;
 mod pool;

@@ -41,7 +41,11 @@ pub struct Remote {
     keys: ArcSwapOption<KeySet>,
     /// When the last fetch started; an early refresh waits `min_refresh` after it.
     last_try: Mutex<Option<Instant>>,
+    /// When the next scheduled fetch is due; a loop started after a reload waits for it.
+    due: Mutex<Option<Instant>>,
     kick: Notify,
+    /// A fetch is under way: an early refresh waits for it instead of starting one.
+    fetching: std::sync::atomic::AtomicBool,
     /// Bumped after every fetch, good or bad, so early refreshes can wait for one.
     done: watch::Sender<u64>,
 }
@@ -58,7 +62,9 @@ impl Remote {
             allowed,
             keys: ArcSwapOption::empty(),
             last_try: Mutex::new(None),
+            due: Mutex::new(None),
             kick: Notify::new(),
+            fetching: std::sync::atomic::AtomicBool::new(false),
             done: watch::channel(0).0,
         })
     }
@@ -89,11 +95,14 @@ impl Remote {
     pub async fn run(self: Arc<Self>, fetch: Fetch) {
         let mut failures = 0u32;
         // A set carried over a reload is not fetched again before it is due.
-        let mut wait = if self.keys().is_some() {
-            self.spec.min_refresh
-        } else {
-            Duration::ZERO
-        };
+        let mut wait = self
+            .due
+            .lock()
+            .ok()
+            .and_then(|d| *d)
+            .map_or(Duration::ZERO, |d| {
+                d.saturating_duration_since(Instant::now())
+            });
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
@@ -109,10 +118,15 @@ impl Remote {
                 wait = self.spec.min_refresh - s;
                 continue;
             }
+            self.fetching
+                .store(true, std::sync::atomic::Ordering::Release);
             if let Ok(mut l) = self.last_try.lock() {
                 *l = Some(Instant::now());
             }
-            wait = match self.fetch_once(&fetch).await {
+            let result = self.fetch_once(&fetch).await;
+            self.fetching
+                .store(false, std::sync::atomic::Ordering::Release);
+            wait = match result {
                 Ok(max_age) => {
                     failures = 0;
                     max_age
@@ -123,6 +137,9 @@ impl Remote {
                     (self.spec.min_refresh * 2u32.saturating_pow(failures.min(6))).min(MAX_BACKOFF)
                 }
             };
+            if let Ok(mut d) = self.due.lock() {
+                *d = Some(Instant::now() + wait);
+            }
             self.done.send_modify(|n| *n += 1);
         }
     }

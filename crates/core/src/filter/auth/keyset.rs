@@ -127,16 +127,16 @@ fn restrict(
         .collect()
 }
 
+/// A `DecodingKey` constructor for one PEM key type.
+type PemParser = fn(&[u8]) -> jsonwebtoken::errors::Result<DecodingKey>;
+
 fn from_pem(
     pem: &[u8],
     kid: Option<String>,
     alg: Option<Algorithm>,
     allowed: &[Algorithm],
 ) -> Result<Key, String> {
-    let tries: [(
-        &[Algorithm],
-        fn(&[u8]) -> jsonwebtoken::errors::Result<DecodingKey>,
-    ); 3] = [
+    let tries: [(&[Algorithm], PemParser); 3] = [
         (RSA, DecodingKey::from_rsa_pem),
         (
             &[Algorithm::ES256, Algorithm::ES384],

@@ -18,6 +18,7 @@ pub use directory::Directory;
 pub use jwt::algorithms as jwt_algorithms;
 pub use jwt::Provider;
 pub use keyset::KeySet;
+pub use secret::{hash_key, hash_password};
 
 use super::{Filter, FilterCtx, FilterFuture, Flow, Stage};
 use crate::consumer::{Caller, CredentialKind, Identity};

@@ -43,3 +43,21 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
 pub fn same(a: &[u8], b: &[u8]) -> bool {
     aws_lc_rs::constant_time::verify_slices_are_equal(a, b).is_ok()
 }
+
+/// An argon2id PHC string for a Basic password (`gatehouse hash password`), with a
+/// random 16-byte salt and the crate's recommended parameters.
+pub fn hash_password(password: &[u8]) -> Result<String, String> {
+    use argon2::password_hash::PasswordHasher;
+    let mut salt = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut salt).map_err(|_| "no random bytes for a salt".to_string())?;
+    argon2::Argon2::default()
+        .hash_password_with_salt(password, &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// `sha256:HEX` of an API key (`gatehouse hash key`).
+pub fn hash_key(key: &[u8]) -> String {
+    let hex: String = sha256(key).iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
