@@ -29,6 +29,7 @@ pub struct RawConfig {
     pub upstreams: Vec<(usize, UpstreamConf)>,
     pub consumers: Vec<(usize, ConsumerConf)>,
     pub jwt_providers: Vec<(usize, JwtProviderConf)>,
+    pub introspection: Vec<(usize, IntrospectionConf)>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -156,6 +157,7 @@ pub struct RouteConf {
     pub request_headers: Option<HeaderRulesConf>,
     pub response_headers: Option<HeaderRulesConf>,
     pub auth: Option<AuthConf>,
+    pub external_auth: Option<ExternalAuthConf>,
     pub ip_allow: Option<Vec<String>>,
     pub ip_deny: Option<Vec<String>>,
 }
@@ -312,6 +314,7 @@ const TOP_LEVEL: &[&str] = &[
     "upstreams",
     "consumers",
     "jwt_providers",
+    "introspection",
 ];
 
 /// Splits the tree into sections and deserializes each, collecting every error.
@@ -346,6 +349,7 @@ pub fn from_tree(tree: Value, errors: &mut Vec<ConfigError>) -> RawConfig {
     raw.upstreams = list(top.remove("upstreams"), "upstreams", errors);
     raw.consumers = list(top.remove("consumers"), "consumers", errors);
     raw.jwt_providers = list(top.remove("jwt_providers"), "jwt_providers", errors);
+    raw.introspection = list(top.remove("introspection"), "introspection", errors);
     raw
 }
 

@@ -22,6 +22,7 @@ pub struct Spec {
     pub upstreams: Vec<UpstreamSpec>,
     pub consumers: Vec<ConsumerSpec>,
     pub jwt_providers: Vec<JwtProviderSpec>,
+    pub introspection: Vec<IntrospectionSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -218,6 +219,8 @@ pub enum FilterSpec {
     IpRules(IpRulesSpec),
     /// Credentials and access rules (401, 403).
     Auth(AuthSpec),
+    /// An auth service's verdict on each request.
+    ExternalAuth(ExternalAuthSpec),
 }
 
 /// Header edits, names lower-case: set (replace), add (append), remove.

@@ -18,16 +18,27 @@ pub enum CredentialKind {
     ApiKey,
     Basic,
     Jwt,
+    /// A bearer token an introspection endpoint called active.
+    Introspection,
+    /// A client certificate the listener verified.
+    Mtls,
     /// No credential, on a route that lets anonymous requests pass.
     Anonymous,
 }
 
 impl CredentialKind {
+    /// Whether the credential came as `Authorization: Bearer`.
+    pub fn is_bearer(self) -> bool {
+        matches!(self, CredentialKind::Jwt | CredentialKind::Introspection)
+    }
+
     pub fn word(self) -> &'static str {
         match self {
             CredentialKind::ApiKey => "api_key",
             CredentialKind::Basic => "basic",
             CredentialKind::Jwt => "jwt",
+            CredentialKind::Introspection => "introspection",
+            CredentialKind::Mtls => "mtls",
             CredentialKind::Anonymous => "anonymous",
         }
     }

@@ -22,6 +22,19 @@ pub struct ConsumerConf {
     /// Values of a JWT provider's `consumer_claim` that name this consumer.
     #[serde(default)]
     pub jwt_subjects: Vec<String>,
+    /// Client certificates (verified by the listener's `client_ca`) that name this consumer.
+    #[serde(default)]
+    pub certificates: Vec<CertMatchConf>,
+}
+
+/// One of `subject` (the distinguished name), `san` (a DNS, IP, e-mail or URI name) or
+/// `fingerprint` (SHA-256 of the DER, hex, colons allowed).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertMatchConf {
+    pub subject: Option<String>,
+    pub san: Option<String>,
+    pub fingerprint: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -75,6 +88,38 @@ pub struct JwtKeyConf {
     pub jwk: Option<String>,
 }
 
+/// One `[[introspection]]` entry: an OAuth 2.0 introspection endpoint (RFC 7662).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntrospectionConf {
+    pub name: String,
+    pub upstream: String,
+    pub path: Option<String>,
+    pub client_id: String,
+    /// A secret: `env:NAME`, `file:PATH` or the value.
+    pub client_secret: String,
+    pub timeout: Option<HumanDuration>,
+    pub cache_max: Option<HumanDuration>,
+    pub inactive_cache: Option<HumanDuration>,
+    pub max_cached: Option<usize>,
+    pub fail_open: Option<bool>,
+    pub consumer_claim: Option<String>,
+}
+
+/// A route's `external_auth` table: an auth service asked before each request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalAuthConf {
+    pub upstream: String,
+    pub path: Option<String>,
+    /// Request headers sent to the auth service (besides the X-Forwarded-* it gets).
+    pub headers: Option<Vec<String>>,
+    /// Headers of a 2xx answer copied onto the upstream request.
+    pub copy_headers: Option<Vec<String>>,
+    pub timeout: Option<HumanDuration>,
+    pub fail_open: Option<bool>,
+}
+
 /// A route's `auth` table.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,6 +133,7 @@ pub struct AuthConf {
     #[serde(default)]
     pub claims: BTreeMap<String, Value>,
     pub jwt: Option<OneOrMany>,
+    pub introspection: Option<OneOrMany>,
     pub api_key_header: Option<String>,
     pub api_key_query: Option<String>,
     pub realm: Option<String>,

@@ -45,6 +45,30 @@ pub struct ConsumerSpec {
     pub api_keys: Vec<ApiKeySpec>,
     pub basic: Option<BasicSpec>,
     pub jwt_subjects: Vec<String>,
+    pub certificates: Vec<CertMatch>,
+}
+
+/// How a client certificate names a consumer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum CertMatch {
+    /// The subject DN, normalized by [`normalize_dn`].
+    Subject(String),
+    /// A subject alternative name, as written (DNS names lower-case).
+    San(String),
+    /// SHA-256 of the certificate's DER.
+    Fingerprint([u8; 32]),
+}
+
+/// A DN compared without spaces around `,` and `=`, attribute types upper-case:
+/// `cn=acme, O=Acme Corp` and `CN=acme,O=Acme Corp` are the same.
+pub fn normalize_dn(dn: &str) -> String {
+    dn.split(',')
+        .map(|rdn| match rdn.split_once('=') {
+            Some((k, v)) => format!("{}={}", k.trim().to_ascii_uppercase(), v.trim()),
+            None => rdn.trim().to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,6 +162,38 @@ pub struct JwksRemoteSpec {
     pub timeout: Duration,
 }
 
+/// An OAuth 2.0 token introspection endpoint (RFC 7662), reached through an upstream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IntrospectionSpec {
+    pub name: String,
+    pub upstream: String,
+    pub path: String,
+    pub client_id: String,
+    pub client_secret: SecretRef,
+    pub timeout: Duration,
+    /// The longest an active answer is reused (never past the token's `exp`).
+    pub cache_max: Duration,
+    /// How long an inactive answer is reused.
+    pub inactive_cache: Duration,
+    pub max_cached: usize,
+    /// Let requests through, as anonymous, when the endpoint cannot answer.
+    pub fail_open: bool,
+    pub consumer_claim: String,
+}
+
+/// An auth service asked before each request on a route (`external_auth`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalAuthSpec {
+    pub upstream: String,
+    pub path: String,
+    /// Lower-case request headers sent along.
+    pub headers: Vec<String>,
+    /// Lower-case answer headers copied onto the upstream request on a 2xx.
+    pub copy_headers: Vec<String>,
+    pub timeout: Duration,
+    pub fail_open: bool,
+}
+
 /// What a claim must hold.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClaimRule {
@@ -158,6 +214,12 @@ pub enum AuthMethod {
     Jwt {
         providers: Vec<String>,
     },
+    /// An opaque (or any) bearer token checked by introspection.
+    Introspection {
+        endpoints: Vec<String>,
+    },
+    /// The client certificate the listener verified.
+    Mtls,
 }
 
 impl AuthMethod {
@@ -166,6 +228,8 @@ impl AuthMethod {
             AuthMethod::ApiKey { .. } => "api_key",
             AuthMethod::Basic => "basic",
             AuthMethod::Jwt { .. } => "jwt",
+            AuthMethod::Introspection { .. } => "introspection",
+            AuthMethod::Mtls => "mtls",
         }
     }
 }

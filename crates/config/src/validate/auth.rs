@@ -2,7 +2,9 @@
 //! `ip_allow` / `ip_deny` lists of routes and listeners.
 
 use super::{check_unique, Errors};
-use crate::raw::{AuthConf, ConsumerConf, JwtKeyConf, JwtProviderConf};
+use crate::raw::{
+    AuthConf, ConsumerConf, ExternalAuthConf, IntrospectionConf, JwtKeyConf, JwtProviderConf,
+};
 use crate::spec::*;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
@@ -72,7 +74,14 @@ pub fn consumers(list: &[(usize, ConsumerConf)], errs: &mut Errors) -> Vec<Consu
                 );
             }
         }
+        let certificates = c
+            .certificates
+            .iter()
+            .enumerate()
+            .filter_map(|(j, m)| cert_match(m, &format!("{path}.certificates[{j}]"), errs))
+            .collect();
         out.push(ConsumerSpec {
+            certificates,
             name: c.name.clone(),
             groups: c.groups.clone(),
             tags: c.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
@@ -113,6 +122,35 @@ fn api_key(k: &str, path: &str, errs: &mut Errors) -> Option<ApiKeySpec> {
         return None;
     }
     Some(ApiKeySpec::Secret(SecretRef::parse(k)))
+}
+
+fn cert_match(m: &crate::raw::CertMatchConf, path: &str, errs: &mut Errors) -> Option<CertMatch> {
+    match (&m.subject, &m.san, &m.fingerprint) {
+        (Some(s), None, None) => Some(CertMatch::Subject(normalize_dn(s))),
+        (None, Some(s), None) => Some(CertMatch::San(s.clone())),
+        (None, None, Some(f)) => {
+            let hex: String = f
+                .trim_start_matches("sha256:")
+                .chars()
+                .filter(|c| *c != ':')
+                .collect();
+            let d = hex32(&hex);
+            if d.is_none() {
+                errs.push(
+                    format!("{path}.fingerprint"),
+                    "expected the certificate's SHA-256 as 64 hex digits",
+                );
+            }
+            d.map(CertMatch::Fingerprint)
+        }
+        _ => {
+            errs.push(
+                path,
+                "a certificate match has exactly one of `subject`, `san` or `fingerprint`",
+            );
+            None
+        }
+    }
 }
 
 /// 64 hex digits -> 32 bytes.
@@ -315,19 +353,95 @@ fn header_name(h: &str, path: &str, errs: &mut Errors) -> Option<String> {
     }
 }
 
+pub fn introspection(
+    list: &[(usize, IntrospectionConf)],
+    upstreams: &[UpstreamSpec],
+    errs: &mut Errors,
+) -> Vec<IntrospectionSpec> {
+    check_unique(
+        list.iter().map(|(i, c)| (*i, c.name.as_str())),
+        "introspection",
+        errs,
+    );
+    list.iter()
+        .map(|(i, c)| {
+            let path = format!("introspection[{i}]");
+            upstream_ref(&c.upstream, &format!("{path}.upstream"), upstreams, errs);
+            let p = c.path.clone().unwrap_or_else(|| "/introspect".into());
+            check_path(&p, &format!("{path}.path"), errs);
+            IntrospectionSpec {
+                name: c.name.clone(),
+                upstream: c.upstream.clone(),
+                path: p,
+                client_id: c.client_id.clone(),
+                client_secret: SecretRef::parse(&c.client_secret),
+                timeout: c.timeout.map_or(Duration::from_secs(2), |d| d.0),
+                cache_max: c.cache_max.map_or(Duration::from_secs(300), |d| d.0),
+                inactive_cache: c.inactive_cache.map_or(Duration::from_secs(10), |d| d.0),
+                max_cached: c.max_cached.unwrap_or(100_000),
+                fail_open: c.fail_open.unwrap_or(false),
+                consumer_claim: c
+                    .consumer_claim
+                    .clone()
+                    .unwrap_or_else(|| "client_id".into()),
+            }
+        })
+        .collect()
+}
+
+/// A route's `external_auth` table.
+pub fn external_auth(
+    e: &ExternalAuthConf,
+    path: &str,
+    upstreams: &[UpstreamSpec],
+    errs: &mut Errors,
+) -> ExternalAuthSpec {
+    upstream_ref(&e.upstream, &format!("{path}.upstream"), upstreams, errs);
+    let p = e.path.clone().unwrap_or_else(|| "/".into());
+    check_path(&p, &format!("{path}.path"), errs);
+    let names = |list: &Option<Vec<String>>, key: &str, errs: &mut Errors| -> Vec<String> {
+        list.iter()
+            .flatten()
+            .enumerate()
+            .filter_map(|(i, h)| header_name(h, &format!("{path}.{key}[{i}]"), errs))
+            .collect()
+    };
+    ExternalAuthSpec {
+        upstream: e.upstream.clone(),
+        path: p,
+        headers: names(&e.headers, "headers", errs),
+        copy_headers: names(&e.copy_headers, "copy_headers", errs),
+        timeout: e.timeout.map_or(Duration::from_secs(2), |d| d.0),
+        fail_open: e.fail_open.unwrap_or(false),
+    }
+}
+
+fn upstream_ref(name: &str, path: &str, upstreams: &[UpstreamSpec], errs: &mut Errors) {
+    if !upstreams.iter().any(|u| u.name == name) {
+        errs.push(path, format!("no upstream is named `{name}`"));
+    }
+}
+
+fn check_path(p: &str, path: &str, errs: &mut Errors) {
+    if !p.starts_with('/') || http::uri::PathAndQuery::try_from(p).is_err() {
+        errs.push(path, "expected a path such as `/check`");
+    }
+}
+
 /// A route's `auth` table.
 pub fn route_auth(
     a: &AuthConf,
     path: &str,
     consumers: &[ConsumerSpec],
     providers: &[JwtProviderSpec],
+    introspection: &[IntrospectionSpec],
     errs: &mut Errors,
 ) -> AuthSpec {
     let mut methods = Vec::new();
     if a.methods.is_empty() {
         errs.push(
             format!("{path}.methods"),
-            "name at least one of `api_key`, `basic`, `jwt`",
+            "name at least one of `api_key`, `basic`, `jwt`, `introspection`, `mtls`",
         );
     }
     for (i, m) in a.methods.iter().enumerate() {
@@ -350,11 +464,15 @@ pub fn route_auth(
             "jwt" => AuthMethod::Jwt {
                 providers: jwt_names(a, path, providers, errs),
             },
+            "introspection" => AuthMethod::Introspection {
+                endpoints: introspection_names(a, path, introspection, errs),
+            },
+            "mtls" => AuthMethod::Mtls,
             other => {
                 errs.push(
                     at,
                     format!(
-                        "`{other}` is not a credential kind; expected `api_key`, `basic` or `jwt`"
+                        "`{other}` is not a credential kind; expected `api_key`, `basic`, `jwt`, `introspection` or `mtls`"
                     ),
                 );
                 continue;
@@ -431,6 +549,33 @@ fn jwt_names(
                 _ => format!("{path}.jwt"),
             };
             errs.push(at, format!("no JWT provider is named `{n}`"));
+        }
+    }
+    names
+}
+
+fn introspection_names(
+    a: &AuthConf,
+    path: &str,
+    endpoints: &[IntrospectionSpec],
+    errs: &mut Errors,
+) -> Vec<String> {
+    let names = match &a.introspection {
+        Some(n) => n.to_vec(),
+        None => endpoints.iter().map(|p| p.name.clone()).collect(),
+    };
+    if names.is_empty() {
+        errs.push(
+            format!("{path}.methods"),
+            "`introspection` needs an `[[introspection]]` entry",
+        );
+    }
+    for n in &names {
+        if !endpoints.iter().any(|p| &p.name == n) {
+            errs.push(
+                format!("{path}.introspection"),
+                format!("no introspection endpoint is named `{n}`"),
+            );
         }
     }
     names

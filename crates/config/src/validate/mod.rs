@@ -38,9 +38,12 @@ pub fn validate(raw: &RawConfig, errors: &mut Vec<ConfigError>) -> Spec {
     let listeners = listeners::validate(&raw.listeners, &upstreams, &mut errs);
     let consumers = auth::consumers(&raw.consumers, &mut errs);
     let jwt_providers = auth::jwt_providers(&raw.jwt_providers, &upstreams, &mut errs);
+    let introspection = auth::introspection(&raw.introspection, &upstreams, &mut errs);
     let gateway = routes::Gateway {
         consumers: &consumers,
         providers: &jwt_providers,
+        introspection: &introspection,
+        upstreams: &upstreams,
     };
     let routes = routes::validate(&raw.routes, &listeners, &upstreams, &gateway, &mut errs);
     if listeners.is_empty() && errs.0.is_empty() {
@@ -55,6 +58,7 @@ pub fn validate(raw: &RawConfig, errors: &mut Vec<ConfigError>) -> Spec {
         upstreams,
         consumers,
         jwt_providers,
+        introspection,
     }
 }
 

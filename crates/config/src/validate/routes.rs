@@ -14,6 +14,8 @@ pub const DEFAULT_UPSTREAM_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Gateway<'a> {
     pub consumers: &'a [ConsumerSpec],
     pub providers: &'a [JwtProviderSpec],
+    pub introspection: &'a [IntrospectionSpec],
+    pub upstreams: &'a [UpstreamSpec],
 }
 
 pub fn validate(
@@ -105,6 +107,15 @@ fn filters(r: &RouteConf, path: &str, gateway: &Gateway, errs: &mut Errors) -> V
             &format!("{path}.auth"),
             gateway.consumers,
             gateway.providers,
+            gateway.introspection,
+            errs,
+        )));
+    }
+    if let Some(e) = &r.external_auth {
+        out.push(FilterSpec::ExternalAuth(super::auth::external_auth(
+            e,
+            &format!("{path}.external_auth"),
+            gateway.upstreams,
             errs,
         )));
     }

@@ -40,8 +40,15 @@ pub struct FilterCtx<'a> {
     pub client: SocketAddr,
     /// The client's address after PROXY protocol and trusted `X-Forwarded-For`.
     pub client_ip: IpAddr,
+    /// The client certificate the listener verified, on mTLS connections.
+    pub client_cert: Option<&'a crate::tls::ClientCert>,
     pub route: &'a str,
 }
+
+/// The request's URI as the client sent it, put in the extensions before the path is
+/// rewritten for upstream (an external auth check asks about this one).
+#[derive(Clone)]
+pub struct OriginalUri(pub http::Uri);
 
 /// What building a filter may use besides its spec.
 pub struct BuildCtx<'a> {
@@ -95,6 +102,10 @@ pub fn build(spec: &FilterSpec, ctx: &BuildCtx) -> Arc<dyn Filter> {
             let counter = |kind, result| ctx.metrics.auth_counter(ctx.route, kind, result);
             Arc::new(auth::Auth::new(a, ctx.auth, &counter))
         }
+        FilterSpec::ExternalAuth(e) => Arc::new(auth::external::ExternalAuth::new(
+            e,
+            ctx.auth.calls.get(&e.upstream).cloned(),
+        )),
     }
 }
 

@@ -40,6 +40,7 @@ async fn request_rules_remove_then_set_then_add() {
         request_id: &id,
         client: "127.0.0.1:1".parse().unwrap(),
         client_ip: "127.0.0.1".parse().unwrap(),
+        client_cert: None,
         route: "r",
     };
     assert!(matches!(
@@ -60,6 +61,7 @@ async fn response_rules_leave_the_request_alone() {
         request_id: &id,
         client: "127.0.0.1:1".parse().unwrap(),
         client_ip: "127.0.0.1".parse().unwrap(),
+        client_cert: None,
         route: "r",
     };
     let _ = chain.on_request(&mut head, &ctx).await;

@@ -336,15 +336,18 @@ async fn http(
     watch: Watch,
     l: &ListenerRt,
 ) {
-    let ctx = Arc::new(ConnCtx {
-        peer,
-        peer_ip: crate::http::headers::ip_text(peer.ip()),
-        listener: name,
-        store,
-        drain: watch.clone(),
-    });
+    let ctx = |client_cert| {
+        Arc::new(ConnCtx {
+            peer,
+            peer_ip: crate::http::headers::ip_text(peer.ip()),
+            listener: name,
+            store,
+            drain: watch.clone(),
+            client_cert,
+        })
+    };
     match &l.tls {
-        None => server::serve(stream, ctx, l, Proto::Sniff, false, watch).await,
+        None => server::serve(stream, ctx(None), l, Proto::Sniff, false, watch).await,
         Some(acceptor) => {
             // The handshake and the session are boxed (the session is 1.2 KiB), so the
             // task holds one pointer to it instead of room for it at every step.
@@ -357,9 +360,15 @@ async fn http(
                     Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
                 };
-            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            let session = tls.get_ref().1;
+            let h2 = session.alpn_protocol() == Some(b"h2");
+            // Only listeners with `client_ca` ask for one; rustls has verified it.
+            let cert = session
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|der| Arc::new(crate::tls::ClientCert::from_der(der)));
             let proto = if h2 { Proto::Http2 } else { Proto::Http1 };
-            server::serve(tls, ctx, l, proto, true, watch).await
+            server::serve(tls, ctx(cert), l, proto, true, watch).await
         }
     }
 }

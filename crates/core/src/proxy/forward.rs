@@ -51,6 +51,10 @@ pub(super) async fn forward(
         crate::upstream::lb::request_key(on, req.headers(), req.uri().query(), r.conn.peer.ip())
     });
     let (mut parts, body) = req.into_parts();
+    if route.filters.has_request_hooks() {
+        let uri = parts.uri.clone();
+        parts.extensions.insert(crate::filter::OriginalUri(uri));
+    }
     rewrite_head(r, &mut parts, host, p, upgrade);
     if !route.filters.is_empty() {
         if let Flow::Respond(resp) = route

@@ -35,6 +35,8 @@ pub struct ConnCtx {
     pub store: Arc<ConfigStore>,
     /// Lets upgraded tunnels outlive the connection but not the drain.
     pub drain: Watch,
+    /// The client certificate the listener verified (mTLS), read once.
+    pub client_cert: Option<Arc<crate::tls::ClientCert>>,
 }
 
 /// Per-request facts shared by the steps below.
@@ -201,6 +203,7 @@ impl Req<'_> {
             request_id: self.id(),
             client: self.conn.peer,
             client_ip: self.client_ip,
+            client_cert: self.conn.client_cert.as_deref(),
             route: &route.name,
         }
     }

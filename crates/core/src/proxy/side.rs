@@ -1,27 +1,32 @@
 //! Requests Gatehouse makes on its own behalf through an upstream group (a JWT
-//! provider's key set): the same exchange as a proxied request (breaker, picks, pool,
-//! TLS, health), with the body read whole up to a bound and the connection pooled after.
+//! provider's key set, token introspection, an external auth check): the same exchange
+//! as a proxied request (breaker, picks, pool, TLS, health), with the body read whole up
+//! to a bound and the connection pooled after.
 
 use super::exchange::{exchange, Outgoing};
 use crate::body::UpstreamBody;
-use crate::filter::auth::jwks::Fetched;
+use crate::filter::auth::side::{Answer, Ask, Call};
 use crate::runtime::ProxyAction;
 use crate::upstream::UpstreamGroup;
 use gatehouse_config::spec::{ProxySpec, UpstreamProtocol};
-use http::{header, HeaderValue, Method, Request, Uri, Version};
+use http::{header, HeaderValue, Request, Uri, Version};
 use http_body_util::BodyExt;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A GET of `path` (with query) through `group`, its body bounded by `max_body`.
-pub async fn get(
-    group: Arc<UpstreamGroup>,
-    path: String,
-    max_body: usize,
-) -> Result<Fetched, String> {
+/// The most of a side answer's body read.
+const MAX_BODY: usize = 1024 * 1024;
+
+/// A [`Call`] that sends through `group`.
+pub fn caller(group: Arc<UpstreamGroup>) -> Call {
+    Arc::new(move |ask| Box::pin(send(group.clone(), ask)))
+}
+
+/// Sends `ask` through `group` and reads the answer whole.
+pub async fn send(group: Arc<UpstreamGroup>, ask: Ask) -> Result<Answer, String> {
     let (uri, version) = match group.spec.protocol {
         UpstreamProtocol::Http1 => (
-            path.parse::<Uri>().map_err(|e| e.to_string())?,
+            ask.path.parse::<Uri>().map_err(|e| e.to_string())?,
             Version::HTTP_11,
         ),
         UpstreamProtocol::Http2 => {
@@ -35,21 +40,26 @@ pub async fn get(
                 .first()
                 .map(|e| e.label.to_string())
                 .unwrap_or_default();
-            let u = format!("{scheme}://{authority}{path}");
+            let u = format!("{scheme}://{authority}{}", ask.path);
             (
                 u.parse::<Uri>().map_err(|e| e.to_string())?,
                 Version::HTTP_2,
             )
         }
     };
-    let req = Request::builder()
-        .method(Method::GET)
+    let mut req = Request::builder()
+        .method(ask.method)
         .uri(uri)
         .version(version)
-        .header(header::ACCEPT, HeaderValue::from_static("application/json"))
-        .header(header::USER_AGENT, HeaderValue::from_static("gatehouse"))
-        .body(UpstreamBody::Empty)
+        .body(match ask.body {
+            Some(b) => UpstreamBody::Full(Some(b)),
+            None => UpstreamBody::Empty,
+        })
         .map_err(|e| e.to_string())?;
+    *req.headers_mut() = ask.headers;
+    req.headers_mut()
+        .entry(header::USER_AGENT)
+        .or_insert(HeaderValue::from_static("gatehouse"));
     let p = ProxyAction {
         spec: ProxySpec {
             upstream: group.name.to_string(),
@@ -58,7 +68,7 @@ pub async fn get(
             host_rewrite: None,
             preserve_host: false,
             forwarded: false,
-            upstream_response_timeout: Duration::from_secs(10),
+            upstream_response_timeout: Duration::from_secs(30),
         },
         group,
         host_rewrite: None,
@@ -71,29 +81,22 @@ pub async fn get(
         offered: None,
     };
     let x = exchange(&p, &mut out).await.map_err(|e| e.message())?;
-    let status = x.resp.status().as_u16();
-    let cache_control = x
-        .resp
-        .headers()
-        .get(header::CACHE_CONTROL)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let mut body = x.resp.into_body();
+    let (parts, mut body) = x.resp.into_parts();
     let mut bytes = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| format!("reading the body: {e}"))?;
         if let Some(d) = frame.data_ref() {
-            if bytes.len() + d.len() > max_body {
-                return Err(format!("body is over {max_body} bytes"));
+            if bytes.len() + d.len() > MAX_BODY {
+                return Err(format!("body is over {MAX_BODY} bytes"));
             }
             bytes.extend_from_slice(d);
         }
     }
     body.release();
     drop(x.in_flight);
-    Ok(Fetched {
-        status,
-        cache_control,
+    Ok(Answer {
+        status: parts.status,
+        headers: parts.headers,
         body: bytes.freeze(),
     })
 }

@@ -4,16 +4,13 @@
 //! generation's upstream group, stopped when the generation is dropped.
 
 use super::compile::CompileError;
-use crate::filter::auth::jwks::{Fetch, Remote};
+use crate::filter::auth::jwks::Remote;
 use crate::filter::auth::{self, AuthRt, Directory};
 use crate::upstream::UpstreamGroup;
 use gatehouse_config::Spec;
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::task::JoinHandle;
-
-/// The most of a key set (or OpenID configuration) read.
-const MAX_JWKS_BODY: usize = 1024 * 1024;
 
 /// The compiled identity config and the fetch loops that keep it current.
 #[derive(Default)]
@@ -42,6 +39,27 @@ pub fn compile(
         errors.push(CompileError { path, message });
     }
     let mut state = AuthState::default();
+    for (name, g) in upstreams {
+        state
+            .rt
+            .calls
+            .insert(name.clone(), crate::proxy::side::caller(g.clone()));
+    }
+    for (i, s) in spec.introspection.iter().enumerate() {
+        let Some(call) = state.rt.calls.get(&s.upstream).cloned() else {
+            continue;
+        };
+        let prev = previous.and_then(|p| p.rt.introspectors.get(&s.name));
+        match auth::introspector(s, prev.map(|p| p.as_ref()), call) {
+            Ok(x) => {
+                state.rt.introspectors.insert(s.name.clone(), Arc::new(x));
+            }
+            Err(message) => errors.push(CompileError {
+                path: format!("introspection[{i}].client_secret"),
+                message,
+            }),
+        }
+    }
     let rt = tokio::runtime::Handle::try_current().ok();
     for (i, p) in spec.jwt_providers.iter().enumerate() {
         let carried = previous
@@ -71,10 +89,9 @@ pub fn compile(
         let Some(group) = upstreams.get(&remote.spec.upstream).cloned() else {
             continue;
         };
-        let fetch: Fetch = Arc::new(move |path| {
-            Box::pin(crate::proxy::side::get(group.clone(), path, MAX_JWKS_BODY))
-        });
-        state.tasks.push(rt.spawn(remote.run(fetch)));
+        state
+            .tasks
+            .push(rt.spawn(remote.run(crate::proxy::side::caller(group))));
     }
     state.rt.directory = directory;
     state

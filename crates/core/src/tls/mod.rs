@@ -4,6 +4,7 @@
 //! and client configs towards upstreams (system-independent web roots or a custom CA).
 //! Certificate files are read here, at compile time, never on the request path.
 
+mod client_cert;
 mod sni;
 
 use gatehouse_config::spec::{TlsSpec, TlsVersion, UpstreamProtocol, UpstreamTlsSpec};
@@ -12,6 +13,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::Path;
 use std::sync::Arc;
 
+pub use client_cert::ClientCert;
 pub use sni::SniResolver;
 
 /// A TLS setup problem, named by the file or setting it comes from.

@@ -84,6 +84,12 @@ upstream = "backend"
 auth = {{ methods = ["api_key"], anonymous = true, consumer_header = "X-Consumer" }}
 
 [[routes]]
+name = "keep"
+match = {{ prefix = "/keep" }}
+upstream = "backend"
+auth = {{ methods = ["basic"], keep_credential = true }}
+
+[[routes]]
 name = "local"
 match = {{ prefix = "/local" }}
 respond = {{ status = 200, body = "secret page" }}
@@ -262,6 +268,18 @@ async fn basic_against_argon2_bcrypt_and_plain_secrets() {
     }
     let r = c.get(gw.url("web", "/basic")).send().await.unwrap();
     assert_eq!(r.status(), 401);
+    let r = c
+        .get(gw.url("web", "/keep"))
+        .header("authorization", basic("gamma", "plain-pass"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        up.last().headers["authorization"],
+        basic("gamma", "plain-pass").as_str(),
+        "keep_credential"
+    );
     let r = c
         .get(gw.url("web", "/basic"))
         .header("authorization", basic("acme", "argon-pass"))
@@ -444,6 +462,14 @@ ip_allow = ["banana"]
 name = "a"
 api_keys = ["sha256:abc", ""]
 basic = { username = "x:y", password = "p" }
+certificates = [{ san = "a", subject = "b" }, { fingerprint = "zz" }]
+
+[[introspection]]
+name = "i"
+upstream = "nope"
+path = "bad"
+client_id = "x"
+client_secret = "y"
 
 [[consumers]]
 name = "a"
@@ -462,6 +488,7 @@ jwks_upstream = "missing"
 name = "r"
 respond = { status = 200 }
 auth = { methods = ["api_key", "token", "api_key"], consumers = ["nobody"], groups = ["none"], jwt = "other" }
+external_auth = { upstream = "nope2", copy_headers = ["bad header"] }
 ip_deny = ["10.0.0.0/99"]
 "#;
     let err = gatehouse_config::load(text, "t.toml", gatehouse_config::Format::Toml)
@@ -482,6 +509,12 @@ ip_deny = ["10.0.0.0/99"]
         "routes[0].auth.consumers[0]",
         "routes[0].auth.groups[0]",
         "routes[0].ip_deny[0]",
+        "consumers[0].certificates[0]",
+        "consumers[0].certificates[1].fingerprint",
+        "introspection[0].upstream",
+        "introspection[0].path",
+        "routes[0].external_auth.upstream",
+        "routes[0].external_auth.copy_headers[0]",
     ] {
         assert!(err.contains(path), "no error at `{path}` in:\n{err}");
     }

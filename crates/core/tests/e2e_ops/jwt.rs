@@ -25,11 +25,15 @@ struct KeyServer {
 }
 
 async fn key_server(doc: String) -> KeyServer {
+    key_server_with(doc, UpstreamOptions::default()).await
+}
+
+async fn key_server_with(doc: String, opts: UpstreamOptions) -> KeyServer {
     let doc = Arc::new(Mutex::new(doc));
     let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let fetches = Arc::new(AtomicUsize::new(0));
     let (d, f, n) = (doc.clone(), failing.clone(), fetches.clone());
-    let up = Upstream::start(UpstreamOptions::default(), move |req| {
+    let up = Upstream::start(opts, move |req| {
         let (d, f, n) = (d.clone(), f.clone(), n.clone());
         async move {
             let path = req.uri().path().to_string();
@@ -329,4 +333,30 @@ async fn no_keys_yet_answers_503_and_keys_survive_a_reload() {
         .unwrap();
     assert_eq!(status(&c, &gw, "/a", &k.sign(&claims("alice"))).await, 200);
     assert_eq!(idp.fetches.load(Ordering::SeqCst), fetched);
+}
+
+#[tokio::test]
+async fn the_key_set_is_fetched_over_https_with_the_upstream_tls_settings() {
+    let ca = gatehouse_test_support::certs::TestCa::new();
+    let leaf = ca.leaf("idp", &["idp.test"]);
+    let backend = Upstream::fixed("ok").await;
+    let k = SigningKey::ec("k", Algorithm::ES256);
+    let opts = UpstreamOptions {
+        tls: Some((leaf.cert_pem.clone(), leaf.key_pem.clone())),
+        ..UpstreamOptions::default()
+    };
+    let idp = key_server_with(jwks(&[&k]), opts).await;
+    let tls = format!(
+        "tls = {{ ca = \"{}\", sni = \"idp.test\" }}",
+        ca.ca_path.display()
+    );
+    let text = config(backend.addr, idp.up.addr, "jwks_path = \"/keys\"").replace(
+        &format!("name = \"idp\"\nendpoints = [\"{}\"]", idp.up.addr),
+        &format!("name = \"idp\"\nendpoints = [\"{}\"]\n{tls}", idp.up.addr),
+    );
+    assert!(text.contains("sni = \"idp.test\""), "{text}");
+    let gw = TestGateway::start(&text).await;
+    let c = reqwest::Client::new();
+    assert_eq!(status(&c, &gw, "/a", &k.sign(&claims("alice"))).await, 200);
+    assert!(idp.fetches.load(Ordering::SeqCst) >= 1);
 }

@@ -12,6 +12,7 @@
 mod access_log;
 mod admin;
 mod auth;
+mod auth_services;
 mod balancing;
 mod discovery;
 mod draining;

@@ -41,8 +41,16 @@ fn presented(s: &TlsStream<TcpStream>) -> CertificateDer<'static> {
 
 /// One HTTP/1.1 GET over an established TLS stream; the status, or the error.
 async fn get_over(s: TlsStream<TcpStream>, authority: &str) -> Result<u16, hyper::Error> {
+    get_path_over(s, authority, "/").await
+}
+
+async fn get_path_over(
+    s: TlsStream<TcpStream>,
+    authority: &str,
+    path: &str,
+) -> Result<u16, hyper::Error> {
     let mut c = Conn::over(s, Proto::H1, "https", authority.to_string()).await;
-    let req = c.request(Method::GET, "/").body(empty()).unwrap();
+    let req = c.request(Method::GET, path).body(empty()).unwrap();
     let resp = c.send(req).await?;
     Ok(resp.status().as_u16())
 }
@@ -331,5 +339,98 @@ async fn a_ticket_from_before_a_reload_still_resumes() {
     assert_eq!(
         handshake_kind(gw.addr("tls"), &cfg).await,
         rustls::HandshakeKind::Resumed
+    );
+}
+
+/// mTLS consumers: a verified client certificate names a consumer by fingerprint,
+/// subject alternative name or subject, and routes allow by consumer.
+#[tokio::test]
+async fn client_certificates_name_consumers() {
+    let ca = TestCa::new();
+    let leaf = ca.leaf("gw-c", &["localhost"]);
+    let acme = ca.leaf("acme", &["acme.client.test"]);
+    let beta = ca.leaf("beta", &["beta.client.test"]);
+    let other = ca.leaf("other", &["other.test"]);
+    let fingerprint: String = {
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, beta.der().as_ref());
+        d.as_ref()
+            .iter()
+            .map(|b| format!("{b:02X}:"))
+            .collect::<String>()
+            .trim_end_matches(':')
+            .to_string()
+    };
+    let tls = format!(
+        "client_ca = \"{}\"\nclient_auth = \"optional\"",
+        ca.ca_path.display()
+    );
+    let text = format!(
+        r#"{QUIET}{listener}
+[[consumers]]
+name = "acme"
+certificates = [{{ san = "acme.client.test" }}]
+
+[[consumers]]
+name = "beta"
+certificates = [{{ fingerprint = "{fingerprint}" }}]
+
+[[consumers]]
+name = "gamma"
+certificates = [{{ subject = "cn = rcgen self signed cert" }}]
+
+[[routes]]
+name = "acme-only"
+match = {{ prefix = "/acme" }}
+respond = {{ status = 200, body = "acme" }}
+auth = {{ methods = ["mtls"], consumers = ["acme"] }}
+
+[[routes]]
+name = "gamma-only"
+match = {{ prefix = "/gamma" }}
+respond = {{ status = 200, body = "gamma" }}
+auth = {{ methods = ["mtls"], consumers = ["gamma"] }}
+
+[[routes]]
+name = "any-cert"
+respond = {{ status = 200, body = "any" }}
+auth = {{ methods = ["mtls"] }}
+"#,
+        listener = https_listener(&[cert_entry(&leaf, "")], &tls)
+    );
+    let gw = TestGateway::start(&text).await;
+    let addr = gw.addr("tls");
+    async fn get(addr: SocketAddr, ca: &TestCa, cert: Option<&Leaf>, path: &str) -> u16 {
+        let client = TlsClient {
+            client_cert: cert,
+            ..TlsClient::new(&ca.cert_pem)
+        };
+        let s = client.connect(addr, "localhost").await.unwrap();
+        get_path_over(s, "localhost", path).await.unwrap()
+    }
+    assert_eq!(get(addr, &ca, Some(&acme), "/acme").await, 200, "by SAN");
+    assert_eq!(
+        get(addr, &ca, Some(&beta), "/acme").await,
+        403,
+        "beta is not acme"
+    );
+    assert_eq!(
+        get(addr, &ca, Some(&beta), "/").await,
+        200,
+        "any verified certificate"
+    );
+    assert_eq!(
+        get(addr, &ca, Some(&other), "/gamma").await,
+        200,
+        "by subject"
+    );
+    assert_eq!(
+        get(addr, &ca, Some(&acme), "/gamma").await,
+        403,
+        "a SAN match comes before the subject"
+    );
+    assert_eq!(
+        get(addr, &ca, None, "/").await,
+        401,
+        "no certificate on an optional listener"
     );
 }

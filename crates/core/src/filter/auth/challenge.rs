@@ -16,6 +16,8 @@ pub enum Denial {
     Missing,
     /// A credential of this kind, but not a good one.
     Invalid(CredentialKind, String),
+    /// A bearer token that is not a JWT (a later introspection method may take it).
+    NotJwt(String),
     /// The same kind of credential given more than once.
     Duplicate(CredentialKind),
     /// Authenticated, but the route's rules keep this identity out.
@@ -38,18 +40,29 @@ impl Denial {
             Denial::Missing => (
                 ErrorKind::Unauthorized,
                 "this route needs credentials".into(),
-                auth.methods
-                    .iter()
-                    .map(|m| m.challenge(realm, None))
-                    .collect(),
+                {
+                    // One Bearer challenge even when two kinds take bearer tokens.
+                    let mut v: Vec<String> = Vec::new();
+                    for c in auth.methods.iter().map(|m| m.challenge(realm, None)) {
+                        if !v.contains(&c) {
+                            v.push(c);
+                        }
+                    }
+                    v
+                },
             ),
             Denial::Invalid(k, why) => (
                 ErrorKind::Unauthorized,
                 format!("{}: {why}", k.word()),
                 vec![auth.challenge_for(*k, realm, Some(("invalid_token", why)))],
             ),
+            Denial::NotJwt(why) => (
+                ErrorKind::Unauthorized,
+                format!("jwt: {why}"),
+                vec![auth.challenge_for(CredentialKind::Jwt, realm, Some(("invalid_token", why)))],
+            ),
             Denial::Duplicate(k) => (
-                if *k == CredentialKind::Jwt {
+                if k.is_bearer() {
                     ErrorKind::BadRequest
                 } else {
                     ErrorKind::Unauthorized
@@ -72,12 +85,12 @@ impl Denial {
             ),
             Denial::Unavailable => (
                 ErrorKind::AuthUnavailable,
-                "the token issuer's keys are not available yet".into(),
+                "the credential cannot be checked now (the issuer's keys or introspection are unavailable)".into(),
                 vec![],
             ),
         };
         let mut resp = local_reply(kind, &message, request_id);
-        for c in challenges {
+        for c in challenges.into_iter().filter(|c| !c.is_empty()) {
             if let Ok(v) = HeaderValue::from_str(&c) {
                 resp.headers_mut().append(header::WWW_AUTHENTICATE, v);
             }
@@ -108,11 +121,13 @@ impl Method {
     /// This kind's `WWW-Authenticate` challenge.
     fn challenge(&self, realm: &str, error: Option<(&str, &str)>) -> String {
         match (self, error) {
-            (Method::Jwt(_), Some((code, why))) => format!(
+            (Method::Jwt(_) | Method::Introspection(_), Some((code, why))) => format!(
                 "Bearer realm=\"{realm}\", error=\"{code}\", error_description=\"{}\"",
                 quote_safe(why)
             ),
-            (Method::Jwt(_), None) => format!("Bearer realm=\"{realm}\""),
+            (Method::Jwt(_) | Method::Introspection(_), None) => {
+                format!("Bearer realm=\"{realm}\"")
+            }
             (Method::Basic, _) => format!("Basic realm=\"{realm}\", charset=\"UTF-8\""),
             (Method::ApiKey { header, query }, _) => {
                 let name = header
@@ -122,6 +137,8 @@ impl Method {
                     .unwrap_or_default();
                 format!("ApiKey realm=\"{realm}\", name=\"{}\"", quote_safe(&name))
             }
+            // TLS has no `WWW-Authenticate` scheme.
+            (Method::Mtls, _) => String::new(),
         }
     }
 }

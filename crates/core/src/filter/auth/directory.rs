@@ -8,7 +8,7 @@
 
 use super::secret::{resolve, same, sha256};
 use crate::consumer::Consumer;
-use gatehouse_config::spec::{ApiKeySpec, ConsumerSpec, PasswordSpec};
+use gatehouse_config::spec::{ApiKeySpec, CertMatch, ConsumerSpec, PasswordSpec};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -42,6 +42,7 @@ pub struct Directory {
     users: HashMap<String, Arc<User>>,
     subjects: HashMap<String, Arc<Consumer>>,
     names: HashMap<String, Arc<Consumer>>,
+    certs: HashMap<CertMatch, Arc<Consumer>>,
     verified: Mutex<HashMap<[u8; 32], Instant>>,
 }
 
@@ -111,6 +112,14 @@ impl Directory {
             for s in &c.jwt_subjects {
                 d.subjects.insert(s.clone(), consumer.clone());
             }
+            for (j, m) in c.certificates.iter().enumerate() {
+                if d.certs.insert(m.clone(), consumer.clone()).is_some() {
+                    errors.push((
+                        format!("consumers[{i}].certificates[{j}]"),
+                        "the same certificate match is given to another consumer".into(),
+                    ));
+                }
+            }
             d.names.insert(c.name.clone(), consumer);
         }
         d
@@ -127,6 +136,15 @@ impl Directory {
     /// then a consumer of that name.
     pub fn by_subject(&self, s: &str) -> Option<Arc<Consumer>> {
         self.subjects.get(s).or_else(|| self.names.get(s)).cloned()
+    }
+
+    /// The consumer a verified client certificate names, most specific first: by
+    /// fingerprint, then by a subject alternative name, then by subject.
+    pub fn by_cert(&self, c: &crate::tls::ClientCert) -> Option<Arc<Consumer>> {
+        let by = |m: CertMatch| self.certs.get(&m).cloned();
+        by(CertMatch::Fingerprint(c.fingerprint))
+            .or_else(|| c.sans.iter().find_map(|s| by(CertMatch::San(s.clone()))))
+            .or_else(|| by(CertMatch::Subject(c.subject.clone())).filter(|_| !c.subject.is_empty()))
     }
 
     /// The consumer whose Basic credentials these are.

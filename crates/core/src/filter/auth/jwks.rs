@@ -3,31 +3,18 @@
 //! names an unknown `kid` (at most once per `min_refresh`, so a flood of random kids
 //! cannot hammer the issuer), and kept as it was when a fetch fails.
 //!
-//! The fetch itself is handed in as a [`Fetch`] by the runtime, which owns the
-//! upstream groups; this module only decides when to fetch and what to keep.
+//! The fetch itself is a [`Call`] handed in by the runtime, which owns the upstream
+//! groups; this module only decides when to fetch and what to keep.
 
 use super::keyset::KeySet;
+use super::side::{Ask, Call};
 use arc_swap::ArcSwapOption;
 use gatehouse_config::spec::JwksRemoteSpec;
 use jsonwebtoken::Algorithm;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
-
-/// What a GET through the key set's upstream gave back.
-pub struct Fetched {
-    pub status: u16,
-    pub cache_control: Option<String>,
-    pub body: bytes::Bytes,
-}
-
-pub type FetchFuture = Pin<Box<dyn Future<Output = Result<Fetched, String>> + Send>>;
-
-/// GETs a path (with query) through the provider's upstream.
-pub type Fetch = Arc<dyn Fn(String) -> FetchFuture + Send + Sync>;
 
 /// The longest a failed fetch waits before the next try.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -92,7 +79,7 @@ impl Remote {
     }
 
     /// The background loop: fetch, wait until due or kicked, again. Runs until aborted.
-    pub async fn run(self: Arc<Self>, fetch: Fetch) {
+    pub async fn run(self: Arc<Self>, fetch: Call) {
         let mut failures = 0u32;
         // A set carried over a reload is not fetched again before it is due.
         let mut wait = self
@@ -146,13 +133,13 @@ impl Remote {
 
     /// One fetch (two with discovery). On success, the set is swapped in and the time
     /// until the next fetch returned.
-    async fn fetch_once(&self, fetch: &Fetch) -> Result<Duration, String> {
+    async fn fetch_once(&self, fetch: &Call) -> Result<Duration, String> {
         let path = if self.spec.discovery {
             self.discover(fetch).await?
         } else {
             self.spec.path.clone()
         };
-        let got = tokio::time::timeout(self.spec.timeout, fetch(path.clone()))
+        let got = tokio::time::timeout(self.spec.timeout, fetch(Ask::get(path.clone())))
             .await
             .map_err(|_| format!("no answer within {:?}", self.spec.timeout))??;
         if got.status != 200 {
@@ -162,16 +149,17 @@ impl Remote {
         tracing::info!(path = %path, keys = set.keys.len(), "JWKS fetched");
         self.keys.store(Some(Arc::new(set)));
         let age = got
-            .cache_control
-            .as_deref()
+            .headers
+            .get(http::header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok())
             .and_then(max_age)
             .unwrap_or(self.spec.max_age);
         Ok(age.clamp(self.spec.min_refresh, self.spec.max_age))
     }
 
     /// Reads the OpenID configuration and returns the path of its `jwks_uri`.
-    async fn discover(&self, fetch: &Fetch) -> Result<String, String> {
-        let got = tokio::time::timeout(self.spec.timeout, fetch(self.spec.path.clone()))
+    async fn discover(&self, fetch: &Call) -> Result<String, String> {
+        let got = tokio::time::timeout(self.spec.timeout, fetch(Ask::get(self.spec.path.clone())))
             .await
             .map_err(|_| format!("no answer within {:?}", self.spec.timeout))??;
         if got.status != 200 {

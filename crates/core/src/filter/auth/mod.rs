@@ -9,10 +9,13 @@
 
 mod challenge;
 mod directory;
+pub mod external;
+pub mod introspect;
 pub mod jwks;
 mod jwt;
 mod keyset;
 mod secret;
+pub mod side;
 
 pub use directory::Directory;
 pub use jwt::algorithms as jwt_algorithms;
@@ -34,6 +37,9 @@ use std::sync::Arc;
 pub struct AuthRt {
     pub directory: Arc<Directory>,
     pub providers: HashMap<String, Arc<Provider>>,
+    pub introspectors: HashMap<String, Arc<introspect::Introspector>>,
+    /// A side-request sender per upstream group, for external auth.
+    pub calls: HashMap<String, side::Call>,
 }
 
 /// Builds a provider from its spec: config keys now, the remote set (if any) from
@@ -58,6 +64,25 @@ pub fn provider(
     Ok(Provider::new(spec.clone(), local, remote))
 }
 
+/// Builds an introspection endpoint's client; its answer cache is `previous`'s when
+/// the spec is unchanged.
+pub fn introspector(
+    spec: &gatehouse_config::spec::IntrospectionSpec,
+    previous: Option<&introspect::Introspector>,
+    call: side::Call,
+) -> Result<introspect::Introspector, String> {
+    let secret = secret::resolve(&spec.client_secret)?;
+    let cache = previous
+        .filter(|p| p.spec == *spec)
+        .map_or_else(Default::default, |p| p.cache.clone());
+    Ok(introspect::Introspector::new(
+        spec.clone(),
+        &secret,
+        call,
+        cache,
+    ))
+}
+
 /// A credential kind as the filter runs it.
 enum Method {
     ApiKey {
@@ -66,6 +91,8 @@ enum Method {
     },
     Basic,
     Jwt(Vec<Arc<Provider>>),
+    Introspection(Vec<Arc<introspect::Introspector>>),
+    Mtls,
 }
 
 /// What one kind found in the request.
@@ -106,6 +133,13 @@ impl Auth {
                     query: query.clone(),
                 },
                 AuthMethod::Basic => Method::Basic,
+                AuthMethod::Mtls => Method::Mtls,
+                AuthMethod::Introspection { endpoints } => Method::Introspection(
+                    endpoints
+                        .iter()
+                        .filter_map(|p| rt.introspectors.get(p).cloned())
+                        .collect(),
+                ),
                 AuthMethod::Jwt { providers } => Method::Jwt(
                     providers
                         .iter()
@@ -132,10 +166,14 @@ impl Auth {
         }
     }
 
-    async fn decide(&self, head: &mut request::Parts) -> Result<Identity, Denial> {
-        for m in &self.methods {
+    async fn decide(
+        &self,
+        head: &mut request::Parts,
+        ctx: &FilterCtx<'_>,
+    ) -> Result<Identity, Denial> {
+        for (i, m) in self.methods.iter().enumerate() {
             let kind = m.kind();
-            let found = m.find(head);
+            let found = m.find(head, ctx);
             let cred = match found {
                 Found::Absent => continue,
                 Found::Duplicate => {
@@ -144,8 +182,10 @@ impl Auth {
                 }
                 Found::Present(c) => c,
             };
-            let id = match self.verify(m, &cred).await {
+            let id = match self.verify(m, &cred, ctx).await {
                 Ok(id) => id,
+                // An opaque token is no JWT: a later introspection method may know it.
+                Err(Denial::NotJwt(_)) if self.introspects_after(i) => continue,
                 Err(d) => {
                     self.count(kind.word(), "invalid");
                     return Err(d);
@@ -172,7 +212,12 @@ impl Auth {
         Err(Denial::Missing)
     }
 
-    async fn verify(&self, m: &Method, cred: &str) -> Result<Identity, Denial> {
+    async fn verify(
+        &self,
+        m: &Method,
+        cred: &str,
+        ctx: &FilterCtx<'_>,
+    ) -> Result<Identity, Denial> {
         match m {
             Method::ApiKey { .. } => match self.directory.by_key(cred.as_bytes()) {
                 Some(o) => Ok(Identity {
@@ -201,7 +246,82 @@ impl Auth {
                 }
             }
             Method::Jwt(providers) => self.verify_jwt(providers, cred).await,
+            Method::Introspection(list) => self.introspect(list, cred).await,
+            Method::Mtls => {
+                let Some(cert) = ctx.client_cert else {
+                    return Err(Denial::Invalid(
+                        CredentialKind::Mtls,
+                        "no client certificate".into(),
+                    ));
+                };
+                let hex: String = cert
+                    .fingerprint
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                Ok(Identity {
+                    consumer: self.directory.by_cert(cert),
+                    kind: CredentialKind::Mtls,
+                    credential: Some(Arc::from(format!("sha256:{hex}"))),
+                    claims: None,
+                })
+            }
         }
+    }
+
+    fn introspects_after(&self, i: usize) -> bool {
+        self.methods[i + 1..]
+            .iter()
+            .any(|m| matches!(m, Method::Introspection(_)))
+    }
+
+    /// Asks each endpoint in turn; the first that knows the token active wins.
+    async fn introspect(
+        &self,
+        list: &[Arc<introspect::Introspector>],
+        token: &str,
+    ) -> Result<Identity, Denial> {
+        let mut refusal = None;
+        for e in list {
+            match e.check(token).await {
+                introspect::Outcome::Active(claims) => {
+                    let subject = claims
+                        .get(&e.spec.consumer_claim)
+                        .or_else(|| claims.get("sub"))
+                        .and_then(|s| s.as_str())
+                        .map(Arc::<str>::from);
+                    let consumer = subject
+                        .as_deref()
+                        .and_then(|s| self.directory.by_subject(s));
+                    return Ok(Identity {
+                        consumer,
+                        kind: CredentialKind::Introspection,
+                        credential: subject,
+                        claims: Some((*claims).clone()),
+                    });
+                }
+                introspect::Outcome::Inactive(why) => {
+                    refusal.get_or_insert(Denial::Invalid(CredentialKind::Introspection, why));
+                }
+                introspect::Outcome::Down(why) if e.spec.fail_open => {
+                    tracing::error!(endpoint = %e.spec.name, error = %why, "token introspection is down; letting the request through unauthenticated (fail_open)");
+                    return Ok(Identity {
+                        consumer: None,
+                        kind: CredentialKind::Introspection,
+                        credential: None,
+                        claims: None,
+                    });
+                }
+                introspect::Outcome::Down(why) => {
+                    tracing::warn!(endpoint = %e.spec.name, error = %why, "token introspection failed");
+                    refusal.get_or_insert(Denial::Unavailable);
+                }
+            }
+        }
+        Err(refusal.unwrap_or(Denial::Invalid(
+            CredentialKind::Introspection,
+            "no introspection endpoint".into(),
+        )))
     }
 
     /// Tries each provider; the first that verifies wins. When none does, the first
@@ -237,9 +357,8 @@ impl Auth {
         }
         Err(match first {
             Some(jwt::Refused::NoKeys) => Denial::Unavailable,
-            Some(jwt::Refused::Malformed(m)) | Some(jwt::Refused::Invalid(m)) => {
-                Denial::Invalid(CredentialKind::Jwt, m)
-            }
+            Some(jwt::Refused::Malformed(m)) => Denial::NotJwt(m),
+            Some(jwt::Refused::Invalid(m)) => Denial::Invalid(CredentialKind::Jwt, m),
             None => Denial::Invalid(CredentialKind::Jwt, "no JWT provider".into()),
         })
     }
@@ -333,10 +452,12 @@ impl Method {
             Method::ApiKey { .. } => CredentialKind::ApiKey,
             Method::Basic => CredentialKind::Basic,
             Method::Jwt(_) => CredentialKind::Jwt,
+            Method::Introspection(_) => CredentialKind::Introspection,
+            Method::Mtls => CredentialKind::Mtls,
         }
     }
 
-    fn find(&self, head: &request::Parts) -> Found {
+    fn find(&self, head: &request::Parts, ctx: &FilterCtx<'_>) -> Found {
         match self {
             Method::ApiKey { header, query } => {
                 let mut got: Vec<String> = Vec::new();
@@ -358,7 +479,11 @@ impl Method {
                 }
             }
             Method::Basic => challenge::authorization(head, "basic"),
-            Method::Jwt(_) => challenge::authorization(head, "bearer"),
+            Method::Jwt(_) | Method::Introspection(_) => challenge::authorization(head, "bearer"),
+            Method::Mtls => match ctx.client_cert {
+                Some(_) => Found::Present(String::new()),
+                None => Found::Absent,
+            },
         }
     }
 
@@ -376,7 +501,10 @@ impl Method {
                     challenge::remove_query(&mut head.uri, q);
                 }
             }
-            Method::Basic | Method::Jwt(_) if used == self.kind() => {
+            Method::Basic if used == CredentialKind::Basic => {
+                head.headers.remove(header::AUTHORIZATION);
+            }
+            Method::Jwt(_) | Method::Introspection(_) if used.is_bearer() => {
                 head.headers.remove(header::AUTHORIZATION);
             }
             _ => {}
@@ -403,7 +531,7 @@ impl Filter for Auth {
         ctx: &'a FilterCtx<'a>,
     ) -> FilterFuture<'a> {
         Box::pin(async move {
-            match self.decide(head).await {
+            match self.decide(head, ctx).await {
                 Ok(id) => {
                     self.pass_on(head, &id);
                     head.extensions.insert(Caller(Arc::new(id)));
