@@ -54,7 +54,7 @@ pub struct Identity {
     /// the token's subject.
     pub credential: Option<Arc<str>>,
     /// A verified token's claims.
-    pub claims: Option<serde_json::Map<String, serde_json::Value>>,
+    pub claims: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
 }
 
 impl Identity {

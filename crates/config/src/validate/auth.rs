@@ -462,10 +462,30 @@ pub fn route_auth(
             },
             "basic" => AuthMethod::Basic,
             "jwt" => AuthMethod::Jwt {
-                providers: jwt_names(a, path, providers, errs),
+                providers: named(
+                    &a.jwt,
+                    &providers
+                        .iter()
+                        .map(|p| p.name.as_str())
+                        .collect::<Vec<_>>(),
+                    "jwt",
+                    ("jwt_providers", "JWT provider"),
+                    path,
+                    errs,
+                ),
             },
             "introspection" => AuthMethod::Introspection {
-                endpoints: introspection_names(a, path, introspection, errs),
+                endpoints: named(
+                    &a.introspection,
+                    &introspection
+                        .iter()
+                        .map(|p| p.name.as_str())
+                        .collect::<Vec<_>>(),
+                    "introspection",
+                    ("introspection", "introspection endpoint"),
+                    path,
+                    errs,
+                ),
             },
             "mtls" => AuthMethod::Mtls,
             other => {
@@ -526,56 +546,33 @@ pub fn route_auth(
     }
 }
 
-fn jwt_names(
-    a: &AuthConf,
+/// The names a route's `auth.jwt` / `auth.introspection` gives (every defined one when
+/// absent), each checked to exist.
+fn named(
+    given: &Option<crate::raw::OneOrMany>,
+    known: &[&str],
+    key: &str,
+    (section, what): (&str, &str),
     path: &str,
-    providers: &[JwtProviderSpec],
     errs: &mut Errors,
 ) -> Vec<String> {
-    let names = match &a.jwt {
+    let names = match given {
         Some(n) => n.to_vec(),
-        None => providers.iter().map(|p| p.name.clone()).collect(),
+        None => known.iter().map(|k| k.to_string()).collect(),
     };
     if names.is_empty() {
         errs.push(
             format!("{path}.methods"),
-            "`jwt` needs a `[[jwt_providers]]` entry",
+            format!("`{key}` needs a `[[{section}]]` entry"),
         );
     }
     for (i, n) in names.iter().enumerate() {
-        if a.jwt.is_some() && !providers.iter().any(|p| &p.name == n) {
-            let at = match &a.jwt {
-                Some(crate::raw::OneOrMany::Many(_)) => format!("{path}.jwt[{i}]"),
-                _ => format!("{path}.jwt"),
+        if given.is_some() && !known.contains(&n.as_str()) {
+            let at = match given {
+                Some(crate::raw::OneOrMany::Many(_)) => format!("{path}.{key}[{i}]"),
+                _ => format!("{path}.{key}"),
             };
-            errs.push(at, format!("no JWT provider is named `{n}`"));
-        }
-    }
-    names
-}
-
-fn introspection_names(
-    a: &AuthConf,
-    path: &str,
-    endpoints: &[IntrospectionSpec],
-    errs: &mut Errors,
-) -> Vec<String> {
-    let names = match &a.introspection {
-        Some(n) => n.to_vec(),
-        None => endpoints.iter().map(|p| p.name.clone()).collect(),
-    };
-    if names.is_empty() {
-        errs.push(
-            format!("{path}.methods"),
-            "`introspection` needs an `[[introspection]]` entry",
-        );
-    }
-    for n in &names {
-        if !endpoints.iter().any(|p| &p.name == n) {
-            errs.push(
-                format!("{path}.introspection"),
-                format!("no introspection endpoint is named `{n}`"),
-            );
+            errs.push(at, format!("no {what} is named `{n}`"));
         }
     }
     names

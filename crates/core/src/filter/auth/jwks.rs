@@ -35,6 +35,9 @@ pub struct Remote {
     fetching: std::sync::atomic::AtomicBool,
     /// Bumped after every fetch, good or bad, so early refreshes can wait for one.
     done: watch::Sender<u64>,
+    /// Bumped when a new set is swapped in: tokens remembered against an older one are
+    /// checked again.
+    version: std::sync::atomic::AtomicU64,
 }
 
 impl Remote {
@@ -53,7 +56,13 @@ impl Remote {
             kick: Notify::new(),
             fetching: std::sync::atomic::AtomicBool::new(false),
             done: watch::channel(0).0,
+            version: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// Which set is current (0 before the first).
+    pub fn version(&self) -> u64 {
+        self.version.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The keys known now; `None` before the first good fetch.
@@ -64,17 +73,22 @@ impl Remote {
     /// A token named a `kid` the set lacks: fetch now unless one started within
     /// `min_refresh`, and wait (up to the fetch timeout) for it to finish.
     pub async fn refresh_for_unknown(&self) {
+        // Read in the opposite order to the loop's writes (`fetching`, then `last_try`):
+        // a fetch that started after `last_try` was read is seen as under way.
+        let mut rx = self.done.subscribe();
         let allowed = {
             let Ok(last) = self.last_try.lock() else {
                 return;
             };
             last.is_none_or(|t| t.elapsed() >= self.spec.min_refresh)
         };
-        if !allowed {
+        let under_way = self.fetching.load(std::sync::atomic::Ordering::Acquire);
+        if !allowed && !under_way {
             return;
         }
-        let mut rx = self.done.subscribe();
-        self.kick.notify_one();
+        if allowed {
+            self.kick.notify_one();
+        }
         let _ = tokio::time::timeout(self.spec.timeout, rx.changed()).await;
     }
 
@@ -148,6 +162,8 @@ impl Remote {
         let set = KeySet::from_jwks(&got.body, &self.allowed)?;
         tracing::info!(path = %path, keys = set.keys.len(), "JWKS fetched");
         self.keys.store(Some(Arc::new(set)));
+        self.version
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let age = got
             .headers
             .get(http::header::CACHE_CONTROL)

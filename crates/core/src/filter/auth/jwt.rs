@@ -3,6 +3,11 @@
 //! Here: the size bound, `crit` and `typ`, the key chosen by `kid` among keys bound to
 //! their algorithms, `iss`/`aud` made required when configured, and required claims.
 //! `jku`, `x5u` and an embedded `jwk` are never read: keys come from config only.
+//!
+//! A token that verified is remembered by its SHA-256 until its `exp` (at most
+//! [`VERIFIED_TTL`], and only while the key set it was checked against is current),
+//! as Envoy's JWT cache does: a client sends the same token for its whole life, and a
+//! signature check is most of a JWT route's cost.
 
 use super::jwks::Remote;
 use super::keyset::KeySet;
@@ -10,8 +15,16 @@ use gatehouse_config::spec::{ClaimRule, JwtProviderSpec};
 use jsonwebtoken::errors::ErrorKind as JwtKind;
 use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Map, Value};
+use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The longest a verified token is remembered.
+pub const VERIFIED_TTL: Duration = Duration::from_secs(300);
+/// The most verified tokens remembered per provider.
+const VERIFIED_MAX: usize = 16 * 1024;
 
 /// Why a token was refused; the text goes into `error_description`.
 #[derive(Debug, PartialEq, Eq)]
@@ -26,7 +39,15 @@ pub enum Refused {
 
 /// A token that passed every check.
 pub struct Verified {
-    pub claims: Map<String, Value>,
+    pub claims: Arc<Map<String, Value>>,
+}
+
+/// A remembered verification: the claims, until when, and the remote key set's
+/// version it was checked against (0 without a remote set).
+struct Remembered {
+    claims: Arc<Map<String, Value>>,
+    until: Instant,
+    keys: u64,
 }
 
 /// One `[[jwt_providers]]` entry, compiled.
@@ -36,6 +57,7 @@ pub struct Provider {
     pub remote: Option<Arc<Remote>>,
     /// One validation per algorithm the provider may see, built once.
     validations: Vec<(Algorithm, Validation)>,
+    verified: Mutex<HashMap<[u8; 32], Remembered>>,
 }
 
 impl Provider {
@@ -49,6 +71,7 @@ impl Provider {
             local,
             remote,
             validations,
+            verified: Mutex::new(HashMap::new()),
         }
     }
 
@@ -60,6 +83,55 @@ impl Provider {
                 self.spec.max_token_size
             )));
         }
+        let digest = super::secret::sha256(token.as_bytes());
+        if let Some(claims) = self.remembered(&digest) {
+            return Ok(Verified { claims });
+        }
+        let claims = Arc::new(self.check(token).await?);
+        self.remember(digest, &claims);
+        Ok(Verified { claims })
+    }
+
+    fn keys_version(&self) -> u64 {
+        self.remote.as_ref().map_or(0, |r| r.version())
+    }
+
+    fn remembered(&self, digest: &[u8; 32]) -> Option<Arc<Map<String, Value>>> {
+        let m = self.verified.lock().ok()?;
+        let r = m.get(digest)?;
+        (Instant::now() < r.until && r.keys == self.keys_version()).then(|| r.claims.clone())
+    }
+
+    /// Remembers a verified token until its `exp` (bounded by [`VERIFIED_TTL`]).
+    fn remember(&self, digest: [u8; 32], claims: &Arc<Map<String, Value>>) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let left = match claims.get("exp").and_then(Value::as_u64) {
+            Some(exp) if exp > now => Duration::from_secs(exp - now).min(VERIFIED_TTL),
+            Some(_) => return,
+            None => VERIFIED_TTL,
+        };
+        let Ok(mut m) = self.verified.lock() else {
+            return;
+        };
+        if m.len() >= VERIFIED_MAX {
+            let now = Instant::now();
+            m.retain(|_, r| now < r.until);
+            if m.len() >= VERIFIED_MAX {
+                m.clear();
+            }
+        }
+        let r = Remembered {
+            claims: claims.clone(),
+            until: Instant::now() + left,
+            keys: self.keys_version(),
+        };
+        m.insert(digest, r);
+    }
+
+    /// The full check of a token not remembered.
+    async fn check(&self, token: &str) -> Result<Map<String, Value>, Refused> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| Refused::Malformed(describe(&e)))?;
         if header.crit.is_some() {
@@ -92,7 +164,7 @@ impl Provider {
         }
         let claims = result?;
         self.required(&claims)?;
-        Ok(Verified { claims })
+        Ok(claims)
     }
 
     fn try_keys(

@@ -285,20 +285,11 @@ impl Auth {
         for e in list {
             match e.check(token).await {
                 introspect::Outcome::Active(claims) => {
-                    let subject = claims
-                        .get(&e.spec.consumer_claim)
-                        .or_else(|| claims.get("sub"))
-                        .and_then(|s| s.as_str())
-                        .map(Arc::<str>::from);
-                    let consumer = subject
-                        .as_deref()
-                        .and_then(|s| self.directory.by_subject(s));
-                    return Ok(Identity {
-                        consumer,
-                        kind: CredentialKind::Introspection,
-                        credential: subject,
-                        claims: Some((*claims).clone()),
-                    });
+                    return Ok(self.token_identity(
+                        CredentialKind::Introspection,
+                        claims,
+                        &e.spec.consumer_claim,
+                    ));
                 }
                 introspect::Outcome::Inactive(why) => {
                     refusal.get_or_insert(Denial::Invalid(CredentialKind::Introspection, why));
@@ -324,6 +315,32 @@ impl Auth {
         )))
     }
 
+    /// The identity a verified token (or introspection answer) gives: the consumer named
+    /// by its `consumer_claim` (for introspection, `sub` when that is absent).
+    fn token_identity(
+        &self,
+        kind: CredentialKind,
+        claims: Arc<serde_json::Map<String, serde_json::Value>>,
+        consumer_claim: &str,
+    ) -> Identity {
+        let named = claims.get(consumer_claim);
+        let fallback = (kind == CredentialKind::Introspection)
+            .then(|| claims.get("sub"))
+            .flatten();
+        let subject = named
+            .or(fallback)
+            .and_then(|s| s.as_str())
+            .map(Arc::<str>::from);
+        Identity {
+            consumer: subject
+                .as_deref()
+                .and_then(|s| self.directory.by_subject(s)),
+            kind,
+            credential: subject,
+            claims: Some(claims),
+        }
+    }
+
     /// Tries each provider; the first that verifies wins. When none does, the first
     /// provider's reason is given.
     async fn verify_jwt(
@@ -335,20 +352,11 @@ impl Auth {
         for p in providers {
             match p.verify(token).await {
                 Ok(v) => {
-                    let subject = v
-                        .claims
-                        .get(&p.spec.consumer_claim)
-                        .and_then(|s| s.as_str())
-                        .map(Arc::<str>::from);
-                    let consumer = subject
-                        .as_deref()
-                        .and_then(|s| self.directory.by_subject(s));
-                    return Ok(Identity {
-                        consumer,
-                        kind: CredentialKind::Jwt,
-                        credential: subject,
-                        claims: Some(v.claims),
-                    });
+                    return Ok(self.token_identity(
+                        CredentialKind::Jwt,
+                        v.claims,
+                        &p.spec.consumer_claim,
+                    ));
                 }
                 Err(e) => {
                     first.get_or_insert(e);
@@ -386,7 +394,7 @@ impl Auth {
         }
         if !s.claims.is_empty() {
             let empty = serde_json::Map::new();
-            let claims = id.claims.as_ref().unwrap_or(&empty);
+            let claims = id.claims.as_deref().unwrap_or(&empty);
             if let Err(name) = jwt::check_claims(&s.claims, claims) {
                 return Err(Denial::Forbidden(format!(
                     "claim `{name}` does not allow this route"
