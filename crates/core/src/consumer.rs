@@ -10,6 +10,8 @@ pub struct Consumer {
     pub name: Arc<str>,
     pub groups: Vec<String>,
     pub tags: Vec<(String, String)>,
+    /// The name as a header value, made once (`None` if it cannot be one).
+    pub header: Option<http::HeaderValue>,
 }
 
 /// How a request proved who it is.

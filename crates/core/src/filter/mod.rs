@@ -73,6 +73,12 @@ pub trait Filter: Send + Sync {
         false
     }
 
+    /// Whether `on_request` reads [`OriginalUri`] (the path before rewriting), which
+    /// costs the request a copy of its URI.
+    fn wants_original_uri(&self) -> bool {
+        false
+    }
+
     /// Sees (and may edit) the request head as it will be sent upstream.
     fn on_request<'a>(
         &'a self,
@@ -121,6 +127,11 @@ impl Chain {
 
     pub fn is_empty(&self) -> bool {
         self.filters.is_empty()
+    }
+
+    /// Whether any filter reads the URI as the client sent it.
+    pub fn wants_original_uri(&self) -> bool {
+        self.filters.iter().any(|f| f.wants_original_uri())
     }
 
     /// Whether any filter has a request hook (local answers skip the chain when not).

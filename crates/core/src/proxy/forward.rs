@@ -51,7 +51,7 @@ pub(super) async fn forward(
         crate::upstream::lb::request_key(on, req.headers(), req.uri().query(), r.conn.peer.ip())
     });
     let (mut parts, body) = req.into_parts();
-    if route.filters.has_request_hooks() {
+    if route.filters.wants_original_uri() {
         let uri = parts.uri.clone();
         parts.extensions.insert(crate::filter::OriginalUri(uri));
     }

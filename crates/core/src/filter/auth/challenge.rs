@@ -187,13 +187,6 @@ pub fn basic_pair(cred: &str) -> Option<(String, String)> {
     Some((u.to_string(), p.to_string()))
 }
 
-/// The values of query parameter `name`.
-pub fn query_values(query: &str, name: &str) -> Vec<String> {
-    crate::http::query::values(query, name)
-        .map(str::to_string)
-        .collect()
-}
-
 /// Takes parameter `name` out of the URI's query.
 pub fn remove_query(uri: &mut http::Uri, name: &str) {
     let Some(q) = uri.query() else { return };

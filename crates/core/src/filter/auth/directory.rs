@@ -55,6 +55,7 @@ impl Directory {
                 name: Arc::from(c.name.as_str()),
                 groups: c.groups.clone(),
                 tags: c.tags.clone(),
+                header: http::HeaderValue::from_str(&c.name).ok(),
             });
             for (j, k) in c.api_keys.iter().enumerate() {
                 let digest = match k {

@@ -103,6 +103,10 @@ impl Filter for ExternalAuth {
         true
     }
 
+    fn wants_original_uri(&self) -> bool {
+        true
+    }
+
     fn on_request<'a>(
         &'a self,
         head: &'a mut request::Parts,

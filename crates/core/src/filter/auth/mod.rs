@@ -413,10 +413,7 @@ impl Auth {
         }
         if let Some(h) = &self.consumer_header {
             head.headers.remove(h);
-            if let Some(v) = id
-                .consumer_name()
-                .and_then(|n| HeaderValue::from_str(n).ok())
-            {
+            if let Some(v) = id.consumer.as_ref().and_then(|c| c.header.clone()) {
                 head.headers.insert(h.clone(), v);
             }
         }
@@ -468,21 +465,24 @@ impl Method {
     fn find(&self, head: &request::Parts, ctx: &FilterCtx<'_>) -> Found {
         match self {
             Method::ApiKey { header, query } => {
-                let mut got: Vec<String> = Vec::new();
+                // Counted in place: only the one key, if one, is copied out.
+                let mut seen = 0;
+                let mut key: &[u8] = b"";
                 if let Some(h) = header {
-                    got.extend(
-                        head.headers
-                            .get_all(h)
-                            .iter()
-                            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
-                    );
+                    for v in head.headers.get_all(h) {
+                        seen += 1;
+                        key = v.as_bytes();
+                    }
                 }
                 if let (Some(q), Some(qs)) = (query, head.uri.query()) {
-                    got.extend(challenge::query_values(qs, q));
+                    for v in crate::http::query::values(qs, q) {
+                        seen += 1;
+                        key = v.as_bytes();
+                    }
                 }
-                match got.len() {
+                match seen {
                     0 => Found::Absent,
-                    1 => Found::Present(got.remove(0)),
+                    1 => Found::Present(String::from_utf8_lossy(key).into_owned()),
                     _ => Found::Duplicate,
                 }
             }
