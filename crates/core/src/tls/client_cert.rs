@@ -8,6 +8,9 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 #[derive(Debug)]
 pub struct ClientCert {
     pub fingerprint: [u8; 32],
+    /// `sha256:HEX` of the fingerprint: the credential id an mTLS identity carries,
+    /// made once per connection rather than per request.
+    pub id: std::sync::Arc<str>,
     /// Normalized (see `normalize_dn`); empty when the certificate did not parse.
     pub subject: String,
     /// DNS (lower-case), IP, e-mail and URI names.
@@ -23,7 +26,9 @@ impl ClientCert {
             Ok((_, cert)) => (normalize_dn(&cert.subject().to_string()), sans(&cert)),
             Err(_) => (String::new(), Vec::new()),
         };
+        let hex: String = fingerprint.iter().map(|b| format!("{b:02x}")).collect();
         ClientCert {
+            id: std::sync::Arc::from(format!("sha256:{hex}")),
             fingerprint,
             subject,
             sans,

@@ -37,6 +37,9 @@ fn gateway_config(up: SocketAddr, log: &std::path::Path) -> String {
     std::env::set_var(env, "k-from-env");
     format!(
         r#"
+[admin]
+listen = "127.0.0.1:0"
+
 [access_log]
 target = {log:?}
 
@@ -215,6 +218,23 @@ async fn api_keys_by_header_and_query_and_what_goes_upstream() {
     );
     for secret in [ACME_KEY, BETA_KEY, "k-from-env", "nope", "wrong-key"] {
         assert!(!text.contains(secret), "`{secret}` is in the access log");
+    }
+    // Decisions are counted by route, kind and result; no secret is a label.
+    let metrics = reqwest::get(gw.admin_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for (result, n) in [("allowed", 3), ("invalid", 4)] {
+        let line = format!("gatehouse_auth_decisions_total{{route=\"keys\",kind=\"api_key\",result=\"{result}\"}} {n}");
+        assert!(metrics.contains(&line), "no `{line}` in:\n{metrics}");
+    }
+    let missing =
+        "gatehouse_auth_decisions_total{route=\"keys\",kind=\"anonymous\",result=\"missing\"} 1";
+    assert!(metrics.contains(missing), "{metrics}");
+    for secret in [ACME_KEY, BETA_KEY, "wrong-key"] {
+        assert!(!metrics.contains(secret), "`{secret}` is in the metrics");
     }
 }
 

@@ -254,15 +254,10 @@ impl Auth {
                         "no client certificate".into(),
                     ));
                 };
-                let hex: String = cert
-                    .fingerprint
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect();
                 Ok(Identity {
                     consumer: self.directory.by_cert(cert),
                     kind: CredentialKind::Mtls,
-                    credential: Some(Arc::from(format!("sha256:{hex}"))),
+                    credential: Some(cert.id.clone()),
                     claims: None,
                 })
             }
