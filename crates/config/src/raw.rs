@@ -13,8 +13,10 @@ use serde_path_to_error::Segment;
 use std::collections::BTreeMap;
 
 mod auth;
+mod limits;
 mod resilience;
 pub use auth::*;
+pub use limits::*;
 pub use resilience::*;
 
 /// The whole file. Sections that failed to parse are left at their defaults (and the
@@ -30,6 +32,8 @@ pub struct RawConfig {
     pub consumers: Vec<(usize, ConsumerConf)>,
     pub jwt_providers: Vec<(usize, JwtProviderConf)>,
     pub introspection: Vec<(usize, IntrospectionConf)>,
+    pub rate_limits: Vec<(usize, RateLimitConf)>,
+    pub redis: Option<RedisConf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -160,6 +164,8 @@ pub struct RouteConf {
     pub external_auth: Option<ExternalAuthConf>,
     pub ip_allow: Option<Vec<String>>,
     pub ip_deny: Option<Vec<String>>,
+    /// Names of `[[rate_limits]]` policies, all checked.
+    pub rate_limits: Option<Vec<String>>,
 }
 
 /// Header edits: `set` replaces, `add` appends, `remove` deletes.
@@ -315,6 +321,8 @@ const TOP_LEVEL: &[&str] = &[
     "consumers",
     "jwt_providers",
     "introspection",
+    "rate_limits",
+    "redis",
 ];
 
 /// Splits the tree into sections and deserializes each, collecting every error.
@@ -350,6 +358,10 @@ pub fn from_tree(tree: Value, errors: &mut Vec<ConfigError>) -> RawConfig {
     raw.consumers = list(top.remove("consumers"), "consumers", errors);
     raw.jwt_providers = list(top.remove("jwt_providers"), "jwt_providers", errors);
     raw.introspection = list(top.remove("introspection"), "introspection", errors);
+    raw.rate_limits = list(top.remove("rate_limits"), "rate_limits", errors);
+    if let Some(v) = top.remove("redis") {
+        raw.redis = section(v, "redis", errors);
+    }
     raw
 }
 

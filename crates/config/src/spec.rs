@@ -7,8 +7,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod auth;
+mod limits;
 mod resilience;
 pub use auth::*;
+pub use limits::*;
 pub use resilience::*;
 
 /// A whole validated config.
@@ -23,6 +25,8 @@ pub struct Spec {
     pub consumers: Vec<ConsumerSpec>,
     pub jwt_providers: Vec<JwtProviderSpec>,
     pub introspection: Vec<IntrospectionSpec>,
+    pub rate_limits: Vec<RateLimitSpec>,
+    pub redis: Option<RedisSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -221,6 +225,8 @@ pub enum FilterSpec {
     Auth(AuthSpec),
     /// An auth service's verdict on each request.
     ExternalAuth(ExternalAuthSpec),
+    /// Names of the rate-limit policies checked (429).
+    RateLimit(Vec<String>),
 }
 
 /// Header edits, names lower-case: set (replace), add (append), remove.

@@ -61,6 +61,9 @@ pub struct Completion {
     pub metrics: Arc<RouteMetrics>,
     pub in_flight: Option<InFlight>,
     pub log: Option<Box<LogRecord>>,
+    /// What the filters carried to the response (a concurrency place), dropped at the
+    /// end of the body.
+    pub held: Option<crate::filter::Carry>,
 }
 
 /// Everything an access line says about one layer-4 connection or UDP flow.
@@ -195,6 +198,7 @@ impl Completion {
             rec.write(bytes_out, elapsed.as_secs_f64() * 1000.0, !ok);
         }
         drop(self.in_flight);
+        drop(self.held);
     }
 }
 

@@ -43,6 +43,10 @@ pub enum ErrorKind {
     Forbidden,
     /// A credential could not be checked: the issuer's keys are not yet known.
     AuthUnavailable,
+    /// A rate, concurrency or quota limit refused the request (429, `Retry-After`).
+    TooManyRequests,
+    /// A `fail_closed` limit could not reach its store.
+    LimitUnavailable,
     /// A broken internal invariant.
     Internal,
 }
@@ -92,6 +96,8 @@ impl ErrorKind {
             ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorKind::Forbidden => StatusCode::FORBIDDEN,
             ErrorKind::AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::LimitUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -116,6 +122,8 @@ impl ErrorKind {
             ErrorKind::Unauthorized => "unauthorized",
             ErrorKind::Forbidden => "forbidden",
             ErrorKind::AuthUnavailable => "auth_unavailable",
+            ErrorKind::TooManyRequests => "rate_limited",
+            ErrorKind::LimitUnavailable => "rate_limit_unavailable",
             ErrorKind::Internal => "internal_error",
         }
     }
@@ -131,15 +139,17 @@ impl ErrorKind {
             | ErrorKind::HeadTooLarge
             | ErrorKind::UriTooLong
             | ErrorKind::Unauthorized
+            | ErrorKind::TooManyRequests
             | ErrorKind::Forbidden => Side::Client,
             ErrorKind::UpstreamConnect
             | ErrorKind::UpstreamProtocol
             | ErrorKind::UpstreamTimeout
             | ErrorKind::RequestTimeout
             | ErrorKind::NoEndpoint => Side::Upstream,
-            ErrorKind::Unavailable | ErrorKind::AuthUnavailable | ErrorKind::Internal => {
-                Side::Internal
-            }
+            ErrorKind::Unavailable
+            | ErrorKind::AuthUnavailable
+            | ErrorKind::LimitUnavailable
+            | ErrorKind::Internal => Side::Internal,
         }
     }
 }
@@ -233,7 +243,10 @@ pub fn error_reply(e: &ProxyError, request_id: &HeaderValue) -> Response<Respons
             HeaderValue::from_static(crate::http::edge::ALLOW),
         );
     }
-    if resp.status() == StatusCode::SERVICE_UNAVAILABLE {
+    if matches!(
+        resp.status(),
+        StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
+    ) {
         let after = e
             .retry_after
             .map_or(1, |d| d.as_millis().div_ceil(1000).max(1));

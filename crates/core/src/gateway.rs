@@ -246,7 +246,10 @@ impl Gateway {
         let timeout = self.store.load().spec.global.drain_timeout;
         let drains = self.listeners.drain_all();
         let all = futures_util::future::join_all(drains.iter().map(|d| d.wait()));
-        tokio::time::timeout(timeout, all).await.is_ok()
+        let done = tokio::time::timeout(timeout, all).await.is_ok();
+        // Local quota counts outlive the process in their state files.
+        self.store.load().limits.save();
+        done
     }
 
     /// A descriptor of every listening socket, the admin API's included, for a new

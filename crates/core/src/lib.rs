@@ -22,6 +22,7 @@ pub mod filter;
 pub mod gateway;
 pub mod http;
 pub mod l4;
+pub mod limit;
 pub mod listener;
 pub mod metrics;
 pub mod proxy;

@@ -61,6 +61,14 @@ pub struct AuthLabels {
     pub result: &'static str,
 }
 
+/// Rate-limit decisions: the policy asked and what it answered.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    pub route: String,
+    pub policy: String,
+    pub result: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: &'static str,
@@ -77,6 +85,7 @@ pub struct Metrics {
     pub l4_bytes: Family<BytesLabels, Counter>,
     pub reloads: Family<ResultLabels, Counter>,
     pub auth: Family<AuthLabels, Counter>,
+    pub limits: Family<LimitLabels, Counter>,
     pub generation: Gauge,
 }
 
@@ -107,6 +116,17 @@ impl Metrics {
             .clone()
     }
 
+    /// The counter of one rate-limit outcome on a route, made when the route is compiled.
+    pub fn limit_counter(&self, route: &str, policy: &str, result: &'static str) -> Counter {
+        self.limits
+            .get_or_create(&LimitLabels {
+                route: route.to_string(),
+                policy: policy.to_string(),
+                result,
+            })
+            .clone()
+    }
+
     pub fn new() -> Self {
         let m = Metrics {
             registry: Mutex::new(Registry::with_prefix("gatehouse")),
@@ -118,6 +138,7 @@ impl Metrics {
             l4_bytes: Family::default(),
             reloads: Family::default(),
             auth: Family::default(),
+            limits: Family::default(),
             generation: Gauge::default(),
         };
         if let Ok(mut r) = m.registry.lock() {
@@ -156,6 +177,11 @@ impl Metrics {
                 "auth_decisions",
                 "Auth decisions by route, credential kind and result",
                 m.auth.clone(),
+            );
+            r.register(
+                "rate_limit_decisions",
+                "Rate-limit decisions by route, policy and result",
+                m.limits.clone(),
             );
             r.register(
                 "config_generation",

@@ -2,6 +2,7 @@
 //! config text ([`gateway`]), upstream servers that record what they receive
 //! ([`upstream`]), certificates made at test time ([`certs`]), clients that pick
 //! the exact wire protocol ([`client`]), byte-level peers for the edge tests ([`raw`]),
+//! a real `redis-server` ([`redis`]),
 //! and ways to wait without sleeping ([`wait`]).
 //! Everything binds 127.0.0.1 port 0.
 
@@ -11,6 +12,7 @@ pub mod certs;
 pub mod client;
 pub mod gateway;
 pub mod raw;
+pub mod redis;
 pub mod sockets;
 pub mod tokens;
 pub mod upstream;
@@ -18,6 +20,7 @@ pub mod wait;
 
 pub use client::{Conn, Proto, TlsClient};
 pub use gateway::TestGateway;
+pub use redis::RedisServer;
 pub use sockets::{dead_addr, read_to_close};
 pub use upstream::{channel_body, empty, full, send_body, Upstream, UpstreamOptions};
 pub use wait::{eventually, temp_path, Gate};

@@ -3,6 +3,7 @@
 
 mod auth;
 mod l4;
+mod limits;
 mod listeners;
 mod resilience;
 mod routes;
@@ -39,7 +40,15 @@ pub fn validate(raw: &RawConfig, errors: &mut Vec<ConfigError>) -> Spec {
     let consumers = auth::consumers(&raw.consumers, &mut errs);
     let jwt_providers = auth::jwt_providers(&raw.jwt_providers, &upstreams, &mut errs);
     let introspection = auth::introspection(&raw.introspection, &upstreams, &mut errs);
+    let redis = raw.redis.as_ref().and_then(|r| limits::redis(r, &mut errs));
+    let rate_limits = limits::policies(&raw.rate_limits, redis.as_ref(), &mut errs);
+    let policy_names: Vec<&str> = raw
+        .rate_limits
+        .iter()
+        .map(|(_, p)| p.name.as_str())
+        .collect();
     let gateway = routes::Gateway {
+        rate_limits: &policy_names,
         consumers: &consumers,
         providers: &jwt_providers,
         introspection: &introspection,
@@ -59,6 +68,8 @@ pub fn validate(raw: &RawConfig, errors: &mut Vec<ConfigError>) -> Spec {
         consumers,
         jwt_providers,
         introspection,
+        rate_limits,
+        redis,
     }
 }
 

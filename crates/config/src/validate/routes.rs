@@ -12,6 +12,8 @@ pub const DEFAULT_UPSTREAM_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What a route's `auth` table may name.
 pub struct Gateway<'a> {
+    /// Every `[[rate_limits]]` name, valid or not (a bad policy is its own error).
+    pub rate_limits: &'a [&'a str],
     pub consumers: &'a [ConsumerSpec],
     pub providers: &'a [JwtProviderSpec],
     pub introspection: &'a [IntrospectionSpec],
@@ -118,6 +120,12 @@ fn filters(r: &RouteConf, path: &str, gateway: &Gateway, errs: &mut Errors) -> V
             gateway.upstreams,
             errs,
         )));
+    }
+    if let Some(names) = &r.rate_limits {
+        let names = super::limits::route_limits(names, path, gateway.rate_limits, errs);
+        if !names.is_empty() {
+            out.push(FilterSpec::RateLimit(names));
+        }
     }
     if let Some(h) = &r.request_headers {
         out.push(FilterSpec::RequestHeaders(header_rules(

@@ -1,6 +1,7 @@
 //! The admin API, on its own listener (loopback by default, a bearer token required
 //! elsewhere): `/healthz`, `/readyz`, `/metrics`, `/config`, `/upstreams` and
-//! `POST /reload`, and endpoint drain/undrain (in [`upstreams`]). The admin listener is
+//! `POST /reload`, endpoint drain/undrain (in [`upstreams`]) and rate-limit usage and
+//! resets (in [`limits`]). The admin listener is
 //! bound at start; changing it needs a restart.
 
 use crate::gateway::Gateway;
@@ -17,6 +18,7 @@ use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
+mod limits;
 mod upstreams;
 
 type Reply = Response<Full<Bytes>>;
@@ -110,6 +112,7 @@ async fn route(req: Request<Incoming>, gw: &Gateway, token: Option<&str>) -> Rep
         }
         (&Method::GET, "/config") => config(gw),
         (&Method::GET, "/upstreams") => upstreams::list(gw),
+        (&Method::GET, "/rate-limits") => limits::list(gw),
         (&Method::POST, "/reload") => match gw.reload().await {
             Ok(g) => json_reply(
                 StatusCode::OK,
@@ -129,6 +132,7 @@ async fn route(req: Request<Incoming>, gw: &Gateway, token: Option<&str>) -> Rep
         (&Method::POST, path) if path.starts_with("/upstreams/") => {
             upstreams::action(gw, path).unwrap_or_else(unknown)
         }
+        (m, path) if path.starts_with("/rate-limits/") => limits::one(gw, m, req.uri()).await,
         _ => unknown(),
     }
 }

@@ -9,6 +9,7 @@
 pub mod auth;
 mod headers;
 mod ip;
+mod limit;
 
 use crate::body::ResponseBody;
 use gatehouse_config::spec::FilterSpec;
@@ -50,9 +51,17 @@ pub struct FilterCtx<'a> {
 #[derive(Clone)]
 pub struct OriginalUri(pub http::Uri);
 
+/// What request hooks leave for the response side: values a response hook reads, and
+/// guards (a concurrency place) that must live until the response body ends. The proxy
+/// moves it from the request to the response, and from there into the body.
+#[derive(Clone, Default)]
+pub struct Carry(pub http::Extensions);
+
 /// What building a filter may use besides its spec.
 pub struct BuildCtx<'a> {
     pub auth: &'a auth::AuthRt,
+    /// This generation's rate-limit policies by name.
+    pub limits: &'a std::collections::HashMap<String, Arc<crate::limit::Policy>>,
     pub metrics: &'a crate::metrics::Metrics,
     pub route: &'a str,
 }
@@ -112,6 +121,15 @@ pub fn build(spec: &FilterSpec, ctx: &BuildCtx) -> Arc<dyn Filter> {
             e,
             ctx.auth.calls.get(&e.upstream).cloned(),
         )),
+        FilterSpec::RateLimit(names) => {
+            let policies = names
+                .iter()
+                .filter_map(|n| ctx.limits.get(n).cloned())
+                .collect();
+            let counter =
+                |policy: &str, result| ctx.metrics.limit_counter(ctx.route, policy, result);
+            Arc::new(limit::RateLimit::new(policies, &counter))
+        }
     }
 }
 

@@ -13,10 +13,12 @@ fn rules() -> HeaderRulesSpec {
 fn chain(specs: &[FilterSpec]) -> Chain {
     let auth = auth::AuthRt::default();
     let metrics = crate::metrics::Metrics::new();
+    let limits = std::collections::HashMap::new();
     Chain::new(
         specs,
         &BuildCtx {
             auth: &auth,
+            limits: &limits,
             metrics: &metrics,
             route: "r",
         },

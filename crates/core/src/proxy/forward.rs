@@ -66,6 +66,7 @@ pub(super) async fn forward(
         }
         super::note_caller(&mut log, &parts.extensions);
     }
+    let carry = parts.extensions.remove::<crate::filter::Carry>();
     let counter = match log.as_deref() {
         Some(LogRecord {
             bytes_in: BytesIn::Counted(c),
@@ -114,7 +115,8 @@ pub(super) async fn forward(
             if let Received::H1(b) = body {
                 if let Some(upstream) = b.into_wire() {
                     let closing = in_flight.endpoint().closing();
-                    upgrade::tunnel(client, upstream, r.conn.drain.clone(), closing);
+                    // A concurrency place stays taken while the tunnel is open.
+                    upgrade::tunnel(client, upstream, r.conn.drain.clone(), closing, carry);
                 }
             }
             headers::strip_hop_by_hop(&mut parts.headers, true);
@@ -129,6 +131,9 @@ pub(super) async fn forward(
                 if let Some(v) = c.set_cookie(index) {
                     parts.headers.append(header::SET_COOKIE, v);
                 }
+            }
+            if let Some(c) = carry {
+                parts.extensions.insert(c);
             }
             if !route.filters.is_empty() {
                 route.filters.on_response(&mut parts, &r.filter_ctx(route));

@@ -147,19 +147,20 @@ impl Req<'_> {
         };
         match &route.action {
             Action::Respond(r) => {
-                let req = match self.local_filters(&route, req, &host).await {
+                let mut req = match self.local_filters(&route, req, &host).await {
                     Ok(req) => req,
                     Err(resp) => return resp,
                 };
-                let resp = self.response_filters(&route, local::respond(r));
+                let resp = self.response_filters(&route, carried(&mut req, local::respond(r)));
                 self.finish(&req, &host, Some(&route), resp, None)
             }
             Action::Redirect(r) => {
-                let req = match self.local_filters(&route, req, &host).await {
+                let mut req = match self.local_filters(&route, req, &host).await {
                     Ok(req) => req,
                     Err(resp) => return resp,
                 };
-                let resp = self.response_filters(&route, local::redirect(r, &req));
+                let resp = local::redirect(r, &req);
+                let resp = self.response_filters(&route, carried(&mut req, resp));
                 self.finish(&req, &host, Some(&route), resp, None)
             }
             Action::Proxy(p) => {
@@ -289,12 +290,14 @@ impl Req<'_> {
             resp.headers_mut()
                 .insert(headers::X_REQUEST_ID, headers::unindexed(self.id()));
         }
+        let held = resp.extensions_mut().remove::<crate::filter::Carry>();
         let c = Completion {
             start: self.start,
             status,
             metrics,
             in_flight,
             log,
+            held,
         };
         resp.body_mut().set_completion(c);
         resp
@@ -385,6 +388,15 @@ fn log_target<B>(req: &Request<B>, route: Option<&Arc<Route>>) -> String {
         },
         _ => pq.to_string(),
     }
+}
+
+/// Moves what the request hooks carried onto the response, for the response hooks and
+/// then the body.
+fn carried<B>(req: &mut Request<B>, mut resp: Response<ResponseBody>) -> Response<ResponseBody> {
+    if let Some(c) = req.extensions_mut().remove::<crate::filter::Carry>() {
+        resp.extensions_mut().insert(c);
+    }
+    resp
 }
 
 /// Notes the consumer the auth stage found in the request's log line.

@@ -16,8 +16,10 @@ pub(super) fn tunnel(
     mut upstream: Box<Wire>,
     drain: Watch,
     mut closing: tokio::sync::watch::Receiver<bool>,
+    held: Option<crate::filter::Carry>,
 ) {
     tokio::spawn(async move {
+        let _held = held;
         let c = match client.await {
             Ok(c) => c,
             Err(e) => {

@@ -34,7 +34,8 @@ pub fn compile(
     let mut errors = Vec::new();
     let upstreams = upstreams(&spec, previous, &mut errors);
     let auth = super::auth::compile(&spec, previous.map(|p| &p.auth), &upstreams, &mut errors);
-    let routes = routes(&spec, &upstreams, &auth.rt, metrics);
+    let limits = super::limits::compile(&spec, previous.map(|p| &p.limits), &mut errors);
+    let routes = routes(&spec, &upstreams, &auth.rt, &limits.policies, metrics);
     let mut listeners = HashMap::new();
     for (i, l) in spec.listeners.iter().enumerate() {
         let tls = match &l.kind {
@@ -123,6 +124,7 @@ pub fn compile(
         upstreams,
         access_log,
         auth,
+        limits,
         spec,
     })
 }
@@ -190,11 +192,12 @@ fn routes(
     spec: &Spec,
     upstreams: &HashMap<String, Arc<UpstreamGroup>>,
     auth: &crate::filter::auth::AuthRt,
+    limits: &HashMap<String, Arc<crate::limit::Policy>>,
     metrics: &Metrics,
 ) -> Vec<Arc<Route>> {
     spec.routes
         .iter()
-        .filter_map(|r| route(r, upstreams, auth, metrics).map(Arc::new))
+        .filter_map(|r| route(r, upstreams, auth, limits, metrics).map(Arc::new))
         .collect()
 }
 
@@ -202,6 +205,7 @@ fn route(
     r: &RouteSpec,
     upstreams: &HashMap<String, Arc<UpstreamGroup>>,
     auth: &crate::filter::auth::AuthRt,
+    limits: &HashMap<String, Arc<crate::limit::Policy>>,
     metrics: &Metrics,
 ) -> Option<Route> {
     let (action, upstream_name) = match &r.action {
@@ -253,6 +257,7 @@ fn route(
             &r.filters,
             &crate::filter::BuildCtx {
                 auth,
+                limits,
                 metrics,
                 route: &r.name,
             },

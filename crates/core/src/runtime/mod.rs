@@ -18,9 +18,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 mod auth;
+mod limits;
 
 pub use auth::AuthState;
 pub use compile::{compile, CompileError};
+pub use limits::LimitState;
 
 /// One generation of compiled config. Immutable; requests hold an `Arc` to the one they
 /// started on, so a reload never changes a request midway.
@@ -39,6 +41,8 @@ pub struct Runtime {
     pub via_h2: Option<HeaderValue>,
     /// Consumers and JWT providers, with the key-set fetch loops of this generation.
     pub auth: AuthState,
+    /// Rate-limit policies with their counts (carried over reloads).
+    pub limits: LimitState,
 }
 
 /// A listener's compiled settings and routes.

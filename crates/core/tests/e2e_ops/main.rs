@@ -25,6 +25,7 @@ mod jwt;
 mod limits;
 mod parking;
 mod pool;
+mod rate_limits;
 mod reload;
 mod retries;
 mod shutdown;

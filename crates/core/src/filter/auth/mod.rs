@@ -14,7 +14,7 @@ pub mod introspect;
 pub mod jwks;
 mod jwt;
 mod keyset;
-mod secret;
+pub(crate) mod secret;
 pub mod side;
 
 pub use directory::Directory;

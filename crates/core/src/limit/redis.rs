@@ -1,0 +1,369 @@
+//! The Redis store: one round trip per check, an atomic Lua script per algorithm (run by
+//! `EVALSHA`, loaded again on `NOSCRIPT` by redis-rs's `Script`) that reads the server's
+//! clock, so instances with skewed clocks still share one timeline. Connections are
+//! reconnecting multiplexed ones (standalone) or an async cluster connection, made on
+//! first use. A breaker opens after `breaker_failures` errors in a row, so a dead Redis
+//! costs no timeout per request; after `breaker_open_for` one request probes it.
+
+use super::algo::Verdict;
+use gatehouse_config::spec::RedisSpec;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Client, IntoConnectionInfo, RedisError, Script};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+use tokio::sync::OnceCell;
+use tokio::time::Instant;
+
+/// GCRA in microseconds. ARGV: interval, burst, 1 to count (0 to look).
+/// Returns {allowed, remaining, reset_us, retry_us}.
+static GCRA: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local tol = interval * tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]))
+if not tat or tat < now then tat = now end
+if ARGV[3] == '0' then
+  local ahead = tat - now
+  return {ahead < tol and 1 or 0, math.floor((tol - ahead) / interval), ahead, 0}
+end
+local nxt = tat + interval
+local ahead = nxt - now
+if ahead > tol then
+  return {0, 0, tat - now, ahead - tol}
+end
+redis.call('SET', KEYS[1], string.format('%.0f', nxt), 'PX', math.ceil(ahead / 1000) + 1)
+return {1, math.floor((tol - ahead) / interval), ahead, 0}
+",
+    )
+});
+
+/// The sliding window counter in one hash (fields i: window index, c: this window's
+/// count, p: the previous one's). ARGV: window_us, limit, 1 to count (0 to look).
+static WINDOW: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local w = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+local idx = math.floor(now / w)
+local s = redis.call('HMGET', KEYS[1], 'i', 'c', 'p')
+local si = tonumber(s[1]) or idx
+local c = tonumber(s[2]) or 0
+local p = tonumber(s[3]) or 0
+if si == idx - 1 then p = c; c = 0 elseif si ~= idx then p = 0; c = 0 end
+local into = now - idx * w
+local est = p * (w - into) / w + c
+if ARGV[3] == '0' then
+  return {est + 1 <= limit and 1 or 0, math.max(math.floor(limit - est), 0), w - into, 0}
+end
+if est + 1 > limit then
+  local room = limit - 1
+  local wait
+  if c <= room and p > 0 then
+    wait = math.max(math.ceil(w - (room - c) * w / p) - into, 1)
+  else
+    local tt = 0
+    if c > 0 then tt = w - room * w / c end
+    wait = (w - into) + math.ceil(math.max(tt, 0))
+  end
+  return {0, 0, w - into, wait}
+end
+c = c + 1
+redis.call('HSET', KEYS[1], 'i', string.format('%.0f', idx), 'c', c, 'p', p)
+redis.call('PEXPIRE', KEYS[1], math.ceil(2 * w / 1000))
+return {1, math.max(math.floor(limit - est - 1), 0), w - into, 0}
+",
+    )
+});
+
+/// A fixed (calendar) window; the window's start is in the key. ARGV: limit, the
+/// window's end (Unix seconds, when the key expires), 1 to count (0 to look).
+/// Returns {allowed, used}.
+static FIXED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if ARGV[3] == '0' then return {1, n} end
+if n + 1 > tonumber(ARGV[1]) then return {0, n} end
+n = redis.call('INCR', KEYS[1])
+redis.call('EXPIREAT', KEYS[1], ARGV[2])
+return {1, n}
+",
+    )
+});
+
+/// Why a check did not get an answer from Redis.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the Redis breaker is open")]
+    Open,
+    #[error("Redis did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("Redis: {0}")]
+    Redis(#[from] RedisError),
+}
+
+enum Conns {
+    Standalone(Vec<ConnectionManager>),
+    Cluster(ClusterConnection),
+}
+
+pub struct RedisStore {
+    pub spec: RedisSpec,
+    conns: OnceCell<Conns>,
+    next: AtomicUsize,
+    breaker: Breaker,
+}
+
+/// Consecutive failures, and until when (ns since `epoch`) the breaker is open.
+struct Breaker {
+    epoch: Instant,
+    failures: AtomicU32,
+    open_until: AtomicU64,
+    probing: AtomicBool,
+}
+
+impl RedisStore {
+    pub fn new(spec: RedisSpec) -> Arc<RedisStore> {
+        Arc::new(RedisStore {
+            spec,
+            conns: OnceCell::new(),
+            next: AtomicUsize::new(0),
+            breaker: Breaker {
+                epoch: Instant::now(),
+                failures: AtomicU32::new(0),
+                open_until: AtomicU64::new(0),
+                probing: AtomicBool::new(false),
+            },
+        })
+    }
+
+    /// Whether the breaker lets a request through (and if so, whether it is the probe).
+    fn admit(&self) -> Result<bool, StoreError> {
+        let b = &self.breaker;
+        let until = b.open_until.load(Ordering::Acquire);
+        if until == 0 {
+            return Ok(false);
+        }
+        let now = b.epoch.elapsed().as_nanos() as u64;
+        if now < until {
+            return Err(StoreError::Open);
+        }
+        // Half-open: one request probes, the rest keep failing fast.
+        match b
+            .probing
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => Ok(true),
+            Err(_) => Err(StoreError::Open),
+        }
+    }
+
+    fn record(&self, ok: bool, probe: bool) {
+        let b = &self.breaker;
+        if ok {
+            b.failures.store(0, Ordering::Release);
+            if probe || b.open_until.load(Ordering::Acquire) != 0 {
+                b.open_until.store(0, Ordering::Release);
+                tracing::warn!("Redis answers again: rate limits count in Redis");
+            }
+        } else {
+            let n = b.failures.fetch_add(1, Ordering::AcqRel) + 1;
+            if probe || n >= self.spec.breaker_failures {
+                let until = b.epoch.elapsed() + self.spec.breaker_open_for;
+                b.open_until
+                    .store(until.as_nanos() as u64, Ordering::Release);
+                if !probe {
+                    tracing::error!(failures = n, open_for = ?self.spec.breaker_open_for, "Redis breaker open: rate limits fall back");
+                }
+            }
+        }
+        if probe {
+            b.probing.store(false, Ordering::Release);
+        }
+    }
+
+    /// Whether the breaker is open now (for the admin API and tests).
+    pub fn is_open(&self) -> bool {
+        let until = self.breaker.open_until.load(Ordering::Acquire);
+        until != 0 && self.breaker.epoch.elapsed().as_nanos() as u64 <= until
+    }
+
+    async fn connect(&self) -> Result<Conns, RedisError> {
+        let s = &self.spec;
+        let password = match &s.password {
+            Some(p) => Some(
+                crate::filter::auth::secret::resolve(p)
+                    .map(|b| String::from_utf8_lossy(&b).trim_end().to_string())
+                    .map_err(|e| RedisError::from((redis::ErrorKind::Client, "password", e)))?,
+            ),
+            None => None,
+        };
+        let ca = match &s.tls_ca {
+            Some(p) => Some(tokio::fs::read(p).await.map_err(RedisError::from)?),
+            None => None,
+        };
+        if s.cluster {
+            let mut b = redis::cluster::ClusterClient::builder(s.urls.clone())
+                .connection_timeout(s.connect_timeout)
+                .response_timeout(s.timeout);
+            if let Some(p) = &password {
+                b = b.password(p.clone());
+            }
+            if let Some(u) = &s.username {
+                b = b.username(u.clone());
+            }
+            if let Some(ca) = ca {
+                b = b.certs(redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca),
+                });
+            }
+            let c = b.build()?.get_async_connection().await?;
+            return Ok(Conns::Cluster(c));
+        }
+        let mut info = s.urls[0].as_str().into_connection_info()?;
+        let mut r = info.redis_settings().clone();
+        if let Some(p) = &password {
+            r = r.set_password(p);
+        }
+        if let Some(u) = &s.username {
+            r = r.set_username(u);
+        }
+        info = info.set_redis_settings(r);
+        let client = match ca {
+            Some(ca) => Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca),
+                },
+            )?,
+            None => Client::open(info)?,
+        };
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(s.connect_timeout))
+            .set_response_timeout(Some(s.timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(2));
+        let mut out = Vec::new();
+        for _ in 0..s.pool_size {
+            out.push(ConnectionManager::new_lazy_with_config(
+                client.clone(),
+                config.clone(),
+            )?);
+        }
+        Ok(Conns::Standalone(out))
+    }
+
+    /// Runs a script on one key, through the breaker and within the timeout.
+    async fn run(
+        &self,
+        script: &Script,
+        key: &str,
+        args: [u64; 3],
+    ) -> Result<Vec<i64>, StoreError> {
+        let probe = self.admit()?;
+        let t = self.spec.timeout;
+        let call = async {
+            let conns = self.conns.get_or_try_init(|| self.connect()).await?;
+            let mut inv = script.key(key);
+            inv.arg(args[0]).arg(args[1]).arg(args[2]);
+            match conns {
+                Conns::Standalone(list) => {
+                    let i = self.next.fetch_add(1, Ordering::Relaxed) % list.len();
+                    let mut c = list[i].clone();
+                    inv.invoke_async::<Vec<i64>>(&mut c).await
+                }
+                Conns::Cluster(c) => {
+                    let mut c = c.clone();
+                    inv.invoke_async::<Vec<i64>>(&mut c).await
+                }
+            }
+        };
+        let out = match tokio::time::timeout(t, call).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(StoreError::Redis(e)),
+            Err(_) => Err(StoreError::Timeout(t)),
+        };
+        self.record(out.is_ok(), probe);
+        out
+    }
+
+    pub async fn gcra(
+        &self,
+        key: &str,
+        interval_us: u64,
+        burst: u64,
+        count: bool,
+    ) -> Result<Verdict, StoreError> {
+        let v = self
+            .run(&GCRA, key, [interval_us, burst, count as u64])
+            .await?;
+        Ok(timed(&v))
+    }
+
+    pub async fn window(
+        &self,
+        key: &str,
+        window_us: u64,
+        limit: u64,
+        count: bool,
+    ) -> Result<Verdict, StoreError> {
+        let v = self
+            .run(&WINDOW, key, [window_us, limit, count as u64])
+            .await?;
+        Ok(timed(&v))
+    }
+
+    /// A fixed window's check; the answer is (allowed, used).
+    pub async fn fixed(
+        &self,
+        key: &str,
+        limit: u64,
+        end: i64,
+        count: bool,
+    ) -> Result<(bool, u64), StoreError> {
+        let v = self
+            .run(&FIXED, key, [limit, end.max(0) as u64, count as u64])
+            .await?;
+        Ok((
+            v.first() == Some(&1),
+            v.get(1).copied().unwrap_or(0).max(0) as u64,
+        ))
+    }
+
+    /// Deletes a key (the admin API's reset).
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let conns = self.conns.get_or_try_init(|| self.connect()).await?;
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(key);
+        let fut = async {
+            match conns {
+                Conns::Standalone(list) => cmd.query_async::<i64>(&mut list[0].clone()).await,
+                Conns::Cluster(c) => cmd.query_async::<i64>(&mut c.clone()).await,
+            }
+        };
+        match tokio::time::timeout(self.spec.timeout.max(Duration::from_secs(1)), fut).await {
+            Ok(r) => r.map(|_| ()).map_err(StoreError::Redis),
+            Err(_) => Err(StoreError::Timeout(self.spec.timeout)),
+        }
+    }
+}
+
+/// {allowed, remaining, reset_us, retry_us} as a verdict.
+fn timed(v: &[i64]) -> Verdict {
+    let at = |i: usize| v.get(i).copied().unwrap_or(0).max(0) as u64;
+    Verdict {
+        allowed: at(0) == 1,
+        remaining: at(1),
+        reset: Duration::from_micros(at(2)),
+        retry_after: Duration::from_micros(at(3)),
+    }
+}
