@@ -8,17 +8,26 @@ use tokio::process::{Child, Command};
 
 pub struct RedisServer {
     pub port: u16,
+    /// Extra arguments (TLS, a password, cluster mode), given again on a restart.
+    args: Vec<String>,
     child: Option<Child>,
 }
 
 impl RedisServer {
     /// Starts a server on a free port; panics if `redis-server` is not installed.
     pub async fn start() -> RedisServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .unwrap();
-        let mut r = RedisServer { port, child: None };
+        Self::start_with(|_| Vec::new()).await
+    }
+
+    /// Starts a server with extra arguments made from its port (for TLS, where the TLS
+    /// port is the one served and the plain one is turned off, or for cluster mode).
+    pub async fn start_with(args: impl FnOnce(u16) -> Vec<String>) -> RedisServer {
+        let port = free_port();
+        let mut r = RedisServer {
+            port,
+            args: args(port),
+            child: None,
+        };
         r.restart().await;
         r
     }
@@ -30,8 +39,15 @@ impl RedisServer {
     /// Starts (again) on the same port.
     pub async fn restart(&mut self) {
         self.stop().await;
+        let tls = self.args.iter().any(|a| a == "--tls-port");
+        let plain = if tls {
+            "0".to_string()
+        } else {
+            self.port.to_string()
+        };
         let mut child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--port", &plain, "--bind", "127.0.0.1"])
+            .args(&self.args)
             .args(["--save", "", "--appendonly", "no", "--logfile", ""])
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true)
@@ -61,4 +77,12 @@ impl RedisServer {
             let _ = c.wait().await;
         }
     }
+}
+
+/// A port nobody listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap()
 }

@@ -131,6 +131,9 @@ struct Breaker {
 
 impl RedisStore {
     pub fn new(spec: RedisSpec) -> Arc<RedisStore> {
+        // redis-rs builds its TLS config on the process's default provider; make it the
+        // one the rest of Gatehouse uses (a no-op when one is installed already).
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         Arc::new(RedisStore {
             spec,
             conns: OnceCell::new(),
@@ -262,6 +265,23 @@ impl RedisStore {
         Ok(Conns::Standalone(out))
     }
 
+    /// The connections, made on first use within `connect_timeout` (a cluster's first
+    /// connect asks every seed for the slot map, which a check's timeout cannot cover).
+    async fn conns(&self) -> Result<&Conns, StoreError> {
+        let t = self.spec.connect_timeout;
+        match tokio::time::timeout(t, self.conns.get_or_try_init(|| self.connect())).await {
+            Ok(r) => r.map_err(StoreError::Redis),
+            Err(_) => Err(StoreError::Timeout(t)),
+        }
+    }
+
+    /// Connects now, so the first request does not wait for it (run at compile time).
+    pub async fn warm(&self) {
+        if let Err(e) = self.conns().await {
+            tracing::warn!(error = %e, "could not connect to Redis yet; rate limits fall back until it answers");
+        }
+    }
+
     /// Runs a script on one key, through the breaker and within the timeout.
     async fn run(
         &self,
@@ -270,9 +290,15 @@ impl RedisStore {
         args: [u64; 3],
     ) -> Result<Vec<i64>, StoreError> {
         let probe = self.admit()?;
+        let conns = match self.conns().await {
+            Ok(c) => c,
+            Err(e) => {
+                self.record(false, probe);
+                return Err(e);
+            }
+        };
         let t = self.spec.timeout;
         let call = async {
-            let conns = self.conns.get_or_try_init(|| self.connect()).await?;
             let mut inv = script.key(key);
             inv.arg(args[0]).arg(args[1]).arg(args[2]);
             match conns {
@@ -341,7 +367,7 @@ impl RedisStore {
 
     /// Deletes a key (the admin API's reset).
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        let conns = self.conns.get_or_try_init(|| self.connect()).await?;
+        let conns = self.conns().await?;
         let mut cmd = redis::cmd("DEL");
         cmd.arg(key);
         let fut = async {

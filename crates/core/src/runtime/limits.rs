@@ -55,6 +55,15 @@ pub fn compile(
         tasks: Vec::new(),
     };
     let rt = tokio::runtime::Handle::try_current().ok();
+    let fresh = |r: &Arc<RedisStore>| {
+        previous
+            .and_then(|p| p.redis.as_ref())
+            .is_none_or(|o| !Arc::ptr_eq(o, r))
+    };
+    if let (Some(r), Some(rt)) = (redis.as_ref().filter(|r| fresh(r)), &rt) {
+        let r = r.clone();
+        rt.spawn(async move { r.warm().await });
+    }
     for (i, s) in spec.rate_limits.iter().enumerate() {
         let same_store = |p: &Policy| match s.store {
             LimitStore::Local => true,

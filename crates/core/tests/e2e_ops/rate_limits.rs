@@ -626,3 +626,119 @@ on_store_error = "fail_closed"
     // Counting is in Redis again: a fresh server, so a fresh count for `b`.
     assert_eq!(get("/shared", "b").send().await.unwrap().status(), 200);
 }
+
+#[tokio::test]
+async fn redis_over_tls_with_a_password() {
+    let ca = gatehouse_test_support::certs::TestCa::new();
+    let leaf = ca.leaf("redis", &["localhost"]);
+    let (cert, key, ca_path) = (leaf.cert.clone(), leaf.key.clone(), ca.ca_path.clone());
+    let path = |p: &std::path::Path| p.display().to_string();
+    let redis = RedisServer::start_with(|port| {
+        let mut a: Vec<String> = ["--tls-port", &port.to_string(), "--tls-auth-clients", "no"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        a.extend([
+            "--tls-cert-file".into(),
+            path(&cert),
+            "--tls-key-file".into(),
+            path(&key),
+        ]);
+        a.extend(["--tls-ca-cert-file".into(), path(&ca_path)]);
+        a.extend(["--requirepass".into(), "redis-secret".into()]);
+        a
+    })
+    .await;
+    std::env::set_var("GATEHOUSE_TEST_REDIS_PASSWORD", "redis-secret");
+    let up = Upstream::fixed("ok").await;
+    let url = format!("rediss://localhost:{}", redis.port);
+    let cfg = redis_config(up.addr, &url, "").replace(
+        "timeout = \"200ms\"",
+        &format!(
+            "timeout = \"500ms\"\npassword = \"env:GATEHOUSE_TEST_REDIS_PASSWORD\"\ntls_ca = {:?}",
+            path(&ca.ca_path)
+        ),
+    );
+    // fail_closed shows the answers come from Redis and not the local fallback.
+    let cfg = cfg.replace(
+        "store = \"redis\"\n",
+        "store = \"redis\"\non_store_error = \"fail_closed\"\n",
+    );
+    let gw = TestGateway::start(&cfg).await;
+    let c = reqwest::Client::new();
+    let get = || c.get(gw.url("web", "/shared")).header("x-user", "tls");
+    assert_eq!(statuses(5, get).await, [200, 200, 200, 200, 429]);
+}
+
+#[tokio::test]
+async fn redis_cluster_counts_each_key_on_its_slot() {
+    let dir = temp_path("redis-cluster");
+    let dir = dir.parent().unwrap().to_path_buf();
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        let d = dir.display().to_string();
+        nodes.push(
+            RedisServer::start_with(|port| {
+                let conf = format!("nodes-{port}-{i}.conf");
+                [
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    &conf,
+                    "--dir",
+                    &d,
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+            })
+            .await,
+        );
+    }
+    let addrs: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
+    let made = tokio::process::Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addrs)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .await
+        .expect("redis-cli is installed with redis-server");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stdout)
+    );
+    // The nodes agree on the slots a moment after `create` returns.
+    for _ in 0..2_000 {
+        let info = tokio::process::Command::new("redis-cli")
+            .args(["-p", &nodes[0].port.to_string(), "cluster", "info"])
+            .output()
+            .await
+            .unwrap();
+        if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let up = Upstream::fixed("ok").await;
+    let urls: Vec<String> = addrs.iter().map(|a| format!("\"redis://{a}\"")).collect();
+    let cfg = redis_config(up.addr, "unused", "")
+        .replace(
+            "url = \"unused\"",
+            &format!("urls = [{}]\nmode = \"cluster\"", urls.join(", ")),
+        )
+        .replace(
+            "store = \"redis\"\n",
+            "store = \"redis\"\non_store_error = \"fail_closed\"\n",
+        );
+    let gw = TestGateway::start(&cfg).await;
+    let c = reqwest::Client::new();
+    // Users whose keys fall on different slots (and so different nodes) count apart.
+    for user in ["alpha", "bravo", "charlie", "delta"] {
+        let get = || c.get(gw.url("web", "/shared")).header("x-user", user);
+        assert_eq!(statuses(5, get).await, [200, 200, 200, 200, 429], "{user}");
+    }
+}
