@@ -40,7 +40,9 @@ pub struct RateLimit {
 struct Noted {
     /// (index into `checks`, verdict) of the policies that advertise.
     verdicts: Vec<(usize, Verdict)>,
-    places: Arc<Vec<Permit>>,
+    /// Concurrency places, held until the response body ends (shared so the carry
+    /// can be cloned, as extensions must be).
+    places: Option<Arc<Vec<Permit>>>,
 }
 
 impl RateLimit {
@@ -127,7 +129,7 @@ impl RateLimit {
             }
         }
         if !noted.verdicts.is_empty() || !places.is_empty() {
-            noted.places = Arc::new(places);
+            noted.places = (!places.is_empty()).then(|| Arc::new(places));
             head.extensions
                 .get_or_insert_default::<Carry>()
                 .0
@@ -165,7 +167,9 @@ impl RateLimit {
             h.insert(RATELIMIT_POLICY.clone(), a.clone());
         }
         if p.advert.is_some() {
-            if let Ok(v) = HeaderValue::from_str(&member(p, v)) {
+            let mut m = String::with_capacity(48);
+            member(&mut m, p, v);
+            if let Ok(v) = HeaderValue::from_str(&m) {
                 h.insert(RATELIMIT.clone(), v);
             }
         }
@@ -176,14 +180,14 @@ impl RateLimit {
     }
 }
 
-/// `"name";r=R;t=T` for one policy.
-fn member(p: &Policy, v: &Verdict) -> String {
-    format!(
-        "{};r={};t={}",
-        crate::limit::quoted(&p.spec.name),
-        v.remaining,
-        secs(v.reset)
-    )
+/// Appends `"name";r=R;t=T` for one policy.
+fn member(out: &mut String, p: &Policy, v: &Verdict) {
+    let mut b = itoa::Buffer::new();
+    out.push_str(&p.quoted);
+    out.push_str(";r=");
+    out.push_str(b.format(v.remaining));
+    out.push_str(";t=");
+    out.push_str(b.format(secs(v.reset)));
 }
 
 fn secs(d: Duration) -> u64 {
@@ -218,26 +222,32 @@ impl Filter for RateLimit {
     }
 
     fn on_response(&self, head: &mut response::Parts, _ctx: &FilterCtx<'_>) {
+        // Two fields of the head: the carried verdicts are read while headers are added.
         let Some(noted) = head
             .extensions
             .get::<Carry>()
             .and_then(|c| c.0.get::<Noted>())
-            .cloned()
         else {
             return;
         };
+        let h = &mut head.headers;
         if let Some(a) = &self.advert {
-            head.headers.insert(RATELIMIT_POLICY.clone(), a.clone());
+            h.insert(RATELIMIT_POLICY.clone(), a.clone());
         }
-        let members: Vec<String> = noted
-            .verdicts
-            .iter()
-            .filter(|(i, _)| self.checks[*i].policy.advert.is_some())
-            .map(|(i, v)| member(&self.checks[*i].policy, v))
-            .collect();
-        if let Ok(v) = HeaderValue::from_str(&members.join(", ")) {
-            if !members.is_empty() {
-                head.headers.insert(RATELIMIT.clone(), v);
+        // Sized once: growing it by pushes was a third of the hook's instructions.
+        let mut members = String::with_capacity(48 * noted.verdicts.len());
+        for (i, v) in &noted.verdicts {
+            let p = &self.checks[*i].policy;
+            if p.advert.is_some() {
+                if !members.is_empty() {
+                    members.push_str(", ");
+                }
+                member(&mut members, p, v);
+            }
+        }
+        if !members.is_empty() {
+            if let Ok(v) = HeaderValue::from_str(&members) {
+                h.insert(RATELIMIT.clone(), v);
             }
         }
         // The most restrictive policy that asked for them speaks in X-RateLimit-*.
@@ -247,7 +257,7 @@ impl Filter for RateLimit {
             .filter(|(i, _)| self.checks[*i].policy.spec.legacy_headers)
             .min_by_key(|(_, v)| v.remaining);
         if let Some((i, v)) = tightest {
-            legacy(&mut head.headers, &self.checks[*i].policy, v);
+            legacy(h, &self.checks[*i].policy, v);
         }
     }
 }

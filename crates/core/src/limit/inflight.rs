@@ -3,8 +3,9 @@
 //! requests in flight. A [`Permit`] is held by the response body and gives its place
 //! back when the body ends or is dropped (the client went away).
 
+use foldhash::fast::RandomState;
 use std::collections::hash_map::{Entry, HashMap};
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 
 const SHARDS: usize = 16;
@@ -12,7 +13,7 @@ const SHARDS: usize = 16;
 pub struct Inflight {
     max: u64,
     hasher: RandomState,
-    shards: [Mutex<HashMap<String, u64>>; SHARDS],
+    shards: [Mutex<HashMap<String, u64, RandomState>>; SHARDS],
 }
 
 /// One request's place; dropping it frees the place.
@@ -26,7 +27,7 @@ impl Inflight {
     pub fn new(max: u64) -> Arc<Inflight> {
         Arc::new(Inflight {
             max,
-            hasher: RandomState::new(),
+            hasher: RandomState::default(),
             shards: Default::default(),
         })
     }

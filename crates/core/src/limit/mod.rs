@@ -26,8 +26,8 @@ use jiff::tz::TimeZone;
 use local::{Cell, Local};
 use redis::{RedisStore, StoreError};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -53,6 +53,8 @@ pub struct Policy {
     epoch: Instant,
     /// This policy's member of `RateLimit-Policy` (`"name";q=100;w=60`).
     pub advert: Option<String>,
+    /// The name as a structured-field string, for `RateLimit`.
+    pub quoted: String,
     /// Local quota counts changed since the state file was written.
     dirty: AtomicBool,
     state_file: Option<PathBuf>,
@@ -137,11 +139,12 @@ impl Policy {
             _ => None,
         };
         let p = Policy {
-            local: Local::new(spec.max_keys, idle),
+            local: Local::new(spec.max_keys, idle.as_nanos() as u64),
             redis: redis.filter(|_| spec.store == LimitStore::Redis),
             meter,
             epoch: Instant::now(),
             advert,
+            quoted: quoted(&spec.name),
             dirty: AtomicBool::new(false),
             state_file,
             spec,
@@ -182,51 +185,52 @@ impl Policy {
     }
 
     fn check_local(&self, key: &str) -> Verdict {
+        let now = self.now();
         match &self.meter {
-            Meter::Gcra(g) => {
-                let cell = self.local.cell(key, || Cell::Gcra(AtomicU64::new(0)));
-                let Cell::Gcra(tat) = &*cell else {
-                    return allow_all();
-                };
-                let now = self.now();
-                let mut cur = tat.load(Ordering::Acquire);
-                loop {
-                    let (next, v) = g.step(cur, now);
-                    let Some(next) = next else { return v };
-                    match tat.compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire)
-                    {
-                        Ok(_) => return v,
-                        Err(seen) => cur = seen,
+            Meter::Gcra(g) => self.local.with(
+                key,
+                now,
+                || Cell::Gcra(0),
+                |c| {
+                    let Cell::Gcra(tat) = c else {
+                        return allow_all();
+                    };
+                    let (next, v) = g.step(*tat, now);
+                    if let Some(n) = next {
+                        *tat = n;
                     }
-                }
-            }
+                    v
+                },
+            ),
             Meter::Window(w) => {
-                let cell = self.local.cell(key, || Cell::Window(Mutex::default()));
-                let Cell::Window(m) = &*cell else {
-                    return allow_all();
-                };
-                let mut s = m.lock().unwrap_or_else(|e| e.into_inner());
-                let (next, v) = w.step(*s, self.now());
-                if let Some(n) = next {
-                    *s = n;
-                }
-                v
+                let fresh = || Cell::Window(WindowState::default());
+                self.local.with(key, now, fresh, |c| {
+                    let Cell::Window(s) = c else {
+                        return allow_all();
+                    };
+                    let (next, v) = w.step(*s, now);
+                    if let Some(n) = next {
+                        *s = n;
+                    }
+                    v
+                })
             }
             Meter::Calendar { limit, unit, tz } => {
-                let now = jiff::Timestamp::now();
-                let (start, end) = calendar::window(now, tz, *unit);
-                let cell = self.local.cell(key, || Cell::Fixed(Mutex::default()));
-                let Cell::Fixed(m) = &*cell else {
-                    return allow_all();
-                };
-                let mut s = m.lock().unwrap_or_else(|e| e.into_inner());
-                let secs = now.as_second() as f64 + f64::from(now.subsec_nanosecond()) / 1e9;
-                let (next, v) = s.step(*limit, start, end, secs);
-                if let Some(n) = next {
-                    *s = n;
-                    self.dirty.store(true, Ordering::Release);
-                }
-                v
+                let wall = jiff::Timestamp::now();
+                let (start, end) = calendar::window(wall, tz, *unit);
+                let secs = wall.as_second() as f64 + f64::from(wall.subsec_nanosecond()) / 1e9;
+                let fresh = || Cell::Fixed(FixedState::default());
+                self.local.with(key, now, fresh, |c| {
+                    let Cell::Fixed(s) = c else {
+                        return allow_all();
+                    };
+                    let (next, v) = s.step(*limit, start, end, secs);
+                    if let Some(n) = next {
+                        *s = n;
+                        self.dirty.store(true, Ordering::Release);
+                    }
+                    v
+                })
             }
             Meter::Concurrency(_) => allow_all(),
         }
@@ -273,24 +277,12 @@ impl Policy {
         if self.redis.is_some() {
             return;
         }
-        let Some(cell) = self.local.peek(key) else {
-            return;
-        };
-        match (&self.meter, &*cell) {
-            (Meter::Gcra(g), Cell::Gcra(tat)) => {
-                let _ =
-                    tat.fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| Some(g.refund(t)));
-            }
-            (Meter::Window(w), Cell::Window(m)) => {
-                let mut s = m.lock().unwrap_or_else(|e| e.into_inner());
-                *s = w.refund(*s);
-            }
-            (Meter::Calendar { .. }, Cell::Fixed(m)) => {
-                let mut s = m.lock().unwrap_or_else(|e| e.into_inner());
-                s.count = s.count.saturating_sub(1);
-            }
+        self.local.update(key, |c| match (&self.meter, c) {
+            (Meter::Gcra(g), Cell::Gcra(tat)) => *tat = g.refund(*tat),
+            (Meter::Window(w), Cell::Window(s)) => *s = w.refund(*s),
+            (Meter::Calendar { .. }, Cell::Fixed(s)) => s.count = s.count.saturating_sub(1),
             _ => {}
-        }
+        });
     }
 
     /// What the policy holds for `key`, without counting a request.
@@ -327,18 +319,16 @@ impl Policy {
 
     fn peek_local(&self, key: &str) -> Verdict {
         let cell = self.local.peek(key);
-        match (&self.meter, cell.as_deref()) {
-            (Meter::Gcra(g), Some(Cell::Gcra(t))) => g.peek(t.load(Ordering::Acquire), self.now()),
+        match (&self.meter, cell) {
+            (Meter::Gcra(g), Some(Cell::Gcra(t))) => g.peek(t, self.now()),
             (Meter::Gcra(g), _) => g.peek(0, self.now()),
-            (Meter::Window(w), Some(Cell::Window(m))) => {
-                w.peek(*m.lock().unwrap_or_else(|e| e.into_inner()), self.now())
-            }
+            (Meter::Window(w), Some(Cell::Window(s))) => w.peek(s, self.now()),
             (Meter::Window(w), _) => w.peek(WindowState::default(), self.now()),
             (Meter::Calendar { limit, unit, tz }, c) => {
                 let now = jiff::Timestamp::now();
                 let (start, end) = calendar::window(now, tz, *unit);
                 let used = match c {
-                    Some(Cell::Fixed(m)) => m.lock().unwrap_or_else(|e| e.into_inner()).used(start),
+                    Some(Cell::Fixed(s)) => s.used(start),
                     _ => 0,
                 };
                 Verdict {
@@ -389,11 +379,8 @@ impl Policy {
             .local
             .entries()
             .into_iter()
-            .filter_map(|(k, c)| match &*c {
-                Cell::Fixed(m) => {
-                    let s = *m.lock().unwrap_or_else(|e| e.into_inner());
-                    Some(((*k).clone(), s.start, s.count))
-                }
+            .filter_map(|(k, c)| match c {
+                Cell::Fixed(s) => Some((k, s.start, s.count)),
                 _ => None,
             })
             .collect();
@@ -405,8 +392,8 @@ impl Policy {
 
     fn load_state(&self, path: &std::path::Path) -> Result<(), String> {
         for (key, start, count) in state::load(path, &self.spec.name)? {
-            self.local
-                .insert(key, Cell::Fixed(Mutex::new(FixedState { start, count })));
+            let cell = Cell::Fixed(FixedState { start, count });
+            self.local.insert(key, cell, self.now());
         }
         Ok(())
     }
