@@ -121,7 +121,8 @@ impl RateLimit {
                 }
                 c.limited.inc();
                 self.refund(i, head, ctx);
-                return Flow::Respond(Box::new(self.refusal(i, &verdict, ctx)));
+                let (j, worst) = self.tightest(i, verdict, head, ctx);
+                return Flow::Respond(Box::new(self.refusal(j, &worst, ctx)));
             }
             c.allowed.inc();
             if p.advert.is_some() || p.spec.legacy_headers {
@@ -136,6 +137,35 @@ impl RateLimit {
                 .insert(noted);
         }
         Flow::Continue
+    }
+
+    /// The policy that answers a refusal by `checks[i]`: of it and the later local
+    /// policies that would refuse too (looked at, not counted), the one whose
+    /// `Retry-After` is longest, so a client that waits as told is not refused again.
+    fn tightest(
+        &self,
+        i: usize,
+        first: Verdict,
+        head: &request::Parts,
+        ctx: &FilterCtx<'_>,
+    ) -> (usize, Verdict) {
+        let mut worst = (i, first);
+        let mut key = String::new();
+        for (j, c) in self.checks.iter().enumerate().skip(i + 1) {
+            key.clear();
+            let p = &c.policy;
+            if !key::build(&p.spec.key, head, ctx, &mut key)
+                && p.spec.missing == gatehouse_config::spec::MissingPart::Skip
+            {
+                continue;
+            }
+            if let Some(v) = p.would_refuse(&key) {
+                if v.retry_after > worst.1.retry_after {
+                    worst = (j, v);
+                }
+            }
+        }
+        worst
     }
 
     /// Gives back what policies before `upto` counted locally for this request.

@@ -272,6 +272,26 @@ impl Policy {
         }
     }
 
+    /// The refusal a local rate or quota policy would give `key` now, without counting
+    /// (the arithmetic is pure: a step whose new state is not stored).
+    pub fn would_refuse(&self, key: &str) -> Option<Verdict> {
+        if self.redis.is_some() || self.spec.dry_run {
+            return None;
+        }
+        let now = self.now();
+        let v = match (&self.meter, self.local.peek(key)) {
+            (Meter::Gcra(g), Some(Cell::Gcra(t))) => g.step(t, now).1,
+            (Meter::Window(w), Some(Cell::Window(s))) => w.step(s, now).1,
+            (Meter::Calendar { limit, unit, tz }, Some(Cell::Fixed(s))) => {
+                let wall = jiff::Timestamp::now();
+                let (start, end) = calendar::window(wall, tz, *unit);
+                s.step(*limit, start, end, wall.as_second() as f64).1
+            }
+            _ => return None,
+        };
+        (!v.allowed).then_some(v)
+    }
+
     /// Gives back a request this policy counted locally and a later one refused.
     pub fn refund(&self, key: &str) {
         if self.redis.is_some() {

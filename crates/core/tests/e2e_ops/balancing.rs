@@ -46,8 +46,11 @@ async fn random_and_p2c_use_both_endpoints() {
         for _ in 0..200 {
             text(c.get(gw.url("web", "/"))).await;
         }
+        // p2c prefers the endpoint with the lower latency average, which timing noise
+        // can tilt; both must still be used.
+        let least = if balancer == "p2c" { 20 } else { 40 };
         assert!(
-            a.count() > 40 && b.count() > 40,
+            a.count() > least && b.count() > least,
             "{balancer}: {} / {}",
             a.count(),
             b.count()

@@ -742,3 +742,35 @@ async fn redis_cluster_counts_each_key_on_its_slot() {
         assert_eq!(statuses(5, get).await, [200, 200, 200, 200, 429], "{user}");
     }
 }
+
+#[tokio::test]
+async fn of_two_refusing_policies_the_longer_wait_answers() {
+    let up = Upstream::fixed("ok").await;
+    let cfg = config(up.addr, r#"rate_limits = ["fast", "daily"]"#, "")
+        + r#"
+[[rate_limits]]
+name = "fast"
+rate = "2/s"
+
+[[rate_limits]]
+name = "daily"
+quota = "2/day"
+"#;
+    let gw = TestGateway::start(&cfg).await;
+    let c = reqwest::Client::new();
+    assert_eq!(statuses(2, || c.get(gw.url("web", "/x"))).await, [200, 200]);
+    // `fast` refuses first (half a second), but `daily` would refuse until midnight:
+    // the answer is the day's, so a client that waits as told is let in.
+    let r = c.get(gw.url("web", "/x")).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry > 1, "{retry}");
+    assert!(r.headers()["ratelimit"]
+        .to_str()
+        .unwrap()
+        .starts_with("\"daily\";r=0;"));
+}
