@@ -40,11 +40,14 @@ impl Inflight {
     pub fn acquire(self: &Arc<Self>, key: &str) -> Option<Permit> {
         let shard = self.shard(key);
         let mut m = self.shards[shard].lock().unwrap_or_else(|e| e.into_inner());
-        let n = m.entry(key.to_string()).or_insert(0);
-        if *n >= self.max {
-            return None;
+        // Looked up by `&str` first: a key in flight already costs no copy here.
+        match m.get_mut(key) {
+            Some(n) if *n >= self.max => return None,
+            Some(n) => *n += 1,
+            None => {
+                m.insert(key.to_string(), 1);
+            }
         }
-        *n += 1;
         Some(Permit {
             table: self.clone(),
             shard,

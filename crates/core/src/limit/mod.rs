@@ -85,7 +85,11 @@ pub struct Usage {
 // === impl Policy ===
 
 impl Policy {
-    pub fn new(spec: RateLimitSpec, redis: Option<Arc<RedisStore>>) -> Result<Policy, String> {
+    /// A policy from its spec; the error names the key at fault and why.
+    pub fn new(
+        spec: RateLimitSpec,
+        redis: Option<Arc<RedisStore>>,
+    ) -> Result<Policy, (&'static str, String)> {
         let (meter, idle) = match &spec.kind {
             LimitKind::Rate {
                 count,
@@ -113,7 +117,7 @@ impl Policy {
                 time_zone,
                 ..
             } => {
-                let tz = calendar::zone(time_zone)?;
+                let tz = calendar::zone(time_zone).map_err(|m| ("time_zone", m))?;
                 let idle = QuotaPeriod::Calendar(*unit).nominal() + Duration::from_secs(3 * 86_400);
                 let m = Meter::Calendar {
                     limit: *count,
@@ -150,7 +154,7 @@ impl Policy {
             spec,
         };
         if let Some(path) = &p.state_file {
-            p.load_state(path)?;
+            p.load_state(path).map_err(|m| ("state_file", m))?;
         }
         Ok(p)
     }

@@ -130,7 +130,8 @@ async fn quota_counts_survive_in_the_state_file() {
     assert_eq!(verdict(&p, "alice").await.remaining, 2);
     drop(p);
     std::fs::write(&file, b"{not json").unwrap();
-    let err = Policy::new(spec("q", kind), None).err().unwrap();
+    let (key, err) = Policy::new(spec("q", kind), None).err().unwrap();
+    assert_eq!(key, "state_file");
     assert!(err.contains("not a quota state file"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -83,12 +83,7 @@ pub fn compile(
             Some(p) => p,
             None => match Policy::new(s.clone(), redis.clone()) {
                 Ok(p) => Arc::new(p),
-                Err(message) => {
-                    let key = if message.contains("time zone") {
-                        "time_zone"
-                    } else {
-                        "state_file"
-                    };
+                Err((key, message)) => {
                     errors.push(CompileError {
                         path: format!("rate_limits[{i}].{key}"),
                         message,

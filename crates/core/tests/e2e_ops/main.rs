@@ -85,6 +85,11 @@ pub async fn text(req: reqwest::RequestBuilder) -> String {
     req.send().await.unwrap().text().await.unwrap()
 }
 
+/// Sends a request and returns its body as JSON.
+pub async fn json(req: reqwest::RequestBuilder) -> serde_json::Value {
+    req.send().await.unwrap().json().await.unwrap()
+}
+
 /// A gateway with one listener `web` (plus `listener_extra` in its table) and one route
 /// answering 200 "hi" itself.
 pub fn local_gateway(listener_extra: &str) -> String {

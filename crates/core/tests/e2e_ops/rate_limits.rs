@@ -227,14 +227,7 @@ legacy_headers = true
         "a refused request never reaches the upstream"
     );
     // The refusal by `daily` gave back what `per-second` counted for it.
-    let usage: serde_json::Value = c
-        .get(gw.admin_url("/rate-limits/per-second?key="))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let usage = json(c.get(gw.admin_url("/rate-limits/per-second?key="))).await;
     assert!(usage["remaining"].as_u64().unwrap() >= 2, "{usage}");
 }
 
@@ -373,14 +366,7 @@ async fn local_quota_counts_outlive_the_gateway_in_their_state_file() {
         "two of three were used before"
     );
     // The admin API shows the key's usage and resets it.
-    let u: serde_json::Value = c
-        .get(gw.admin_url("/rate-limits/monthly?key="))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let u = json(c.get(gw.admin_url("/rate-limits/monthly?key="))).await;
     assert_eq!(
         (u["limit"].as_u64(), u["remaining"].as_u64()),
         (Some(3), Some(0)),
@@ -405,14 +391,7 @@ async fn local_quota_counts_outlive_the_gateway_in_their_state_file() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400, "the key is required");
-    let list: serde_json::Value = c
-        .get(gw.admin_url("/rate-limits"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = json(c.get(gw.admin_url("/rate-limits"))).await;
     assert_eq!(list["rate_limits"][0]["kind"], "quota");
 }
 
@@ -519,14 +498,7 @@ store = "redis"
     // A gateway started later sees the quota used so far.
     let late = TestGateway::start(&cfg).await;
     assert_eq!(statuses(2, || on(&late, "/quota", "q")).await, [200, 429]);
-    let u: serde_json::Value = c
-        .get(late.admin_url("/rate-limits/daily?key=q"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let u = json(c.get(late.admin_url("/rate-limits/daily?key=q"))).await;
     assert_eq!(
         (u["remaining"].as_u64(), u["store"].as_str()),
         (Some(0), Some("redis")),
@@ -541,14 +513,7 @@ store = "redis"
         [200],
         "reset for every gateway"
     );
-    let u: serde_json::Value = c
-        .get(late.admin_url("/rate-limits/window?key=q"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let u = json(c.get(late.admin_url("/rate-limits/window?key=q"))).await;
     assert_eq!(
         u["remaining"].as_u64(),
         Some(1),
