@@ -676,17 +676,30 @@ async fn redis_cluster_counts_each_key_on_its_slot() {
         "{}",
         String::from_utf8_lossy(&made.stdout)
     );
-    // The nodes agree on the slots a moment after `create` returns.
-    for _ in 0..2_000 {
-        let info = tokio::process::Command::new("redis-cli")
-            .args(["-p", &nodes[0].port.to_string(), "cluster", "info"])
-            .output()
-            .await
-            .unwrap();
-        if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
-            break;
-        }
-        tokio::task::yield_now().await;
+    // The nodes agree on the slots a moment after `create` returns, each on its own
+    // time: a node still in `cluster_state:fail` answers CLUSTERDOWN, so every node
+    // must say ok (a CI run failed the first check when only the first was asked).
+    for node in &nodes {
+        let port = node.port.to_string();
+        let agreed = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                let info = tokio::process::Command::new("redis-cli")
+                    .args(["-p", &port, "cluster", "info"])
+                    .output()
+                    .await
+                    .unwrap();
+                let info = String::from_utf8_lossy(&info.stdout).into_owned();
+                if info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:3") {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        assert!(
+            agreed.is_ok(),
+            "node {port} never reported cluster_state:ok"
+        );
     }
     let up = Upstream::fixed("ok").await;
     let urls: Vec<String> = addrs.iter().map(|a| format!("\"redis://{a}\"")).collect();
