@@ -14,9 +14,11 @@ use std::collections::BTreeMap;
 
 mod auth;
 mod limits;
+mod mediation;
 mod resilience;
 pub use auth::*;
 pub use limits::*;
+pub use mediation::*;
 pub use resilience::*;
 
 /// The whole file. Sections that failed to parse are left at their defaults (and the
@@ -34,6 +36,8 @@ pub struct RawConfig {
     pub introspection: Vec<(usize, IntrospectionConf)>,
     pub rate_limits: Vec<(usize, RateLimitConf)>,
     pub redis: Option<RedisConf>,
+    /// CORS rules for every route without its own `cors`.
+    pub cors: Option<CorsConf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -166,6 +170,20 @@ pub struct RouteConf {
     pub ip_deny: Option<Vec<String>>,
     /// Names of `[[rate_limits]]` policies, all checked.
     pub rate_limits: Option<Vec<String>>,
+    pub cors: Option<CorsSwitch>,
+    pub validate: Option<ValidateConf>,
+    pub transform: Option<TransformConf>,
+    /// Upstream status -> status sent to the client (`{ "404" = 410 }`).
+    pub status_map: Option<BTreeMap<String, u16>>,
+    /// Status (`502`) or class (`5xx`) -> a fixed page replacing the upstream's body.
+    pub error_pages: Option<BTreeMap<String, ErrorPageConf>>,
+    pub fault: Option<FaultConf>,
+    pub rewrite: Option<RewriteConf>,
+    /// Rules sending some requests to other upstreams (canaries), first match wins.
+    pub split: Option<Vec<SplitConf>>,
+    pub mirror: Option<MirrorConf>,
+    /// The most of a body read whole for a filter that needs it (default 1MiB).
+    pub body_buffer_limit: Option<ByteSize>,
 }
 
 /// Header edits: `set` replaces, `add` appends, `remove` deletes.
@@ -323,6 +341,7 @@ const TOP_LEVEL: &[&str] = &[
     "introspection",
     "rate_limits",
     "redis",
+    "cors",
 ];
 
 /// Splits the tree into sections and deserializes each, collecting every error.
@@ -361,6 +380,9 @@ pub fn from_tree(tree: Value, errors: &mut Vec<ConfigError>) -> RawConfig {
     raw.rate_limits = list(top.remove("rate_limits"), "rate_limits", errors);
     if let Some(v) = top.remove("redis") {
         raw.redis = section(v, "redis", errors);
+    }
+    if let Some(v) = top.remove("cors") {
+        raw.cors = section(v, "cors", errors);
     }
     raw
 }

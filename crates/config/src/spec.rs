@@ -8,9 +8,11 @@ use std::time::Duration;
 
 mod auth;
 mod limits;
+mod mediation;
 mod resilience;
 pub use auth::*;
 pub use limits::*;
+pub use mediation::*;
 pub use resilience::*;
 
 /// A whole validated config.
@@ -209,6 +211,8 @@ pub struct RouteSpec {
     pub request_timeout: Option<Duration>,
     /// Filters in config order; the core runs them in stage order.
     pub filters: Vec<FilterSpec>,
+    /// The most of a body read whole for a filter that needs it.
+    pub body_buffer_limit: u64,
 }
 
 /// A filter on a route. Adding a filter means a variant here, a module under the core's
@@ -227,6 +231,18 @@ pub enum FilterSpec {
     ExternalAuth(ExternalAuthSpec),
     /// Names of the rate-limit policies checked (429).
     RateLimit(Vec<String>),
+    /// Cross-origin rules; preflights answered here.
+    Cors(CorsSpec),
+    /// JSON Schema checks of the request (400).
+    Validate(ValidateSpec),
+    /// JSON body edits.
+    JsonTransform(BodySide, Vec<JsonStep>),
+    /// Upstream status mapping and error pages.
+    Status(StatusSpec),
+    /// Injected aborts and delays.
+    Fault(FaultSpec),
+    /// Upstream path from a template, query edits.
+    Rewrite(RewriteSpec),
 }
 
 /// Header edits, names lower-case: set (replace), add (append), remove.
@@ -307,6 +323,8 @@ pub struct ProxySpec {
     pub forwarded: bool,
     /// Deadline for the upstream's response headers.
     pub upstream_response_timeout: Duration,
+    /// Splits (canaries) and mirroring.
+    pub traffic: TrafficSpec,
 }
 
 #[derive(Debug, Clone, PartialEq)]

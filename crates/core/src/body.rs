@@ -112,7 +112,17 @@ pub enum UpstreamBody {
         seen: u64,
         /// Filled in for the access log when it is on.
         counter: Option<Arc<AtomicU64>>,
+        /// A copy for a mirrored request, made as the body streams.
+        tee: Option<Box<Tee>>,
     },
+}
+
+/// Copies a streaming body for a mirror, up to a bound: the copy is sent when the body
+/// ends whole; over the bound, or on an error, the mirror gets nothing.
+pub struct Tee {
+    copy: bytes::BytesMut,
+    limit: usize,
+    done: tokio::sync::oneshot::Sender<Bytes>,
 }
 
 enum Inner {
@@ -144,7 +154,23 @@ impl UpstreamBody {
             limit: limit.unwrap_or(u64::MAX),
             seen: 0,
             counter,
+            tee: None,
         }
+    }
+
+    /// Starts copying a streaming body (at most `limit` bytes); the receiver gets the
+    /// copy when the body has ended whole.
+    pub fn tee(&mut self, limit: usize) -> Option<tokio::sync::oneshot::Receiver<Bytes>> {
+        let UpstreamBody::Incoming { tee, .. } = self else {
+            return None;
+        };
+        let (done, rx) = tokio::sync::oneshot::channel();
+        *tee = Some(Box::new(Tee {
+            copy: bytes::BytesMut::new(),
+            limit,
+            done,
+        }));
+        Some(rx)
     }
 }
 
@@ -164,8 +190,9 @@ impl Body for UpstreamBody {
                 limit,
                 seen,
                 counter,
+                tee,
             } => {
-                let frame = ready!(Pin::new(inner).poll_frame(cx));
+                let frame = ready!(Pin::new(&mut *inner).poll_frame(cx));
                 match frame {
                     Some(Ok(f)) => {
                         if let Some(d) = f.data_ref() {
@@ -174,13 +201,36 @@ impl Body for UpstreamBody {
                                 c.store(*seen, Ordering::Relaxed);
                             }
                             if *seen > *limit {
+                                *tee = None;
                                 return Poll::Ready(Some(Err(Box::new(BodyTooLarge(*limit)))));
+                            }
+                            if let Some(t) = tee {
+                                if t.copy.len() + d.len() > t.limit {
+                                    *tee = None;
+                                } else {
+                                    t.copy.extend_from_slice(d);
+                                }
+                            }
+                            // A sender may stop polling at the end of the stream, before
+                            // the final `None`.
+                            if inner.is_end_stream() {
+                                if let Some(t) = tee.take() {
+                                    let _ = t.done.send(t.copy.freeze());
+                                }
                             }
                         }
                         Poll::Ready(Some(Ok(f)))
                     }
-                    Some(Err(e)) => Poll::Ready(Some(Err(e))),
-                    None => Poll::Ready(None),
+                    Some(Err(e)) => {
+                        *tee = None;
+                        Poll::Ready(Some(Err(e)))
+                    }
+                    None => {
+                        if let Some(t) = tee.take() {
+                            let _ = t.done.send(t.copy.freeze());
+                        }
+                        Poll::Ready(None)
+                    }
                 }
             }
         }

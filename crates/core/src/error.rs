@@ -200,12 +200,27 @@ impl ProxyError {
 
 /// The JSON body of a local reply, newline-terminated.
 pub fn json_body(kind: ErrorKind, message: &str, request_id: &HeaderValue) -> Vec<u8> {
-    let body = serde_json::json!({
-        "error": kind.code(),
+    json_body_with(kind.code(), kind.status(), message, request_id, None)
+}
+
+/// The JSON body of a local reply with any code and status, and extra fields (a
+/// validation's `violations`) after the usual ones.
+pub fn json_body_with(
+    code: &str,
+    status: StatusCode,
+    message: &str,
+    request_id: &HeaderValue,
+    extra: Option<(&str, serde_json::Value)>,
+) -> Vec<u8> {
+    let mut body = serde_json::json!({
+        "error": code,
         "message": message,
-        "status": kind.status().as_u16(),
+        "status": status.as_u16(),
         "request_id": request_id.to_str().unwrap_or_default(),
     });
+    if let (Some((k, v)), Some(map)) = (extra, body.as_object_mut()) {
+        map.insert(k.to_string(), v);
+    }
     let mut bytes = serde_json::to_vec(&body).unwrap_or_default();
     bytes.push(b'\n');
     bytes
@@ -217,8 +232,18 @@ pub fn local_reply(
     message: &str,
     request_id: &HeaderValue,
 ) -> Response<ResponseBody> {
-    let status = kind.status();
-    let bytes = json_body(kind, message, request_id);
+    json_reply(kind.code(), kind.status(), message, request_id, None)
+}
+
+/// A JSON local reply with any code and status (see [`json_body_with`]).
+pub fn json_reply(
+    code: &str,
+    status: StatusCode,
+    message: &str,
+    request_id: &HeaderValue,
+    extra: Option<(&str, serde_json::Value)>,
+) -> Response<ResponseBody> {
+    let bytes = json_body_with(code, status, message, request_id, extra);
     let mut resp = Response::new(ResponseBody::full(Bytes::from(bytes)));
     *resp.status_mut() = status;
     let h = resp.headers_mut();

@@ -69,6 +69,14 @@ pub struct LimitLabels {
     pub result: &'static str,
 }
 
+/// Labels of a schema validation failure: the route and what failed (`request`, or
+/// `response` in report-only mode).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ValidationLabels {
+    pub route: String,
+    pub side: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: &'static str,
@@ -86,6 +94,7 @@ pub struct Metrics {
     pub reloads: Family<ResultLabels, Counter>,
     pub auth: Family<AuthLabels, Counter>,
     pub limits: Family<LimitLabels, Counter>,
+    pub validation: Family<ValidationLabels, Counter>,
     pub generation: Gauge,
 }
 
@@ -127,6 +136,15 @@ impl Metrics {
             .clone()
     }
 
+    pub fn validation_counter(&self, route: &str, side: &'static str) -> Counter {
+        self.validation
+            .get_or_create(&ValidationLabels {
+                route: route.to_string(),
+                side,
+            })
+            .clone()
+    }
+
     pub fn new() -> Self {
         let m = Metrics {
             registry: Mutex::new(Registry::with_prefix("gatehouse")),
@@ -139,6 +157,7 @@ impl Metrics {
             reloads: Family::default(),
             auth: Family::default(),
             limits: Family::default(),
+            validation: Family::default(),
             generation: Gauge::default(),
         };
         if let Ok(mut r) = m.registry.lock() {
@@ -182,6 +201,11 @@ impl Metrics {
                 "rate_limit_decisions",
                 "Rate-limit decisions by route, policy and result",
                 m.limits.clone(),
+            );
+            r.register(
+                "validation_failures",
+                "Requests refused and responses reported by schema validation",
+                m.validation.clone(),
             );
             r.register(
                 "config_generation",

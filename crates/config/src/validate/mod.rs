@@ -5,6 +5,7 @@ mod auth;
 mod l4;
 mod limits;
 mod listeners;
+mod mediation;
 mod resilience;
 mod routes;
 mod upstreams;
@@ -47,7 +48,12 @@ pub fn validate(raw: &RawConfig, errors: &mut Vec<ConfigError>) -> Spec {
         .iter()
         .map(|(_, p)| p.name.as_str())
         .collect();
+    let cors = raw
+        .cors
+        .as_ref()
+        .map(|c| mediation::cors(c, "cors", &mut errs));
     let gateway = routes::Gateway {
+        cors: cors.as_ref(),
         rate_limits: &policy_names,
         consumers: &consumers,
         providers: &jwt_providers,

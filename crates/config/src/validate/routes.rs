@@ -12,6 +12,8 @@ pub const DEFAULT_UPSTREAM_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What a route's `auth` table may name.
 pub struct Gateway<'a> {
+    /// The global `[cors]`, for routes without their own.
+    pub cors: Option<&'a CorsSpec>,
     /// Every `[[rate_limits]]` name, valid or not (a bad policy is its own error).
     pub rate_limits: &'a [&'a str],
     pub consumers: &'a [ConsumerSpec],
@@ -82,6 +84,7 @@ fn route(
         }
     }
     let t = r.timeouts.as_ref();
+    let filters = filters(r, path, &matcher, gateway, errs);
     RouteSpec {
         name: r.name.clone(),
         listeners: names,
@@ -92,12 +95,21 @@ fn route(
             .and_then(|t| t.request)
             .map(|d| d.0)
             .filter(|d| !d.is_zero()),
-        filters: filters(r, path, gateway, errs),
+        filters,
+        body_buffer_limit: r
+            .body_buffer_limit
+            .map_or(super::mediation::DEFAULT_BODY_BUFFER_LIMIT, |s| s.0),
     }
 }
 
-fn filters(r: &RouteConf, path: &str, gateway: &Gateway, errs: &mut Errors) -> Vec<FilterSpec> {
-    let mut out = Vec::new();
+fn filters(
+    r: &RouteConf,
+    path: &str,
+    matcher: &MatchSpec,
+    gateway: &Gateway,
+    errs: &mut Errors,
+) -> Vec<FilterSpec> {
+    let mut out = super::mediation::filters(r, path, matcher, gateway.cors, errs);
     // Network rules first: a refused address costs no credential check.
     let ip = super::auth::ip_rules(r.ip_allow.as_ref(), r.ip_deny.as_ref(), path, errs);
     if !ip.is_empty() {
@@ -156,6 +168,9 @@ fn header_rules(h: &HeaderRulesConf, path: &str, errs: &mut Errors) -> HeaderRul
                             format!("{path}.{key}.{k}"),
                             "not a valid header name and value",
                         );
+                    } else if let Err(msg) = parse_template(v) {
+                        errs.push(format!("{path}.{key}.{k}"), msg);
+                        return false;
                     }
                     ok
                 })
@@ -205,6 +220,8 @@ fn action(r: &RouteConf, path: &str, upstreams: &[UpstreamSpec], errs: &mut Erro
         ("preserve_host", r.preserve_host.is_some()),
         ("forwarded", r.forwarded.is_some()),
         ("request_headers", r.request_headers.is_some()),
+        ("split", r.split.is_some()),
+        ("mirror", r.mirror.is_some()),
     ];
     if r.upstream.is_none() {
         for (k, set) in proxy_only {
@@ -289,7 +306,10 @@ fn action(r: &RouteConf, path: &str, upstreams: &[UpstreamSpec], errs: &mut Erro
         }
     }
     let t = r.timeouts.as_ref();
+    let primary = upstreams.iter().find(|u| u.name == upstream);
+    let traffic = super::mediation::traffic(r, path, primary, upstreams, errs);
     ActionSpec::Proxy(ProxySpec {
+        traffic,
         upstream,
         strip_prefix: r.strip_prefix.clone(),
         replace_prefix: r.replace_prefix.clone(),
@@ -498,7 +518,7 @@ fn fields(list: &[FieldMatchConf], path: &str, header: bool, errs: &mut Errors) 
 }
 
 /// The regex crate's message ends with a line `error: <what>`; keep only `<what>`.
-fn first_line(s: &str) -> String {
+pub(super) fn first_line(s: &str) -> String {
     let last = s
         .lines()
         .rfind(|l| !l.trim().is_empty())

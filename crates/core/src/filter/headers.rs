@@ -2,8 +2,10 @@
 //! upstream or on the response sent to the client, like nginx's `proxy_set_header` /
 //! `add_header` and Envoy's `request_headers_to_add`.
 
+use super::template::{render, Vars};
 use super::{Filter, FilterCtx, FilterFuture, Flow, Stage};
-use gatehouse_config::spec::HeaderRulesSpec;
+use crate::consumer::Caller;
+use gatehouse_config::spec::{parse_template, HeaderRulesSpec, TemplatePart};
 use http::{request, response, HeaderMap, HeaderName, HeaderValue};
 
 /// Which side the rules edit.
@@ -16,9 +18,17 @@ enum Side {
 /// Compiled header edits.
 pub struct HeaderRules {
     side: Side,
-    set: Vec<(HeaderName, HeaderValue)>,
-    add: Vec<(HeaderName, HeaderValue)>,
+    set: Vec<(HeaderName, Text)>,
+    add: Vec<(HeaderName, Text)>,
     remove: Vec<HeaderName>,
+    /// Whether any value is a template (rendered per message).
+    templated: bool,
+}
+
+/// A header value: fixed, or a template (`{client_ip}`, `{header.x-id}`).
+enum Text {
+    Fixed(HeaderValue),
+    Template(Vec<TemplatePart>),
 }
 
 impl HeaderRules {
@@ -32,20 +42,29 @@ impl HeaderRules {
 
     fn new(side: Side, spec: &HeaderRulesSpec) -> Self {
         // Validation already rejected bad names and values; skip rather than panic.
-        let pairs = |v: &[(String, String)]| {
+        let pairs = |v: &[(String, String)]| -> Vec<(HeaderName, Text)> {
             v.iter()
                 .filter_map(|(k, v)| {
-                    Some((
-                        HeaderName::from_bytes(k.as_bytes()).ok()?,
-                        HeaderValue::from_str(v).ok()?,
-                    ))
+                    let text = match parse_template(v).ok()?.as_slice() {
+                        [] => Text::Fixed(HeaderValue::from_static("")),
+                        // `{{` and `}}` unescaped.
+                        [TemplatePart::Text(t)] => Text::Fixed(HeaderValue::from_str(t).ok()?),
+                        parts => Text::Template(parts.to_vec()),
+                    };
+                    Some((HeaderName::from_bytes(k.as_bytes()).ok()?, text))
                 })
                 .collect()
         };
+        let (set, add) = (pairs(&spec.set), pairs(&spec.add));
+        let templated = set
+            .iter()
+            .chain(&add)
+            .any(|(_, t)| matches!(t, Text::Template(_)));
         HeaderRules {
             side,
-            set: pairs(&spec.set),
-            add: pairs(&spec.add),
+            templated,
+            set,
+            add,
             remove: spec
                 .remove
                 .iter()
@@ -56,15 +75,31 @@ impl HeaderRules {
 
     /// Remove first, then set, then add, so `remove = ["x"]` with `add = { x = ... }`
     /// leaves exactly the added value.
-    pub fn apply(&self, headers: &mut HeaderMap) {
+    pub fn apply(&self, headers: &mut HeaderMap, vars: Option<&Vars>) {
+        // Templates read the message as it came, before any edit here.
+        let value = |t: &Text| match (t, vars) {
+            (Text::Fixed(v), _) => Some(v.clone()),
+            (Text::Template(parts), Some(vars)) => HeaderValue::from_str(&render(parts, vars)).ok(),
+            (Text::Template(_), None) => None,
+        };
+        let set: Vec<_> = self
+            .set
+            .iter()
+            .filter_map(|(n, t)| Some((n, value(t)?)))
+            .collect();
+        let add: Vec<_> = self
+            .add
+            .iter()
+            .filter_map(|(n, t)| Some((n, value(t)?)))
+            .collect();
         for n in &self.remove {
             headers.remove(n);
         }
-        for (n, v) in &self.set {
-            headers.insert(n.clone(), v.clone());
+        for (n, v) in set {
+            headers.insert(n.clone(), v);
         }
-        for (n, v) in &self.add {
-            headers.append(n.clone(), v.clone());
+        for (n, v) in add {
+            headers.append(n.clone(), v);
         }
     }
 }
@@ -88,15 +123,43 @@ impl Filter for HeaderRules {
     fn on_request<'a>(
         &'a self,
         head: &'a mut request::Parts,
-        _ctx: &'a FilterCtx<'a>,
+        ctx: &'a FilterCtx<'a>,
     ) -> FilterFuture<'a> {
-        self.apply(&mut head.headers);
+        if self.templated {
+            let copy = head.headers.clone();
+            let vars = Vars {
+                ctx,
+                method: Some(&head.method),
+                uri: Some(&head.uri),
+                headers: &copy,
+                caller: head.extensions.get::<Caller>(),
+                params: &[],
+            };
+            // The vars read the copy: `head.headers` is edited.
+            self.apply(&mut head.headers, Some(&vars));
+        } else {
+            self.apply(&mut head.headers, None);
+        }
         Box::pin(std::future::ready(Flow::Continue))
     }
 
-    fn on_response(&self, head: &mut response::Parts, _ctx: &FilterCtx<'_>) {
-        if self.side == Side::Response {
-            self.apply(&mut head.headers);
+    fn on_response(&self, head: &mut response::Parts, ctx: &FilterCtx<'_>) {
+        if self.side != Side::Response {
+            return;
+        }
+        if self.templated {
+            let copy = head.headers.clone();
+            let vars = Vars {
+                ctx,
+                method: None,
+                uri: None,
+                headers: &copy,
+                caller: None,
+                params: &[],
+            };
+            self.apply(&mut head.headers, Some(&vars));
+        } else {
+            self.apply(&mut head.headers, None);
         }
     }
 }

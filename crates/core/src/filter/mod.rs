@@ -5,13 +5,33 @@
 //!
 //! Registration is the `match` in [`build`]. Filters may depend on `error`, `metrics`
 //! and their own helpers, never on another filter, `proxy` or `listener`.
+//!
+//! Body hooks: a filter that needs a whole body says so per message
+//! ([`Filter::request_body`], [`Filter::response_body`]); the proxy then reads that
+//! body up to the route's `body_buffer_limit` (413 / 502 past it), hands it to every
+//! filter that asked, and sends the result with its length fixed up. A chain with no
+//! such filter reads nothing and streams as before; one with them still streams the
+//! messages none of them asks for (an event stream past a JSON transform).
+//! A filter that answers the request gets the response hooks of the filters before it
+//! run on its reply (CORS headers on a 401), and what they carried.
 
 pub mod auth;
+mod cors;
+mod fault;
 mod headers;
 mod ip;
+mod json;
 mod limit;
+mod rewrite;
+mod status;
+mod template;
+mod validate;
+
+pub use cors::preflight_method;
 
 use crate::body::ResponseBody;
+use crate::error::ProxyError;
+use bytes::Bytes;
 use gatehouse_config::spec::FilterSpec;
 use http::{request, response, HeaderValue, Response};
 use std::future::Future;
@@ -22,8 +42,13 @@ use std::sync::Arc;
 /// When a filter runs relative to others; request hooks run in this order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Stage {
+    /// Before credentials: a CORS preflight carries none.
+    Cors,
     Auth,
     RateLimit,
+    /// What the client sent is checked before anything edits it.
+    Validate,
+    Fault,
     Transform,
     Cache,
 }
@@ -99,12 +124,52 @@ pub trait Filter: Send + Sync {
 
     /// Sees (and may edit) the response head before it is sent to the client.
     fn on_response(&self, _head: &mut response::Parts, _ctx: &FilterCtx<'_>) {}
+
+    /// Whether this filter ever reads a whole body: (request, response). The chain asks
+    /// the per-message questions below only when some filter says yes.
+    fn body_sides(&self) -> (bool, bool) {
+        (false, false)
+    }
+
+    /// Whether this request's whole body is wanted (asked after every head hook).
+    fn request_body(&self, _head: &request::Parts) -> bool {
+        false
+    }
+
+    /// Sees (and may replace) the whole request body; may answer instead.
+    fn on_request_body(
+        &self,
+        _head: &mut request::Parts,
+        _body: &mut Bytes,
+        _ctx: &FilterCtx<'_>,
+    ) -> Flow {
+        Flow::Continue
+    }
+
+    /// Whether this response's whole body is wanted (asked after every head hook).
+    fn response_body(&self, _head: &response::Parts) -> bool {
+        false
+    }
+
+    /// Sees (and may replace) the whole response body; an error answers 502.
+    fn on_response_body(
+        &self,
+        _head: &mut response::Parts,
+        _body: &mut Bytes,
+        _ctx: &FilterCtx<'_>,
+    ) -> Result<(), ProxyError> {
+        Ok(())
+    }
 }
 
 /// A route's filters in stage order.
 #[derive(Clone, Default)]
 pub struct Chain {
     filters: Vec<Arc<dyn Filter>>,
+    /// Whether any filter reads whole request bodies.
+    request_bodies: bool,
+    /// Whether any filter reads whole response bodies.
+    response_bodies: bool,
 }
 
 /// Builds the filter a spec names.
@@ -121,6 +186,12 @@ pub fn build(spec: &FilterSpec, ctx: &BuildCtx) -> Arc<dyn Filter> {
             e,
             ctx.auth.calls.get(&e.upstream).cloned(),
         )),
+        FilterSpec::Cors(c) => Arc::new(cors::Cors::new(c)),
+        FilterSpec::Validate(v) => Arc::new(validate::Validate::new(v, ctx)),
+        FilterSpec::JsonTransform(side, steps) => Arc::new(json::JsonTransform::new(*side, steps)),
+        FilterSpec::Status(s) => Arc::new(status::StatusRules::new(s)),
+        FilterSpec::Fault(f) => Arc::new(fault::Fault::new(f)),
+        FilterSpec::Rewrite(w) => Arc::new(rewrite::Rewrite::new(w)),
         FilterSpec::RateLimit(names) => {
             let policies = names
                 .iter()
@@ -140,7 +211,13 @@ impl Chain {
     pub fn new(specs: &[FilterSpec], ctx: &BuildCtx) -> Chain {
         let mut filters: Vec<Arc<dyn Filter>> = specs.iter().map(|s| build(s, ctx)).collect();
         filters.sort_by_key(|f| f.stage());
-        Chain { filters }
+        let request_bodies = filters.iter().any(|f| f.body_sides().0);
+        let response_bodies = filters.iter().any(|f| f.body_sides().1);
+        Chain {
+            filters,
+            request_bodies,
+            response_bodies,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -159,17 +236,88 @@ impl Chain {
 
     /// Runs request hooks in order; the first `Respond` ends the chain.
     pub async fn on_request(&self, head: &mut request::Parts, ctx: &FilterCtx<'_>) -> Flow {
-        for f in self.filters.iter().filter(|f| f.has_request_hook()) {
+        for (i, f) in self.filters.iter().enumerate() {
+            if !f.has_request_hook() {
+                continue;
+            }
             if let Flow::Respond(r) = f.on_request(head, ctx).await {
-                tracing::debug!(
-                    filter = f.name(),
-                    route = ctx.route,
-                    "filter answered the request"
-                );
-                return Flow::Respond(r);
+                return self.answered(i, f.name(), head, r, ctx);
             }
         }
         Flow::Continue
+    }
+
+    /// A reply made by the filter at `at`: the filters before it see it as a response
+    /// (a CORS header on a 401), with what they carried.
+    fn answered(
+        &self,
+        at: usize,
+        name: &'static str,
+        head: &mut request::Parts,
+        mut resp: Box<Response<ResponseBody>>,
+        ctx: &FilterCtx<'_>,
+    ) -> Flow {
+        tracing::debug!(
+            filter = name,
+            route = ctx.route,
+            "filter answered the request"
+        );
+        if let Some(c) = head.extensions.remove::<Carry>() {
+            resp.extensions_mut().insert(c);
+        }
+        if at > 0 {
+            let (mut parts, body) =
+                std::mem::replace(&mut *resp, Response::new(ResponseBody::empty())).into_parts();
+            for f in self.filters[..at].iter().rev() {
+                f.on_response(&mut parts, ctx);
+            }
+            *resp = Response::from_parts(parts, body);
+        }
+        Flow::Respond(resp)
+    }
+
+    /// Whether some filter wants this request's whole body.
+    pub fn wants_request_body(&self, head: &request::Parts) -> bool {
+        self.request_bodies && self.filters.iter().any(|f| f.request_body(head))
+    }
+
+    /// Runs the request body hooks in order; the first `Respond` ends the chain.
+    pub fn on_request_body(
+        &self,
+        head: &mut request::Parts,
+        body: &mut Bytes,
+        ctx: &FilterCtx<'_>,
+    ) -> Flow {
+        for f in &self.filters {
+            if !f.request_body(head) {
+                continue;
+            }
+            if let Flow::Respond(r) = f.on_request_body(head, body, ctx) {
+                // Every head hook ran, so every filter's response hook sees the reply.
+                return self.answered(self.filters.len(), f.name(), head, r, ctx);
+            }
+        }
+        Flow::Continue
+    }
+
+    /// Whether some filter wants this response's whole body.
+    pub fn wants_response_body(&self, head: &response::Parts) -> bool {
+        self.response_bodies && self.filters.iter().any(|f| f.response_body(head))
+    }
+
+    /// Runs the response body hooks in reverse stage order.
+    pub fn on_response_body(
+        &self,
+        head: &mut response::Parts,
+        body: &mut Bytes,
+        ctx: &FilterCtx<'_>,
+    ) -> Result<(), ProxyError> {
+        for f in self.filters.iter().rev() {
+            if f.response_body(head) {
+                f.on_response_body(head, body, ctx)?;
+            }
+        }
+        Ok(())
     }
 
     /// Runs response hooks in reverse stage order.

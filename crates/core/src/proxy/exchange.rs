@@ -20,7 +20,6 @@ use crate::upstream::{retry, UpstreamGroup};
 use bytes::Bytes;
 use gatehouse_config::spec::RetrySpec;
 use http::{header, HeaderValue, Method, Request, Uri, Version};
-use http_body_util::BodyExt;
 use hyper::Response;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -360,15 +359,7 @@ async fn prepare_replay(
             if !small {
                 return Ok((Some(Request::from_parts(parts, body)), None));
             }
-            let collected = body.collect().await.map_err(|e| {
-                let kind = if e.is::<crate::body::BodyTooLarge>() {
-                    ErrorKind::PayloadTooLarge
-                } else {
-                    ErrorKind::BadRequest
-                };
-                ProxyError::new(kind, "reading the request body failed").with_source(e)
-            })?;
-            Some(collected.to_bytes())
+            Some(super::whole::request(body).await?)
         }
     };
     let replay = Replay {

@@ -66,7 +66,6 @@ pub(super) async fn forward(
         }
         super::note_caller(&mut log, &parts.extensions);
     }
-    let carry = parts.extensions.remove::<crate::filter::Carry>();
     let counter = match log.as_deref() {
         Some(LogRecord {
             bytes_in: BytesIn::Counted(c),
@@ -74,11 +73,26 @@ pub(super) async fn forward(
         }) => Some(c.clone()),
         _ => None,
     };
-    let body = if body.is_end_stream() {
+    let mut body = if body.is_end_stream() {
         UpstreamBody::Empty
     } else {
         UpstreamBody::incoming(body, limit, counter)
     };
+    if !upgrade && route.filters.wants_request_body(&parts) {
+        // Boxed: only routes with body filters read bodies, and futures are moved whole.
+        body = match Box::pin(request_hooks(r, route, limit, &mut parts, body)).await {
+            Ok(b) => b,
+            Err(Ok(resp)) => return Ok(r.complete(resp, route.metrics.clone(), log, None)),
+            Err(Err(e)) => return Err((e, log)),
+        };
+    }
+    // After the filters: a split may follow the consumer they found.
+    let (p, key) = super::traffic::route_to(p, key, &parts, r.client_ip, r.conn.peer.ip());
+    if let Some(m) = p.mirror.as_ref().filter(|_| !upgrade) {
+        super::traffic::mirror(m, &parts, &mut body);
+    }
+    let carry = parts.extensions.remove::<crate::filter::Carry>();
+    let head_only = parts.method == http::Method::HEAD;
     // Only groups with sticky sessions hold their members for the request.
     let members = p
         .group
@@ -138,7 +152,18 @@ pub(super) async fn forward(
             if !route.filters.is_empty() {
                 route.filters.on_response(&mut parts, &r.filter_ctx(route));
             }
-            let mut body = ResponseBody::upstream(body);
+            let mut body =
+                if has_content(&parts, head_only) && route.filters.wants_response_body(&parts) {
+                    let until = deadline.unwrap_or_else(|| {
+                        tokio::time::Instant::now() + p.spec.upstream_response_timeout
+                    });
+                    match Box::pin(response_hooks(r, route, &mut parts, body, until)).await {
+                        Ok(b) => b,
+                        Err(e) => return Err((e, log)),
+                    }
+                } else {
+                    ResponseBody::upstream(body)
+                };
             if let Some(d) = deadline {
                 body.set_deadline(d);
             }
@@ -146,6 +171,63 @@ pub(super) async fn forward(
         }
     };
     Ok(r.complete(out, route.metrics.clone(), log, Some(in_flight)))
+}
+
+/// Reads the request body whole for the filters that asked and runs their hooks:
+/// the body to send, or the reply a filter gave (`Err(Ok)`), or why it failed.
+async fn request_hooks(
+    r: &Req<'_>,
+    route: &Route,
+    limit: Option<u64>,
+    parts: &mut Parts,
+    body: UpstreamBody,
+) -> Result<UpstreamBody, Result<Response<ResponseBody>, ProxyError>> {
+    let had_body = !matches!(body, UpstreamBody::Empty);
+    let buffer = limit.map_or(route.body_buffer_limit, |l| l.min(route.body_buffer_limit));
+    let body = match body {
+        UpstreamBody::Incoming { inner, counter, .. } => {
+            UpstreamBody::incoming(inner, Some(buffer), counter)
+        }
+        other => other,
+    };
+    let mut bytes = super::whole::request(body).await.map_err(Err)?;
+    if let Flow::Respond(resp) =
+        route
+            .filters
+            .on_request_body(parts, &mut bytes, &r.filter_ctx(route))
+    {
+        return Err(Ok(*resp));
+    }
+    super::whole::set_length(&mut parts.headers, bytes.len(), had_body);
+    Ok(if bytes.is_empty() {
+        UpstreamBody::Empty
+    } else {
+        UpstreamBody::Full(Some(bytes))
+    })
+}
+
+/// Reads the upstream's body whole for the filters that asked and runs their hooks.
+async fn response_hooks(
+    r: &Req<'_>,
+    route: &Route,
+    parts: &mut http::response::Parts,
+    body: Received,
+    until: tokio::time::Instant,
+) -> Result<ResponseBody, ProxyError> {
+    let mut bytes = super::whole::response(body, route.body_buffer_limit, until).await?;
+    route
+        .filters
+        .on_response_body(parts, &mut bytes, &r.filter_ctx(route))?;
+    super::whole::set_length(&mut parts.headers, bytes.len(), true);
+    Ok(ResponseBody::full(bytes))
+}
+
+/// Whether a response has content a body hook could read (RFC 9110 6.4.1).
+fn has_content(parts: &http::response::Parts, head_only: bool) -> bool {
+    !head_only
+        && !parts.status.is_informational()
+        && parts.status != StatusCode::NO_CONTENT
+        && parts.status != StatusCode::NOT_MODIFIED
 }
 
 /// Applies the header rules, Host and path rewriting, and the upstream's HTTP version.

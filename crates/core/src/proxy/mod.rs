@@ -6,14 +6,16 @@ mod exchange;
 mod forward;
 mod local;
 pub mod side;
+mod traffic;
 mod upgrade;
+mod whole;
 
 use crate::access_log::{BytesIn, Completion, LogRecord};
 use crate::body::ClientBody;
 use crate::body::ResponseBody;
 use crate::drain::Watch;
 use crate::error::{error_reply, ErrorKind, ProxyError};
-use crate::filter::FilterCtx;
+use crate::filter::{FilterCtx, Flow};
 use crate::http::{edge, headers};
 use crate::route;
 use crate::runtime::{Action, ConfigStore, ListenerRt, Route, Runtime};
@@ -129,8 +131,9 @@ impl Req<'_> {
             let resp = local::https_redirect(&req, &host, https_port);
             return self.finish(&req, &host, None, resp, None);
         }
+        let preflight = crate::filter::preflight_method(&req);
         let head = route::head(
-            req.method(),
+            preflight.as_ref().unwrap_or(req.method()),
             &host,
             req.uri().path(),
             req.uri().query(),
@@ -174,28 +177,55 @@ impl Req<'_> {
     }
 
     /// Runs the request hooks of a route answered locally (auth on a `respond` route);
-    /// `Err` is the reply a filter gave instead.
+    /// `Err` is the reply a filter gave instead. The body is dropped (a local answer
+    /// sends nothing on) after a body hook read it, for validation in front of a mock.
     async fn local_filters(
         &self,
         route: &Arc<Route>,
         req: Request<ClientBody>,
         host: &str,
-    ) -> Result<Request<ClientBody>, Response<ResponseBody>> {
-        if !route.filters.has_request_hooks() {
-            return Ok(req);
-        }
+    ) -> Result<Request<()>, Response<ResponseBody>> {
         let (mut parts, body) = req.into_parts();
-        let flow = route
+        if !route.filters.has_request_hooks() && !route.filters.wants_request_body(&parts) {
+            return Ok(Request::from_parts(parts, ()));
+        }
+        let mut flow = route
             .filters
             .on_request(&mut parts, &self.filter_ctx(route))
             .await;
-        let req = Request::from_parts(parts, body);
-        match flow {
-            crate::filter::Flow::Continue => Ok(req),
-            crate::filter::Flow::Respond(resp) => {
-                Err(self.finish(&req, host, Some(route), *resp, None))
+        if matches!(flow, Flow::Continue) && route.filters.wants_request_body(&parts) {
+            // Boxed: futures are moved whole, and few local routes read bodies.
+            match Box::pin(self.local_body(route, &mut parts, body)).await {
+                Ok(f) => flow = f,
+                Err(e) => {
+                    let req = Request::from_parts(parts, ());
+                    return Err(self.reply_err(&req, Some(route), e));
+                }
             }
         }
+        let req = Request::from_parts(parts, ());
+        match flow {
+            Flow::Continue => Ok(req),
+            Flow::Respond(resp) => Err(self.finish(&req, host, Some(route), *resp, None)),
+        }
+    }
+
+    /// Reads a locally answered request's body for the body hooks and runs them.
+    async fn local_body(
+        &self,
+        route: &Route,
+        parts: &mut http::request::Parts,
+        body: ClientBody,
+    ) -> Result<Flow, ProxyError> {
+        let limit = route
+            .max_body_size
+            .or(self.listener.spec.limits.max_body_size);
+        let buffer = limit.map_or(route.body_buffer_limit, |l| l.min(route.body_buffer_limit));
+        let read = crate::body::UpstreamBody::incoming(body, Some(buffer), None);
+        let mut bytes = whole::request(read).await?;
+        Ok(route
+            .filters
+            .on_request_body(parts, &mut bytes, &self.filter_ctx(route)))
     }
 
     /// The context filters see.
@@ -226,9 +256,9 @@ impl Req<'_> {
     }
 
     /// Turns an error into a local reply, logged and counted like any response.
-    fn reply_err(
+    fn reply_err<B>(
         &self,
-        req: &Request<ClientBody>,
+        req: &Request<B>,
         route: Option<&Arc<Route>>,
         e: ProxyError,
     ) -> Response<ResponseBody> {
@@ -257,9 +287,9 @@ impl Req<'_> {
         self.complete(resp, metrics.clone(), log, None)
     }
 
-    fn finish(
+    fn finish<B>(
         &self,
-        req: &Request<ClientBody>,
+        req: &Request<B>,
         host: &str,
         route: Option<&Arc<Route>>,
         resp: Response<ResponseBody>,
@@ -304,9 +334,9 @@ impl Req<'_> {
     }
 
     /// A log record, when the access log is on.
-    fn log_record(
+    fn log_record<B>(
         &self,
-        req: &Request<ClientBody>,
+        req: &Request<B>,
         host: &str,
         route: Option<&Arc<Route>>,
     ) -> Option<Box<LogRecord>> {

@@ -69,9 +69,12 @@ pub async fn send(group: Arc<UpstreamGroup>, ask: Ask) -> Result<Answer, String>
             preserve_host: false,
             forwarded: false,
             upstream_response_timeout: Duration::from_secs(30),
+            traffic: Default::default(),
         },
         group,
         host_rewrite: None,
+        splits: Vec::new(),
+        mirror: None,
     };
     let mut out = Outgoing {
         req: Some(req),

@@ -216,11 +216,37 @@ fn route(
                 .host_rewrite
                 .as_deref()
                 .and_then(|h| HeaderValue::from_str(h).ok());
+            let splits = p
+                .traffic
+                .splits
+                .iter()
+                .filter_map(|s| {
+                    Some(crate::runtime::Split {
+                        when: s.when.clone(),
+                        action: ProxyAction {
+                            group: upstreams.get(&s.upstream)?.clone(),
+                            spec: p.clone(),
+                            host_rewrite: host_rewrite.clone(),
+                            splits: Vec::new(),
+                            mirror: None,
+                        },
+                    })
+                })
+                .collect();
+            let mirror = p.traffic.mirror.as_ref().and_then(|m| {
+                Some(crate::runtime::Mirror {
+                    group: upstreams.get(&m.upstream)?.clone(),
+                    share: m.share,
+                    max_body: m.max_body,
+                })
+            });
             (
                 Action::Proxy(ProxyAction {
                     group,
                     spec: p.clone(),
                     host_rewrite,
+                    splits,
+                    mirror,
                 }),
                 p.upstream.as_str(),
             )
@@ -251,6 +277,7 @@ fn route(
         name: Arc::from(r.name.as_str()),
         action,
         max_body_size: r.max_body_size,
+        body_buffer_limit: r.body_buffer_limit,
         request_timeout: r.request_timeout,
         metrics: Arc::new(metrics.route(&r.name, upstream_name)),
         filters: crate::filter::Chain::new(

@@ -71,6 +71,8 @@ pub struct Route {
     pub name: Arc<str>,
     pub action: Action,
     pub max_body_size: Option<u64>,
+    /// The most of a body read whole for a filter's body hook.
+    pub body_buffer_limit: u64,
     pub request_timeout: Option<Duration>,
     pub metrics: Arc<RouteMetrics>,
     pub filters: crate::filter::Chain,
@@ -89,6 +91,23 @@ pub struct ProxyAction {
     pub group: Arc<UpstreamGroup>,
     pub spec: ProxySpec,
     pub host_rewrite: Option<HeaderValue>,
+    /// Other upstreams some requests go to (canaries), first match wins.
+    pub splits: Vec<Split>,
+    pub mirror: Option<Mirror>,
+}
+
+/// A split: the requests it selects go to its action (same route settings, another
+/// upstream; it has no splits or mirror of its own).
+pub struct Split {
+    pub when: gatehouse_config::spec::SplitWhen,
+    pub action: ProxyAction,
+}
+
+/// Where mirrored copies go.
+pub struct Mirror {
+    pub group: Arc<UpstreamGroup>,
+    pub share: f64,
+    pub max_body: u64,
 }
 
 /// A fixed response, prebuilt.

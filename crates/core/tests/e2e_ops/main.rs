@@ -14,6 +14,7 @@ mod admin;
 mod auth;
 mod auth_services;
 mod balancing;
+mod cors;
 mod discovery;
 mod draining;
 mod failures;
@@ -31,7 +32,10 @@ mod retries;
 mod shutdown;
 mod soak;
 mod timeouts;
+mod traffic;
+mod transforms;
 mod upstream_h1;
+mod validation;
 
 use gatehouse_test_support::upstream::{full, TestBody};
 use gatehouse_test_support::Gate;

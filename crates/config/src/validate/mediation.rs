@@ -1,0 +1,685 @@
+//! Validates a route's mediation keys (`cors`, `validate`, `transform`, `rewrite`,
+//! `status_map`, `error_pages`, `fault`, `split`, `mirror`) and the global `[cors]`. JSON Schemas are compiled here once
+//! to report a bad one with its key path; the core compiles them again for its snapshot.
+
+use super::Errors;
+use crate::raw::{
+    CorsConf, CorsSwitch, ErrorPageConf, FaultConf, JsonTransformConf, MirrorConf, QueryRulesConf,
+    RewriteConf, RouteConf, SplitConf, ValidateConf,
+};
+use crate::spec::*;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Methods a CORS preflight is allowed by default: every common one.
+const DEFAULT_METHODS: [&str; 6] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"];
+
+/// The body read whole for a filter by default.
+pub const DEFAULT_BODY_BUFFER_LIMIT: u64 = 1024 * 1024;
+
+/// The mediation filters of a route, in config order (the core sorts them by stage).
+pub fn filters(
+    r: &RouteConf,
+    path: &str,
+    matcher: &MatchSpec,
+    global_cors: Option<&CorsSpec>,
+    errs: &mut Errors,
+) -> Vec<FilterSpec> {
+    let mut out = Vec::new();
+    if let Some(w) = &r.rewrite {
+        let at = format!("{path}.rewrite");
+        if r.upstream.is_none() {
+            errs.push(&at, "a rewrite applies to routes with an upstream");
+        } else if w.path.is_some() && (r.strip_prefix.is_some() || r.replace_prefix.is_some()) {
+            errs.push(
+                &at,
+                "give either rewrite.path or strip_prefix/replace_prefix, not both",
+            );
+        }
+        out.push(FilterSpec::Rewrite(rewrite(w, matcher, &at, errs)));
+    }
+    match &r.cors {
+        Some(CorsSwitch::On(c)) => {
+            out.push(FilterSpec::Cors(cors(c, &format!("{path}.cors"), errs)))
+        }
+        Some(CorsSwitch::Off) => {}
+        None => out.extend(global_cors.cloned().map(FilterSpec::Cors)),
+    }
+    if let Some(f) = &r.fault {
+        out.push(FilterSpec::Fault(fault(f, &format!("{path}.fault"), errs)));
+    }
+    if let Some(v) = &r.validate {
+        out.push(FilterSpec::Validate(validate(
+            v,
+            &format!("{path}.validate"),
+            errs,
+        )));
+    }
+    if let Some(t) = &r.transform {
+        let sides = [
+            (BodySide::Request, &t.request_json, "request_json"),
+            (BodySide::Response, &t.response_json, "response_json"),
+        ];
+        for (side, conf, key) in sides {
+            if let Some(c) = conf {
+                let steps = json_steps(c, &format!("{path}.transform.{key}"), errs);
+                out.push(FilterSpec::JsonTransform(side, steps));
+            }
+        }
+    }
+    if r.status_map.is_some() || r.error_pages.is_some() {
+        let empty = BTreeMap::new();
+        out.push(FilterSpec::Status(status(
+            r.status_map.as_ref().unwrap_or(&BTreeMap::new()),
+            r.error_pages.as_ref().unwrap_or(&empty),
+            path,
+            errs,
+        )));
+    }
+    out
+}
+
+pub fn cors(c: &CorsConf, path: &str, errs: &mut Errors) -> CorsSpec {
+    let mut origins = Vec::new();
+    for (i, o) in c.allow_origins.iter().enumerate() {
+        match origin_rule(o) {
+            Ok(r) => origins.push(r),
+            Err(msg) => errs.push(format!("{path}.allow_origins[{i}]"), msg),
+        }
+    }
+    for (i, re) in c.allow_origin_regex.iter().enumerate() {
+        match regex::Regex::new(re) {
+            Ok(_) => origins.push(OriginRule::Regex(re.clone())),
+            Err(e) => errs.push(
+                format!("{path}.allow_origin_regex[{i}]"),
+                format!(
+                    "not a regular expression: {}",
+                    super::routes::first_line(&e.to_string())
+                ),
+            ),
+        }
+    }
+    if c.allow_origins.is_empty() && c.allow_origin_regex.is_empty() {
+        errs.push(
+            format!("{path}.allow_origins"),
+            "name at least one origin (or `*`) in allow_origins or allow_origin_regex",
+        );
+    }
+    let credentials = c.allow_credentials.unwrap_or(false);
+    if credentials && origins.contains(&OriginRule::Any) {
+        errs.push(
+            format!("{path}.allow_credentials"),
+            "browsers refuse credentials with `Access-Control-Allow-Origin: *`; list the origins instead of `*`",
+        );
+    }
+    let methods = match &c.allow_methods {
+        None => DEFAULT_METHODS.iter().map(|m| m.to_string()).collect(),
+        Some(list) => list
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| match http::Method::from_bytes(m.as_bytes()) {
+                Ok(_) => Some(m.to_ascii_uppercase()),
+                Err(_) => {
+                    errs.push(
+                        format!("{path}.allow_methods[{i}]"),
+                        format!("`{m}` is not a method"),
+                    );
+                    None
+                }
+            })
+            .collect(),
+    };
+    let headers = match &c.allow_headers {
+        Some(list) if list.iter().any(|h| h == "*") => AllowHeaders::Any,
+        Some(list) => {
+            AllowHeaders::List(header_names(list, &format!("{path}.allow_headers"), errs))
+        }
+        None => AllowHeaders::List(Vec::new()),
+    };
+    let expose = header_names(&c.expose_headers, &format!("{path}.expose_headers"), errs);
+    let refusal = c.preflight_refusal.unwrap_or(403);
+    if !(200..=599).contains(&refusal) {
+        errs.push(
+            format!("{path}.preflight_refusal"),
+            format!("{refusal} is not a status from 200 to 599"),
+        );
+    }
+    CorsSpec {
+        origins,
+        methods,
+        headers,
+        expose,
+        credentials,
+        max_age: c.max_age.map(|d| d.0),
+        preflight_refusal: refusal,
+    }
+}
+
+/// `https://app.example.com`, `https://*.example.com`, `null` or `*`.
+fn origin_rule(o: &str) -> Result<OriginRule, String> {
+    if o == "*" {
+        return Ok(OriginRule::Any);
+    }
+    if o == "null" {
+        return Ok(OriginRule::Exact(o.into()));
+    }
+    let lower = o.to_ascii_lowercase();
+    let Some((scheme, rest)) = lower.split_once("://") else {
+        return Err(format!("`{o}` is not an origin; expected `scheme://host[:port]`, `https://*.example.com` or `*`"));
+    };
+    if scheme.is_empty() || rest.is_empty() || rest.contains('/') {
+        return Err(format!(
+            "`{o}` is not an origin: no path, only `scheme://host[:port]`"
+        ));
+    }
+    match rest.strip_prefix('*') {
+        Some(suffix) if suffix.starts_with('.') && suffix.len() > 1 && !suffix.contains('*') => {
+            Ok(OriginRule::Subdomain {
+                scheme: scheme.into(),
+                suffix: suffix.into(),
+            })
+        }
+        Some(_) => Err(format!(
+            "`{o}`: a wildcard stands for subdomains only, as in `https://*.example.com`"
+        )),
+        None if rest.contains('*') => Err(format!(
+            "`{o}`: a wildcard stands for subdomains only, as in `https://*.example.com`"
+        )),
+        None => Ok(OriginRule::Exact(lower)),
+    }
+}
+
+fn header_names(list: &[String], path: &str, errs: &mut Errors) -> Vec<String> {
+    list.iter()
+        .enumerate()
+        .filter_map(|(i, h)| match http::HeaderName::from_bytes(h.as_bytes()) {
+            Ok(n) => Some(n.as_str().to_string()),
+            Err(_) => {
+                errs.push(
+                    format!("{path}[{i}]"),
+                    format!("`{h}` is not a header name"),
+                );
+                None
+            }
+        })
+        .collect()
+}
+
+fn validate(v: &ValidateConf, path: &str, errs: &mut Errors) -> ValidateSpec {
+    let mut check = |schema: &Option<Value>, key: &str, object: bool| {
+        let s = schema.as_ref()?;
+        let at = format!("{path}.{key}");
+        if let Err(msg) = compile_schema(s) {
+            errs.push(at, msg);
+            return None;
+        }
+        if object && !declares_properties(s) {
+            errs.push(
+                at,
+                "give an object schema whose `properties` name the parameters and their types",
+            );
+            return None;
+        }
+        Some(s.clone())
+    };
+    let body = check(&v.body, "body", false);
+    let query = check(&v.query, "query", true);
+    let headers = check(&v.headers, "headers", true);
+    let response_body = check(&v.response_body, "response_body", false);
+    if v.body.is_none() && v.query.is_none() && v.headers.is_none() && v.response_body.is_none() {
+        errs.push(
+            path,
+            "give at least one of body, query, headers, response_body",
+        );
+    }
+    ValidateSpec {
+        body_required: v.body_required.unwrap_or(v.body.is_some()),
+        body,
+        query,
+        headers,
+        response_body,
+    }
+}
+
+/// Compiles a JSON Schema (its draft from `$schema`, 2020-12 when absent); the error
+/// says what is wrong in it.
+pub fn compile_schema(s: &Value) -> Result<(), String> {
+    if !s.is_object() && !s.is_boolean() {
+        return Err("a JSON Schema is a table (or true/false)".into());
+    }
+    jsonschema::validator_for(s).map(|_| ()).map_err(|e| {
+        let at = e.instance_path().to_string();
+        let at = if at.is_empty() {
+            String::new()
+        } else {
+            format!(" at `{at}`")
+        };
+        format!("not a valid JSON Schema{at}: {e}")
+    })
+}
+
+fn declares_properties(s: &Value) -> bool {
+    s.get("properties").is_some_and(Value::is_object)
+}
+
+/// Whether `p` is a JSON Pointer below the root (reported at `key` when not).
+fn pointer(p: &str, key: String, errs: &mut Errors) -> bool {
+    let ok = p.starts_with('/');
+    if !ok {
+        errs.push(
+            key,
+            format!("`{p}` is not a JSON Pointer; expected a form like `/user/name`"),
+        );
+    }
+    ok
+}
+
+fn json_steps(c: &JsonTransformConf, path: &str, errs: &mut Errors) -> Vec<JsonStep> {
+    let before = errs.0.len();
+    let mut steps = Vec::new();
+    if let Some(u) = &c.unwrap {
+        if pointer(u, format!("{path}.unwrap"), errs) {
+            steps.push(JsonStep::Unwrap(u.clone()));
+        }
+    }
+    for (at, to) in &c.rename {
+        if pointer(at, format!("{path}.rename"), errs) {
+            if to.is_empty() || to.contains('/') {
+                errs.push(
+                    format!("{path}.rename"),
+                    format!("`{to}` is not a key name (no `/`)"),
+                );
+            } else {
+                steps.push(JsonStep::Rename {
+                    at: at.clone(),
+                    to: to.clone(),
+                });
+            }
+        }
+    }
+    for (i, m) in c.moves.iter().enumerate() {
+        let from = pointer(&m.from, format!("{path}.move[{i}].from"), errs);
+        if pointer(&m.to, format!("{path}.move[{i}].to"), errs) && from {
+            steps.push(JsonStep::Move {
+                from: m.from.clone(),
+                to: m.to.clone(),
+            });
+        }
+    }
+    for (i, at) in c.remove.iter().enumerate() {
+        if pointer(at, format!("{path}.remove[{i}]"), errs) {
+            steps.push(JsonStep::Remove(at.clone()));
+        }
+    }
+    for (at, value) in c.add.iter().chain(&c.set) {
+        if let Some(Err(msg)) = value.as_str().map(parse_template) {
+            errs.push(
+                format!(
+                    "{path}.{}",
+                    if c.add.contains_key(at) { "add" } else { "set" }
+                ),
+                msg,
+            );
+        }
+    }
+    for (at, value) in &c.add {
+        if pointer(at, format!("{path}.add"), errs) {
+            steps.push(JsonStep::Add {
+                at: at.clone(),
+                value: value.clone(),
+            });
+        }
+    }
+    for (at, value) in &c.set {
+        if pointer(at, format!("{path}.set"), errs) {
+            steps.push(JsonStep::Set {
+                at: at.clone(),
+                value: value.clone(),
+            });
+        }
+    }
+    if let Some(w) = &c.wrap {
+        if w.is_empty() {
+            errs.push(
+                format!("{path}.wrap"),
+                "name the key the body is wrapped in",
+            );
+        } else {
+            steps.push(JsonStep::Wrap(w.clone()));
+        }
+    }
+    if steps.is_empty() && errs.0.len() == before {
+        errs.push(
+            path,
+            "give at least one of unwrap, rename, move, remove, add, set, wrap",
+        );
+    }
+    steps
+}
+
+fn status(
+    map: &BTreeMap<String, u16>,
+    pages: &BTreeMap<String, ErrorPageConf>,
+    path: &str,
+    errs: &mut Errors,
+) -> StatusSpec {
+    let mut spec = StatusSpec::default();
+    for (from, to) in map {
+        let at = format!("{path}.status_map.{from}");
+        match from.parse::<u16>() {
+            Ok(f) if (200..=599).contains(&f) => {
+                if (200..=599).contains(to) {
+                    spec.map.push((f, *to));
+                } else {
+                    errs.push(at, format!("{to} is not a status from 200 to 599"));
+                }
+            }
+            _ => errs.push(at, format!("`{from}` is not a status from 200 to 599")),
+        }
+    }
+    for (key, page) in pages {
+        let at = format!("{path}.error_pages.{key}");
+        let (status, class) = match key.as_bytes() {
+            [c @ b'4'..=b'5', b'x', b'x'] => (None, Some(u16::from(c - b'0'))),
+            _ => match key.parse::<u16>() {
+                Ok(s) if (400..=599).contains(&s) => (Some(s), None),
+                _ => {
+                    errs.push(
+                        at,
+                        format!("`{key}` is not a status from 400 to 599, `4xx` or `5xx`"),
+                    );
+                    continue;
+                }
+            },
+        };
+        let content_type = page
+            .content_type
+            .clone()
+            .unwrap_or_else(|| "text/html; charset=utf-8".into());
+        if http::HeaderValue::from_str(&content_type).is_err() {
+            errs.push(format!("{at}.content_type"), "not a header value");
+        }
+        spec.pages.push(ErrorPage {
+            status,
+            class,
+            body: page.body.clone(),
+            content_type,
+        });
+    }
+    spec
+}
+
+fn fault(f: &FaultConf, path: &str, errs: &mut Errors) -> FaultSpec {
+    let mut share = |p: f64, key: &str| {
+        if !(0.0..=100.0).contains(&p) {
+            errs.push(
+                format!("{path}.{key}.percent"),
+                format!("{p} is not a percentage from 0 to 100"),
+            );
+        }
+        p / 100.0
+    };
+    let abort = f
+        .abort
+        .as_ref()
+        .map(|a| (share(a.percent, "abort"), a.status));
+    let delay = f
+        .delay
+        .as_ref()
+        .map(|d| (share(d.percent, "delay"), d.duration.0));
+    if let Some((_, s)) = abort {
+        if !(200..=599).contains(&s) {
+            errs.push(
+                format!("{path}.abort.status"),
+                format!("{s} is not a status from 200 to 599"),
+            );
+        }
+    }
+    if delay.is_some_and(|(_, d)| d > Duration::from_secs(3600)) {
+        errs.push(
+            format!("{path}.delay.duration"),
+            "a delay of more than an hour is a mistake",
+        );
+    }
+    if abort.is_none() && delay.is_none() {
+        errs.push(path, "give abort, delay or both");
+    }
+    let only_with_header = f.only_with_header.as_ref().and_then(|h| {
+        match http::HeaderName::from_bytes(h.as_bytes()) {
+            Ok(n) => Some(n.as_str().to_string()),
+            Err(_) => {
+                errs.push(
+                    format!("{path}.only_with_header"),
+                    format!("`{h}` is not a header name"),
+                );
+                None
+            }
+        }
+    });
+    FaultSpec {
+        abort,
+        delay,
+        only_with_header,
+    }
+}
+
+fn rewrite(w: &RewriteConf, matcher: &MatchSpec, path: &str, errs: &mut Errors) -> RewriteSpec {
+    let mut names: Vec<String> = Vec::new();
+    let source = match (&w.regex, &matcher.path) {
+        (Some(re), _) => match regex::Regex::new(re) {
+            Ok(compiled) => {
+                names = group_names(&compiled);
+                CaptureSource::Regex(re.clone())
+            }
+            Err(e) => {
+                errs.push(
+                    format!("{path}.regex"),
+                    format!(
+                        "not a regular expression: {}",
+                        super::routes::first_line(&e.to_string())
+                    ),
+                );
+                CaptureSource::None
+            }
+        },
+        (None, PathMatch::Regex(re)) => {
+            names = group_names(re);
+            CaptureSource::Regex(re.as_str().to_string())
+        }
+        (None, PathMatch::Template(segs)) => {
+            names = segs
+                .iter()
+                .filter_map(|s| match s {
+                    Segment::Param(n) | Segment::Rest(n) => Some(n.clone()),
+                    Segment::Literal(_) => None,
+                })
+                .collect();
+            CaptureSource::Template(segs.clone())
+        }
+        (None, _) => CaptureSource::None,
+    };
+    let tpl_path = w.path.as_ref().and_then(|p| {
+        if !p.starts_with('/') {
+            errs.push(format!("{path}.path"), format!("`{p}` must start with `/`"));
+            return None;
+        }
+        match parse_template_with(p, &names) {
+            Ok(t) => Some(t),
+            Err(msg) => {
+                let known = if names.is_empty() {
+                    " (the route's match has no captures; set rewrite.regex)".to_string()
+                } else {
+                    format!(" (captures here: {})", names.join(", "))
+                };
+                errs.push(format!("{path}.path"), format!("{msg}{known}"));
+                None
+            }
+        }
+    });
+    let query = w
+        .query
+        .as_ref()
+        .map(|q| query_rules(q, &names, &format!("{path}.query"), errs))
+        .unwrap_or_default();
+    if w.path.is_none() && w.query.is_none() {
+        errs.push(path, "give path, query or both");
+    }
+    RewriteSpec {
+        source,
+        path: tpl_path,
+        query,
+    }
+}
+
+/// A regex's group names, and the numbers of all its groups (`1`, `2`, ...).
+fn group_names(re: &regex::Regex) -> Vec<String> {
+    let named = re.capture_names().flatten().map(str::to_string);
+    let numbered = (1..re.captures_len()).map(|i| i.to_string());
+    named.chain(numbered).collect()
+}
+
+fn query_rules(
+    q: &QueryRulesConf,
+    names: &[String],
+    path: &str,
+    errs: &mut Errors,
+) -> QueryRulesSpec {
+    let tpl = |key: &str, v: &str, errs: &mut Errors| match parse_template_with(v, names) {
+        Ok(t) => Some(t),
+        Err(msg) => {
+            errs.push(format!("{path}.{key}"), msg);
+            None
+        }
+    };
+    let pairs = |m: &std::collections::BTreeMap<String, String>, key: &str, errs: &mut Errors| {
+        m.iter()
+            .filter_map(|(k, v)| Some((k.clone(), tpl(key, v, errs)?)))
+            .collect::<Vec<_>>()
+    };
+    QueryRulesSpec {
+        remove: q.remove.clone(),
+        rename: q
+            .rename
+            .iter()
+            .map(|(a, b)| (a.clone(), b.clone()))
+            .collect(),
+        set: pairs(&q.set, "set", errs),
+        add: pairs(&q.add, "add", errs),
+    }
+}
+
+/// Default for `mirror.max_body`.
+pub const DEFAULT_MIRROR_MAX_BODY: u64 = 64 * 1024;
+
+/// A route's splits and mirror. Their upstreams must speak the route upstream's
+/// protocol: the request is put in its upstream form before a split is chosen.
+pub fn traffic(
+    r: &RouteConf,
+    path: &str,
+    primary: Option<&UpstreamSpec>,
+    upstreams: &[UpstreamSpec],
+    errs: &mut Errors,
+) -> TrafficSpec {
+    let target =
+        |name: &str, at: String, errs: &mut Errors| match upstreams.iter().find(|u| u.name == name)
+        {
+            None => errs.push(at, format!("no upstream is named `{name}`")),
+            Some(u) if primary.is_some_and(|p| p.protocol != u.protocol) => errs.push(
+                at,
+                format!("upstream `{name}` speaks another HTTP version than the route's upstream"),
+            ),
+            Some(_) => {}
+        };
+    let splits = r
+        .split
+        .iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            let at = format!("{path}.split[{i}]");
+            target(&s.upstream, format!("{at}.upstream"), errs);
+            split_when(s, &at, errs).map(|when| SplitSpec {
+                upstream: s.upstream.clone(),
+                when,
+            })
+        })
+        .collect();
+    let mirror = r.mirror.as_ref().map(|m| {
+        target(&m.upstream, format!("{path}.mirror.upstream"), errs);
+        mirror(m, &format!("{path}.mirror"), errs)
+    });
+    TrafficSpec { splits, mirror }
+}
+
+fn split_when(s: &SplitConf, at: &str, errs: &mut Errors) -> Option<SplitWhen> {
+    let given = [
+        s.weight.is_some(),
+        s.header.is_some(),
+        s.cookie.is_some(),
+        s.consumer_group.is_some(),
+    ];
+    if given.iter().filter(|g| **g).count() != 1 {
+        errs.push(
+            at,
+            "a split rule has exactly one of weight, header, cookie and consumer_group",
+        );
+        return None;
+    }
+    if s.value.is_some() && s.header.is_none() && s.cookie.is_none() {
+        errs.push(
+            format!("{at}.value"),
+            "`value` goes with `header` or `cookie`",
+        );
+    }
+    if s.sticky.is_some() && s.weight.is_none() {
+        errs.push(format!("{at}.sticky"), "`sticky` goes with `weight`");
+    }
+    if let Some(w) = s.weight {
+        if !(0.0..=100.0).contains(&w) {
+            errs.push(
+                format!("{at}.weight"),
+                format!("{w} is not a percentage from 0 to 100"),
+            );
+        }
+        return Some(SplitWhen::Weight {
+            share: w / 100.0,
+            sticky: s.sticky.unwrap_or(false),
+        });
+    }
+    if let Some(h) = &s.header {
+        if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+            errs.push(
+                format!("{at}.header"),
+                format!("`{h}` is not a header name"),
+            );
+            return None;
+        }
+        return Some(SplitWhen::Header {
+            name: h.to_ascii_lowercase(),
+            value: s.value.clone(),
+        });
+    }
+    if let Some(c) = &s.cookie {
+        return Some(SplitWhen::Cookie {
+            name: c.clone(),
+            value: s.value.clone(),
+        });
+    }
+    s.consumer_group.clone().map(SplitWhen::ConsumerGroup)
+}
+
+fn mirror(m: &MirrorConf, at: &str, errs: &mut Errors) -> MirrorSpec {
+    let percent = m.percent.unwrap_or(100.0);
+    if !(0.0..=100.0).contains(&percent) {
+        errs.push(
+            format!("{at}.percent"),
+            format!("{percent} is not a percentage from 0 to 100"),
+        );
+    }
+    MirrorSpec {
+        upstream: m.upstream.clone(),
+        share: percent / 100.0,
+        max_body: m.max_body.map_or(DEFAULT_MIRROR_MAX_BODY, |b| b.0),
+    }
+}
