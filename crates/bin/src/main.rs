@@ -138,6 +138,9 @@ fn check(path: &PathBuf) -> anyhow::Result<ExitCode> {
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     match gatehouse_core::gateway::parse(&text, &path.display().to_string()) {
         Ok(spec) => {
+            for w in &spec.warnings {
+                println!("{}: warning: {w}", path.display());
+            }
             println!(
                 "{}: ok ({} listeners, {} routes, {} upstreams)",
                 path.display(),

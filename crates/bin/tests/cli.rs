@@ -72,6 +72,55 @@ endpoints = []
 }
 
 #[test]
+fn check_warns_when_a_streaming_route_would_be_buffered() {
+    let cfg = "\
+[[listeners]]
+name = \"web\"
+listen = \"127.0.0.1:0\"
+
+[[routes]]
+name = \"grpc\"
+upstream = \"h2\"
+validate = { body = { type = \"object\" } }
+
+[[routes]]
+name = \"events\"
+upstream = \"plain\"
+match = { headers = [{ name = \"accept\", value = \"text/event-stream\" }] }
+transform = { response_json = { remove = [\"/x\"] } }
+
+[[routes]]
+name = \"api\"
+upstream = \"plain\"
+transform = { response_json = { remove = [\"/x\"] } }
+
+[[upstreams]]
+name = \"h2\"
+endpoints = [\"127.0.0.1:1\"]
+protocol = \"http2\"
+
+[[upstreams]]
+name = \"plain\"
+endpoints = [\"127.0.0.1:1\"]
+";
+    let path = temp_file("streams.toml", cfg);
+    let file = path.display().to_string();
+    let out = gatehouse(&["check", "--config", &file]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = stdout(&out);
+    let warnings: Vec<&str> = text.lines().filter(|l| l.contains(": warning: ")).collect();
+    assert_eq!(warnings.len(), 2, "{text}");
+    assert!(
+        warnings[0].contains("routes `grpc`: validate read whole bodies"),
+        "{text}"
+    );
+    assert!(
+        warnings[1].contains("routes `events`: transform.response_json"),
+        "{text}"
+    );
+}
+
+#[test]
 fn check_of_a_missing_file_fails() {
     let out = gatehouse(&["check", "--config", "/nonexistent/gatehouse.toml"]);
     assert_eq!(out.status.code(), Some(1));

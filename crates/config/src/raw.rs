@@ -182,6 +182,7 @@ pub struct RouteConf {
     /// Rules sending some requests to other upstreams (canaries), first match wins.
     pub split: Option<Vec<SplitConf>>,
     pub mirror: Option<MirrorConf>,
+    pub versioning: Option<VersioningConf>,
     /// The most of a body read whole for a filter that needs it (default 1MiB).
     pub body_buffer_limit: Option<ByteSize>,
 }

@@ -29,6 +29,8 @@ pub struct Spec {
     pub introspection: Vec<IntrospectionSpec>,
     pub rate_limits: Vec<RateLimitSpec>,
     pub redis: Option<RedisSpec>,
+    /// What `check` should point out although it is valid (a stream that is buffered).
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -323,8 +325,8 @@ pub struct ProxySpec {
     pub forwarded: bool,
     /// Deadline for the upstream's response headers.
     pub upstream_response_timeout: Duration,
-    /// Splits (canaries) and mirroring.
-    pub traffic: TrafficSpec,
+    /// Versions, splits (canaries) and mirroring; boxed, as most routes have none.
+    pub traffic: Box<TrafficSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -151,6 +151,37 @@ pub struct MirrorConf {
     pub max_body: Option<crate::units::ByteSize>,
 }
 
+/// `versioning`: versions of one API, told apart by path, header, media type or query.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersioningConf {
+    /// `path` (the first segment, e.g. `/v2/...`), `header`, `media_type` or `query`.
+    pub by: String,
+    /// The header (default `api-version`), media type parameter or query parameter
+    /// (default `version`) that names the version.
+    pub name: Option<String>,
+    /// The version of requests that name none (none: they get the unknown answer).
+    pub default: Option<String>,
+    /// Status for an unknown version: 400 (default) or 404.
+    pub unknown_status: Option<u16>,
+    pub versions: Vec<VersionConf>,
+}
+
+/// One version of an API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionConf {
+    pub name: String,
+    /// Default: the route's upstream.
+    pub upstream: Option<String>,
+    /// RFC 3339 time since which it is deprecated (`Deprecation`, RFC 9745).
+    pub deprecated: Option<String>,
+    /// RFC 3339 time it goes away (`Sunset`, RFC 8594).
+    pub sunset: Option<String>,
+    /// A page about the deprecation or sunset, sent as a `Link`.
+    pub link: Option<String>,
+}
+
 /// A fixed page for a status (or `4xx` / `5xx`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

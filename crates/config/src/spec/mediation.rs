@@ -263,6 +263,39 @@ pub struct TrafficSpec {
     /// In order; the first that selects a request sends it to its upstream.
     pub splits: Vec<SplitSpec>,
     pub mirror: Option<MirrorSpec>,
+    pub versioning: Option<VersioningSpec>,
+}
+
+/// Versions of one API on a route.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VersioningSpec {
+    pub by: VersionBy,
+    pub default: Option<String>,
+    pub unknown_status: u16,
+    pub versions: Vec<VersionSpec>,
+}
+
+/// Where a request names its version.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VersionBy {
+    /// The first path segment, taken off before the request goes upstream.
+    Path,
+    /// A lower-case header name.
+    Header(String),
+    /// A parameter of an `Accept` media range (`application/vnd.x+json; version=2`).
+    MediaType(String),
+    Query(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VersionSpec {
+    pub name: String,
+    pub upstream: String,
+    /// Unix seconds.
+    pub deprecated: Option<i64>,
+    /// Unix seconds.
+    pub sunset: Option<i64>,
+    pub link: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -5,7 +5,7 @@
 use super::Errors;
 use crate::raw::{
     CorsConf, CorsSwitch, ErrorPageConf, FaultConf, JsonTransformConf, MirrorConf, QueryRulesConf,
-    RewriteConf, RouteConf, SplitConf, ValidateConf,
+    RewriteConf, RouteConf, SplitConf, ValidateConf, VersioningConf,
 };
 use crate::spec::*;
 use serde_json::Value;
@@ -609,7 +609,127 @@ pub fn traffic(
         target(&m.upstream, format!("{path}.mirror.upstream"), errs);
         mirror(m, &format!("{path}.mirror"), errs)
     });
-    TrafficSpec { splits, mirror }
+    let versioning = r.versioning.as_ref().map(|v| {
+        let at = format!("{path}.versioning");
+        if r.split.is_some() {
+            errs.push(&at, "a route has versions or splits, not both");
+        }
+        let route_upstream = r.upstream.clone().unwrap_or_default();
+        for (i, ver) in v.versions.iter().enumerate() {
+            if let Some(u) = &ver.upstream {
+                target(u, format!("{at}.versions[{i}].upstream"), errs);
+            }
+        }
+        versioning(v, &route_upstream, &at, errs)
+    });
+    TrafficSpec {
+        splits,
+        mirror,
+        versioning,
+    }
+}
+
+fn versioning(
+    v: &VersioningConf,
+    route_upstream: &str,
+    at: &str,
+    errs: &mut Errors,
+) -> VersioningSpec {
+    let by = match v.by.as_str() {
+        "path" => {
+            if v.name.is_some() {
+                errs.push(format!("{at}.name"), "a path version has no name to set");
+            }
+            VersionBy::Path
+        }
+        "header" => {
+            let n = v.name.clone().unwrap_or_else(|| "api-version".into());
+            if http::HeaderName::from_bytes(n.as_bytes()).is_err() {
+                errs.push(format!("{at}.name"), format!("`{n}` is not a header name"));
+            }
+            VersionBy::Header(n.to_ascii_lowercase())
+        }
+        "media_type" => VersionBy::MediaType(v.name.clone().unwrap_or_else(|| "version".into())),
+        "query" => VersionBy::Query(v.name.clone().unwrap_or_else(|| "version".into())),
+        other => {
+            errs.push(
+                format!("{at}.by"),
+                format!("`{other}`: expected path, header, media_type or query"),
+            );
+            VersionBy::Path
+        }
+    };
+    if v.versions.is_empty() {
+        errs.push(format!("{at}.versions"), "list at least one version");
+    }
+    super::check_unique(
+        v.versions
+            .iter()
+            .enumerate()
+            .map(|(i, x)| (i, x.name.as_str())),
+        &format!("{at}.versions"),
+        errs,
+    );
+    if let Some(d) = &v.default {
+        if !v.versions.iter().any(|x| &x.name == d) {
+            errs.push(
+                format!("{at}.default"),
+                format!("no version is named `{d}`"),
+            );
+        }
+    }
+    let unknown_status = v.unknown_status.unwrap_or(400);
+    if ![400, 404].contains(&unknown_status) {
+        errs.push(format!("{at}.unknown_status"), "expected 400 or 404");
+    }
+    let time = |s: &Option<String>, key: String, errs: &mut Errors| {
+        let s = s.as_ref()?;
+        match s.parse::<jiff::Timestamp>() {
+            Ok(t) => Some(t.as_second()),
+            Err(_) => {
+                errs.push(
+                    key,
+                    format!("`{s}` is not an RFC 3339 time like `2026-06-30T00:00:00Z`"),
+                );
+                None
+            }
+        }
+    };
+    let versions = v
+        .versions
+        .iter()
+        .enumerate()
+        .map(|(i, x)| {
+            let vat = format!("{at}.versions[{i}]");
+            if x.name.is_empty() || x.name.contains(['/', '?', '#', ' ']) {
+                errs.push(
+                    format!("{vat}.name"),
+                    "a version name is one path segment (no `/`, `?`, `#`, space)",
+                );
+            }
+            if let Some(l) = &x.link {
+                if http::HeaderValue::from_str(l).is_err() || l.contains(['<', '>']) {
+                    errs.push(format!("{vat}.link"), "not a URL that fits a Link header");
+                }
+            }
+            VersionSpec {
+                name: x.name.clone(),
+                upstream: x
+                    .upstream
+                    .clone()
+                    .unwrap_or_else(|| route_upstream.to_string()),
+                deprecated: time(&x.deprecated, format!("{vat}.deprecated"), errs),
+                sunset: time(&x.sunset, format!("{vat}.sunset"), errs),
+                link: x.link.clone(),
+            }
+        })
+        .collect();
+    VersioningSpec {
+        by,
+        default: v.default.clone(),
+        unknown_status,
+        versions,
+    }
 }
 
 fn split_when(s: &SplitConf, at: &str, errs: &mut Errors) -> Option<SplitWhen> {
@@ -682,4 +802,52 @@ fn mirror(m: &MirrorConf, at: &str, errs: &mut Errors) -> MirrorSpec {
         share: percent / 100.0,
         max_body: m.max_body.map_or(DEFAULT_MIRROR_MAX_BODY, |b| b.0),
     }
+}
+
+/// Routes that look like they carry streams (an HTTP/2 upstream, as gRPC needs, or a
+/// match on a gRPC or event-stream type) yet have filters that read whole bodies: the
+/// streams those filters apply to are buffered up to `body_buffer_limit`.
+pub fn stream_warnings(routes: &[RouteSpec], upstreams: &[UpstreamSpec]) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in routes {
+        let readers: Vec<&str> = r
+            .filters
+            .iter()
+            .filter_map(|f| match f {
+                FilterSpec::Validate(v) if v.body.is_some() || v.response_body.is_some() => {
+                    Some("validate")
+                }
+                FilterSpec::JsonTransform(BodySide::Request, _) => Some("transform.request_json"),
+                FilterSpec::JsonTransform(BodySide::Response, _) => Some("transform.response_json"),
+                FilterSpec::Status(s) if !s.pages.is_empty() => Some("error_pages"),
+                _ => None,
+            })
+            .collect();
+        if readers.is_empty() {
+            continue;
+        }
+        let h2 = match &r.action {
+            ActionSpec::Proxy(p) => upstreams
+                .iter()
+                .any(|u| u.name == p.upstream && u.protocol == UpstreamProtocol::Http2),
+            _ => false,
+        };
+        let streamy = r.matcher.headers.iter().any(|f| {
+            let value = match &f.kind {
+                FieldKind::Exact(v) => v.to_ascii_lowercase(),
+                FieldKind::Regex(re) => re.as_str().to_ascii_lowercase(),
+                _ => String::new(),
+            };
+            value.contains("grpc") || value.contains("event-stream")
+        });
+        if h2 || streamy {
+            out.push(format!(
+                "routes `{}`: {} read whole bodies; the streams they apply to (gRPC, server-sent events) are buffered up to body_buffer_limit ({} bytes) instead of streamed",
+                r.name,
+                readers.join(", "),
+                r.body_buffer_limit
+            ));
+        }
+    }
+    out
 }

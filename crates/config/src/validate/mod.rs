@@ -64,7 +64,9 @@ pub fn validate(raw: &RawConfig, errors: &mut Vec<ConfigError>) -> Spec {
     if listeners.is_empty() && errs.0.is_empty() {
         errs.push("listeners", "at least one listener is required");
     }
+    let warnings = mediation::stream_warnings(&routes, &upstreams);
     Spec {
+        warnings,
         global,
         admin,
         access_log,

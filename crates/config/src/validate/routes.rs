@@ -222,6 +222,7 @@ fn action(r: &RouteConf, path: &str, upstreams: &[UpstreamSpec], errs: &mut Erro
         ("request_headers", r.request_headers.is_some()),
         ("split", r.split.is_some()),
         ("mirror", r.mirror.is_some()),
+        ("versioning", r.versioning.is_some()),
     ];
     if r.upstream.is_none() {
         for (k, set) in proxy_only {
@@ -309,7 +310,7 @@ fn action(r: &RouteConf, path: &str, upstreams: &[UpstreamSpec], errs: &mut Erro
     let primary = upstreams.iter().find(|u| u.name == upstream);
     let traffic = super::mediation::traffic(r, path, primary, upstreams, errs);
     ActionSpec::Proxy(ProxySpec {
-        traffic,
+        traffic: Box::new(traffic),
         upstream,
         strip_prefix: r.strip_prefix.clone(),
         replace_prefix: r.replace_prefix.clone(),

@@ -31,7 +31,7 @@ impl Fault {
 }
 
 /// One draw: true with probability `share` (0..=1).
-fn hit(share: f64) -> bool {
+pub fn hit(share: f64) -> bool {
     share >= 1.0 || (share > 0.0 && fastrand::f64() < share)
 }
 

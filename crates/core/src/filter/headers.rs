@@ -4,7 +4,6 @@
 
 use super::template::{render, Vars};
 use super::{Filter, FilterCtx, FilterFuture, Flow, Stage};
-use crate::consumer::Caller;
 use gatehouse_config::spec::{parse_template, HeaderRulesSpec, TemplatePart};
 use http::{request, response, HeaderMap, HeaderName, HeaderValue};
 
@@ -127,12 +126,13 @@ impl Filter for HeaderRules {
     ) -> FilterFuture<'a> {
         if self.templated {
             let copy = head.headers.clone();
+            // Field by field: the head's headers are edited while the others are read.
             let vars = Vars {
                 ctx,
                 method: Some(&head.method),
                 uri: Some(&head.uri),
                 headers: &copy,
-                caller: head.extensions.get::<Caller>(),
+                caller: head.extensions.get::<crate::consumer::Caller>(),
                 params: &[],
             };
             // The vars read the copy: `head.headers` is edited.
@@ -149,14 +149,7 @@ impl Filter for HeaderRules {
         }
         if self.templated {
             let copy = head.headers.clone();
-            let vars = Vars {
-                ctx,
-                method: None,
-                uri: None,
-                headers: &copy,
-                caller: None,
-                params: &[],
-            };
+            let vars = Vars::response(ctx, &copy);
             self.apply(&mut head.headers, Some(&vars));
         } else {
             self.apply(&mut head.headers, None);

@@ -7,7 +7,6 @@
 
 use super::template::{render, Vars};
 use super::{Filter, FilterCtx, Flow, Stage};
-use crate::consumer::Caller;
 use crate::error::{local_reply, ErrorKind, ProxyError};
 use bytes::Bytes;
 use gatehouse_config::spec::{parse_template, BodySide, JsonStep, TemplatePart};
@@ -251,14 +250,7 @@ impl Filter for JsonTransform {
         if body.is_empty() {
             return Flow::Continue;
         }
-        let vars = Vars {
-            ctx,
-            method: Some(&head.method),
-            uri: Some(&head.uri),
-            headers: &head.headers,
-            caller: head.extensions.get::<Caller>(),
-            params: &[],
-        };
+        let vars = Vars::request(ctx, head, &[]);
         match self.edit(body, &vars) {
             Ok(()) => Flow::Continue,
             Err(e) => {
@@ -285,14 +277,7 @@ impl Filter for JsonTransform {
         if body.is_empty() {
             return Ok(());
         }
-        let vars = Vars {
-            ctx,
-            method: None,
-            uri: None,
-            headers: &head.headers,
-            caller: None,
-            params: &[],
-        };
+        let vars = Vars::response(ctx, &head.headers);
         self.edit(body, &vars).map_err(|e| {
             ProxyError::new(
                 ErrorKind::UpstreamProtocol,

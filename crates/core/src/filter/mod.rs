@@ -28,6 +28,7 @@ mod template;
 mod validate;
 
 pub use cors::preflight_method;
+pub use fault::hit as draw;
 
 use crate::body::ResponseBody;
 use crate::error::ProxyError;

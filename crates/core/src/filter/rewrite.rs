@@ -6,7 +6,6 @@
 
 use super::template::{render, Vars};
 use super::{Filter, FilterCtx, FilterFuture, Flow, OriginalUri, Stage};
-use crate::consumer::Caller;
 use gatehouse_config::spec::{CaptureSource, QueryRulesSpec, RewriteSpec, Segment, TemplatePart};
 use http::request;
 use http::uri::{PathAndQuery, Uri};
@@ -158,14 +157,7 @@ impl Filter for Rewrite {
             .map(|o| o.0.path().to_string())
             .unwrap_or_else(|| head.uri.path().to_string());
         let params = self.captures(&original);
-        let vars = Vars {
-            ctx,
-            method: Some(&head.method),
-            uri: Some(&head.uri),
-            headers: &head.headers,
-            caller: head.extensions.get::<Caller>(),
-            params: params.as_deref().unwrap_or(&[]),
-        };
+        let vars = Vars::request(ctx, head, params.as_deref().unwrap_or(&[]));
         let path = match (&self.path, &params) {
             (Some(t), Some(_)) => render(t, &vars),
             _ => head.uri.path().to_string(),

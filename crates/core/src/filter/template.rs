@@ -19,6 +19,36 @@ pub struct Vars<'a> {
     pub params: &'a [(String, String)],
 }
 
+impl<'a> Vars<'a> {
+    /// What a request-side template reads: the request head and the caller auth found.
+    pub fn request(
+        ctx: &'a FilterCtx<'a>,
+        head: &'a http::request::Parts,
+        params: &'a [(String, String)],
+    ) -> Self {
+        Vars {
+            ctx,
+            method: Some(&head.method),
+            uri: Some(&head.uri),
+            headers: &head.headers,
+            caller: head.extensions.get::<Caller>(),
+            params,
+        }
+    }
+
+    /// What a response-side template reads: the response's headers.
+    pub fn response(ctx: &'a FilterCtx<'a>, headers: &'a HeaderMap) -> Self {
+        Vars {
+            ctx,
+            method: None,
+            uri: None,
+            headers,
+            caller: None,
+            params: &[],
+        }
+    }
+}
+
 /// Fills in `parts`; a value that is not there renders as nothing.
 pub fn render(parts: &[TemplatePart], v: &Vars) -> String {
     let mut out = String::new();

@@ -86,6 +86,24 @@ pub(super) async fn forward(
             Err(Err(e)) => return Err((e, log)),
         };
     }
+    let (p, version) = match &p.versions {
+        None => (p, None),
+        Some(v) => match super::traffic::version(v, &mut parts) {
+            Ok(ver) => (&ver.action, Some(ver)),
+            Err(msg) => {
+                let known: Vec<serde_json::Value> =
+                    v.list.iter().map(|x| x.name.clone().into()).collect();
+                let resp = crate::error::json_reply(
+                    "unknown_version",
+                    v.unknown,
+                    &msg,
+                    r.id(),
+                    Some(("versions", known.into())),
+                );
+                return Ok(r.complete(resp, route.metrics.clone(), log, None));
+            }
+        },
+    };
     // After the filters: a split may follow the consumer they found.
     let (p, key) = super::traffic::route_to(p, key, &parts, r.client_ip, r.conn.peer.ip());
     if let Some(m) = p.mirror.as_ref().filter(|_| !upgrade) {
@@ -148,6 +166,9 @@ pub(super) async fn forward(
             }
             if let Some(c) = carry {
                 parts.extensions.insert(c);
+            }
+            for (n, v) in version.iter().flat_map(|v| &v.headers) {
+                parts.headers.insert(n.clone(), v.clone());
             }
             if !route.filters.is_empty() {
                 route.filters.on_response(&mut parts, &r.filter_ctx(route));

@@ -60,22 +60,17 @@ pub async fn send(group: Arc<UpstreamGroup>, ask: Ask) -> Result<Answer, String>
     req.headers_mut()
         .entry(header::USER_AGENT)
         .or_insert(HeaderValue::from_static("gatehouse"));
-    let p = ProxyAction {
-        spec: ProxySpec {
-            upstream: group.name.to_string(),
-            strip_prefix: None,
-            replace_prefix: None,
-            host_rewrite: None,
-            preserve_host: false,
-            forwarded: false,
-            upstream_response_timeout: Duration::from_secs(30),
-            traffic: Default::default(),
-        },
-        group,
+    let spec = ProxySpec {
+        upstream: group.name.to_string(),
+        strip_prefix: None,
+        replace_prefix: None,
         host_rewrite: None,
-        splits: Vec::new(),
-        mirror: None,
+        preserve_host: false,
+        forwarded: false,
+        upstream_response_timeout: Duration::from_secs(30),
+        traffic: Default::default(),
     };
+    let p = ProxyAction::plain(group, spec, None);
     let mut out = Outgoing {
         req: Some(req),
         deadline: None,

@@ -1,5 +1,7 @@
-//! Where a request goes besides its route's upstream: splits (canaries by weight,
-//! header, cookie or consumer group; first match wins) and mirroring (a copy of a share
+//! Where a request goes besides its route's upstream: API versions (named by the
+//! path's first segment, a header, an `Accept` media type parameter or a query
+//! parameter), splits (canaries by weight, header, cookie or consumer group; first
+//! match wins) and mirroring (a copy of a share
 //! of requests sent to another upstream, fire-and-forget, its answer dropped; the
 //! body copied as it streams to the real upstream, up to a bound).
 
@@ -7,8 +9,9 @@ use super::side;
 use crate::body::UpstreamBody;
 use crate::consumer::Caller;
 use crate::filter::auth::side::Ask;
-use crate::runtime::{Mirror, ProxyAction};
-use gatehouse_config::spec::SplitWhen;
+use crate::filter::draw as hit;
+use crate::runtime::{Mirror, ProxyAction, Version, Versions};
+use gatehouse_config::spec::{SplitWhen, VersionBy};
 use http::header;
 use http::request::Parts;
 use std::hash::{Hash, Hasher};
@@ -80,9 +83,82 @@ fn cookie<'p>(parts: &'p Parts, name: &str) -> Option<&'p str> {
         .map(|(_, v)| v)
 }
 
-/// One draw: true with probability `share` (0..=1).
-fn hit(share: f64) -> bool {
-    share >= 1.0 || (share > 0.0 && fastrand::f64() < share)
+/// The version a request names (its path segment taken off when named by path), or
+/// the default; `Err` lists the known ones for the unknown-version reply.
+pub(super) fn version<'v>(v: &'v Versions, parts: &mut Parts) -> Result<&'v Version, String> {
+    let find = |name: &str| v.list.iter().find(|x| x.name == name);
+    let named: Option<String> = match &v.by {
+        VersionBy::Path => {
+            let path = parts.uri.path();
+            let first = path
+                .strip_prefix('/')
+                .unwrap_or(path)
+                .split('/')
+                .next()
+                .unwrap_or("");
+            if let Some(found) = find(first) {
+                let rest = match &path[1 + first.len()..] {
+                    "" => "/".to_string(),
+                    rest => rest.to_string(),
+                };
+                set_path(parts, &rest);
+                return Ok(found);
+            }
+            None
+        }
+        VersionBy::Header(h) => parts
+            .headers
+            .get(h.as_str())
+            .and_then(|x| x.to_str().ok())
+            .map(|s| s.trim().to_string()),
+        VersionBy::Query(q) => parts
+            .uri
+            .query()
+            .and_then(|query| crate::http::query::values(query, q).next())
+            .map(str::to_string),
+        VersionBy::MediaType(param) => media_version(parts, param),
+    };
+    let chosen = match &named {
+        Some(n) => find(n),
+        None => v.default.and_then(|i| v.list.get(i)),
+    };
+    chosen.ok_or_else(|| {
+        let known: Vec<&str> = v.list.iter().map(|x| x.name.as_str()).collect();
+        match named {
+            Some(n) => format!("unknown API version `{n}`; known: {}", known.join(", ")),
+            None => format!("name an API version; known: {}", known.join(", ")),
+        }
+    })
+}
+
+/// `version=2` in any media range of `Accept` (`application/vnd.x+json; version=2`).
+fn media_version(parts: &Parts, param: &str) -> Option<String> {
+    parts
+        .headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .flat_map(|range| range.split(';').skip(1))
+        .filter_map(|p| p.trim().split_once('='))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case(param))
+        .map(|(_, v)| v.trim().trim_matches('"').to_string())
+}
+
+/// Replaces the path of the request's URI, keeping its query (and, in absolute form,
+/// its scheme and authority).
+fn set_path(parts: &mut Parts, path: &str) {
+    let pq = match parts.uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
+    let mut u = parts.uri.clone().into_parts();
+    if let Ok(pq) = http::uri::PathAndQuery::try_from(pq) {
+        u.path_and_query = Some(pq);
+        if let Ok(uri) = http::Uri::from_parts(u) {
+            parts.uri = uri;
+        }
+    }
 }
 
 /// Sends a copy of the request (as it goes upstream) to the mirror, when the draw

@@ -216,30 +216,7 @@ fn route(
                 .host_rewrite
                 .as_deref()
                 .and_then(|h| HeaderValue::from_str(h).ok());
-            let splits = p
-                .traffic
-                .splits
-                .iter()
-                .filter_map(|s| {
-                    Some(crate::runtime::Split {
-                        when: s.when.clone(),
-                        action: ProxyAction {
-                            group: upstreams.get(&s.upstream)?.clone(),
-                            spec: p.clone(),
-                            host_rewrite: host_rewrite.clone(),
-                            splits: Vec::new(),
-                            mirror: None,
-                        },
-                    })
-                })
-                .collect();
-            let mirror = p.traffic.mirror.as_ref().and_then(|m| {
-                Some(crate::runtime::Mirror {
-                    group: upstreams.get(&m.upstream)?.clone(),
-                    share: m.share,
-                    max_body: m.max_body,
-                })
-            });
+            let (splits, mirror, versions) = super::traffic::compile(p, upstreams, &host_rewrite);
             (
                 Action::Proxy(ProxyAction {
                     group,
@@ -247,6 +224,7 @@ fn route(
                     host_rewrite,
                     splits,
                     mirror,
+                    versions,
                 }),
                 p.upstream.as_str(),
             )

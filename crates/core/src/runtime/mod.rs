@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime};
 
 mod auth;
 mod limits;
+mod traffic;
 
 pub use auth::AuthState;
 pub use compile::{compile, CompileError};
@@ -94,6 +95,43 @@ pub struct ProxyAction {
     /// Other upstreams some requests go to (canaries), first match wins.
     pub splits: Vec<Split>,
     pub mirror: Option<Mirror>,
+    pub versions: Option<Versions>,
+}
+
+/// A route's API versions.
+pub struct Versions {
+    pub by: gatehouse_config::spec::VersionBy,
+    /// Index of the default version.
+    pub default: Option<usize>,
+    pub unknown: StatusCode,
+    pub list: Vec<Version>,
+}
+
+/// One API version: where it goes and the headers its responses get.
+pub struct Version {
+    pub name: String,
+    pub action: ProxyAction,
+    /// `Deprecation`, `Sunset`, `Link`.
+    pub headers: Vec<(http::HeaderName, HeaderValue)>,
+}
+
+impl ProxyAction {
+    /// An action with no versions, splits or mirror of its own (a version's, a
+    /// split's, or a side request's).
+    pub fn plain(
+        group: Arc<UpstreamGroup>,
+        spec: ProxySpec,
+        host_rewrite: Option<HeaderValue>,
+    ) -> Self {
+        ProxyAction {
+            group,
+            spec,
+            host_rewrite,
+            splits: Vec::new(),
+            mirror: None,
+            versions: None,
+        }
+    }
 }
 
 /// A split: the requests it selects go to its action (same route settings, another

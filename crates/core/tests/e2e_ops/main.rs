@@ -44,6 +44,23 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
+/// An upstream that sends back the body it got, with its content type.
+pub async fn echo() -> gatehouse_test_support::Upstream {
+    gatehouse_test_support::Upstream::start(Default::default(), |req| async move {
+        let ct = req.headers().get("content-type").cloned();
+        let body = http_body_util::BodyExt::collect(req.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let mut resp = http::Response::new(full(body));
+        if let Some(ct) = ct {
+            resp.headers_mut().insert("content-type", ct);
+        }
+        resp
+    })
+    .await
+}
+
 /// A gateway config with one listener `web`, an `[admin]` on port 0, the access log off,
 /// and one route `api` to upstream `backend` at `upstream`; `route_extra` and
 /// `upstream_extra` are appended to the route's and the upstream's tables.

@@ -216,3 +216,131 @@ async fn a_slow_or_dead_mirror_never_slows_or_fails_the_real_request() {
         assert_eq!(r.status(), 200);
     }
 }
+
+/// Two upstreams that say which they are and the path they got.
+async fn named(name: &'static str) -> Upstream {
+    Upstream::start(Default::default(), move |req| async move {
+        http::Response::new(full(format!("{name} {}", req.uri())))
+    })
+    .await
+}
+
+fn versioned(by: &str, extra: &str, v1: std::net::SocketAddr, v2: std::net::SocketAddr) -> String {
+    format!(
+        r#"
+[access_log]
+enabled = false
+
+[[listeners]]
+name = "web"
+listen = "127.0.0.1:0"
+
+[[routes]]
+name = "api"
+upstream = "one"
+[routes.versioning]
+by = "{by}"
+{extra}
+[[routes.versioning.versions]]
+name = "v1"
+deprecated = "2026-01-01T00:00:00Z"
+sunset = "2027-06-30T00:00:00Z"
+link = "https://example.com/migrate"
+[[routes.versioning.versions]]
+name = "v2"
+upstream = "two"
+
+[[upstreams]]
+name = "one"
+endpoints = ["{v1}"]
+
+[[upstreams]]
+name = "two"
+endpoints = ["{v2}"]
+"#
+    )
+}
+
+#[tokio::test]
+async fn versions_by_path_go_to_their_upstreams_with_deprecation_headers() {
+    let (one, two) = (named("one").await, named("two").await);
+    let gw = TestGateway::start(&versioned("path", "default = \"v2\"", one.addr, two.addr)).await;
+    let c = reqwest::Client::new();
+    let v1 = c.get(gw.url("web", "/v1/users?x=1")).send().await.unwrap();
+    assert_eq!(v1.headers()["deprecation"], "@1767225600");
+    assert_eq!(v1.headers()["sunset"], "Wed, 30 Jun 2027 00:00:00 GMT");
+    assert_eq!(
+        v1.headers()["link"],
+        "<https://example.com/migrate>; rel=\"deprecation\""
+    );
+    assert_eq!(v1.text().await.unwrap(), "one /users?x=1");
+    let v2 = c.get(gw.url("web", "/v2/users")).send().await.unwrap();
+    assert!(!v2.headers().contains_key("deprecation"));
+    assert_eq!(v2.text().await.unwrap(), "two /users");
+    // No version segment: the default, path unchanged.
+    let plain = c.get(gw.url("web", "/users")).send().await.unwrap();
+    assert_eq!(plain.text().await.unwrap(), "two /users");
+}
+
+#[tokio::test]
+async fn versions_by_header_media_type_and_query() {
+    let (one, two) = (named("one").await, named("two").await);
+    let c = reqwest::Client::new();
+    let gw = TestGateway::start(&versioned("header", "", one.addr, two.addr)).await;
+    let r = c
+        .get(gw.url("web", "/x"))
+        .header("api-version", "v2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "two /x");
+    // No default: a request that names no version is refused, with the known ones.
+    let r = c.get(gw.url("web", "/x")).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "unknown_version");
+    assert_eq!(body["versions"], serde_json::json!(["v1", "v2"]));
+    let r = c
+        .get(gw.url("web", "/x"))
+        .header("api-version", "v9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("unknown API version `v9`"));
+
+    let gw = TestGateway::start(&versioned(
+        "media_type",
+        "unknown_status = 404",
+        one.addr,
+        two.addr,
+    ))
+    .await;
+    let r = c
+        .get(gw.url("web", "/x"))
+        .header("accept", "text/html, application/vnd.acme+json; version=v2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "two /x");
+    let r = c
+        .get(gw.url("web", "/x"))
+        .header("accept", "application/json; version=v3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    let gw = TestGateway::start(&versioned(
+        "query",
+        "name = \"api\"\ndefault = \"v1\"",
+        one.addr,
+        two.addr,
+    ))
+    .await;
+    let r = c.get(gw.url("web", "/x?api=v2")).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "two /x?api=v2");
+    let r = c.get(gw.url("web", "/x")).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "one /x");
+    assert_eq!(one.count() + two.count(), 4);
+}

@@ -3,30 +3,15 @@
 //! a broken upstream document, status mapping and error pages with the upstream
 //! connection kept, and fault injection.
 
-use super::config;
+use super::{config, echo};
 use gatehouse_test_support::upstream::{channel_body, full};
 use gatehouse_test_support::{TestGateway, Upstream};
-use http_body_util::BodyExt;
 use serde_json::Value;
 use std::time::Duration;
 
 fn golden(name: &str) -> Value {
     let path = format!("{}/tests/e2e_ops/golden/{name}", env!("CARGO_MANIFEST_DIR"));
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-/// An upstream that sends back the body it got, with its content type.
-async fn echo() -> Upstream {
-    Upstream::start(Default::default(), |req| async move {
-        let ct = req.headers().get("content-type").cloned();
-        let body = req.into_body().collect().await.unwrap().to_bytes();
-        let mut resp = http::Response::new(full(body));
-        if let Some(ct) = ct {
-            resp.headers_mut().insert("content-type", ct);
-        }
-        resp
-    })
-    .await
 }
 
 const REQUEST_JSON: &str = r#"auth = { methods = ["api_key"] }

@@ -3,25 +3,10 @@
 //! declared types; malformed and oversized bodies; report-only response validation,
 //! logged and counted; a validation on a locally answered route.
 
-use super::config;
+use super::{config, echo};
 use gatehouse_test_support::upstream::full;
 use gatehouse_test_support::{TestGateway, Upstream};
-use http_body_util::BodyExt;
 use serde_json::Value;
-
-/// An upstream that sends back the body it got, with its content type.
-async fn echo() -> Upstream {
-    Upstream::start(Default::default(), |req| async move {
-        let ct = req.headers().get("content-type").cloned();
-        let body = req.into_body().collect().await.unwrap().to_bytes();
-        let mut resp = http::Response::new(full(body));
-        if let Some(ct) = ct {
-            resp.headers_mut().insert("content-type", ct);
-        }
-        resp
-    })
-    .await
-}
 
 const ORDER: &str = r#"[routes.validate.body]
 type = "object"
