@@ -25,7 +25,8 @@ const EXAMPLES: &str = "Examples:
   gatehouse run --config gatehouse.toml --watch --log-format json
   kill -HUP <pid>                  # reload the config file
   gatehouse upgrade --pid <pid>    # hand the sockets to the binary now at the path
-  curl -X POST 127.0.0.1:9901/reload   # reload through the admin API";
+  curl -X POST 127.0.0.1:9901/reload   # reload through the admin API
+  gatehouse import openapi api.yaml --upstream api > routes.toml";
 
 #[derive(Parser)]
 #[command(name = "gatehouse", version, about = "Reverse proxy, load balancer and API gateway in one binary", after_help = EXAMPLES)]
@@ -76,6 +77,44 @@ enum Command {
         #[arg(value_enum)]
         what: HashKind,
     },
+    /// Write a config fragment from an API description: `gatehouse import openapi
+    /// SPEC` prints a route per operation, with the validation and auth it declares.
+    Import {
+        #[arg(value_enum)]
+        kind: ImportKind,
+        /// The OpenAPI 3.0 or 3.1 document (YAML or JSON).
+        spec: PathBuf,
+        /// The upstream the routes proxy to.
+        #[arg(long, default_value = "backend")]
+        upstream: String,
+        /// Put in front of every route's name.
+        #[arg(long, default_value = "")]
+        name_prefix: String,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ImportKind {
+    Openapi,
+}
+
+/// Prints the config fragment of an OpenAPI document; its notes also go to stderr.
+fn import(spec: &PathBuf, upstream: String, name_prefix: String) -> anyhow::Result<ExitCode> {
+    use gatehouse_config::openapi;
+    let text =
+        std::fs::read_to_string(spec).with_context(|| format!("cannot read {}", spec.display()))?;
+    let doc = openapi::parse(&text).map_err(anyhow::Error::msg)?;
+    let opts = openapi::ImportOptions {
+        upstream,
+        name_prefix,
+    };
+    let out =
+        openapi::import(&doc, &opts).map_err(|e| anyhow::anyhow!("{}: {e}", spec.display()))?;
+    for n in &out.notes {
+        eprintln!("note: {n}");
+    }
+    print!("{}", out.toml);
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -111,6 +150,12 @@ fn main() -> ExitCode {
             .and_then(|exe| run(config, watch, exe)),
         Command::Upgrade { pid } => signals::send_upgrade(pid),
         Command::Hash { what } => hash(what),
+        Command::Import {
+            kind: ImportKind::Openapi,
+            spec,
+            upstream,
+            name_prefix,
+        } => import(&spec, upstream, name_prefix),
     };
     match result {
         Ok(code) => code,

@@ -121,6 +121,39 @@ endpoints = [\"127.0.0.1:1\"]
 }
 
 #[test]
+fn import_openapi_prints_a_fragment_that_check_accepts() {
+    let spec = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../core/tests/e2e_ops/openapi/petstore-3.0.yaml"
+    );
+    let out = gatehouse(&[
+        "import",
+        "openapi",
+        spec,
+        "--upstream",
+        "pets",
+        "--name-prefix",
+        "v1_",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let fragment = stdout(&out);
+    assert!(fragment.contains("name = \"v1_createPet\""), "{fragment}");
+    let cfg = format!(
+        "[[listeners]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\n\n[[upstreams]]\nname = \"pets\"\nendpoints = [\"127.0.0.1:1\"]\n\n[[consumers]]\nname = \"app\"\napi_keys = [\"k\"]\n{fragment}"
+    );
+    let path = temp_file("imported.toml", &cfg);
+    let checked = gatehouse(&["check", "--config", path.to_str().unwrap()]);
+    assert_eq!(checked.status.code(), Some(0), "{}", stdout(&checked));
+    assert!(
+        stdout(&checked).contains("4 routes"),
+        "{}",
+        stdout(&checked)
+    );
+    let missing = gatehouse(&["import", "openapi", "/nonexistent/api.yaml"]);
+    assert_eq!(missing.status.code(), Some(1));
+}
+
+#[test]
 fn check_of_a_missing_file_fails() {
     let out = gatehouse(&["check", "--config", "/nonexistent/gatehouse.toml"]);
     assert_eq!(out.status.code(), Some(1));

@@ -9,6 +9,7 @@
 
 pub mod error;
 mod locate;
+pub mod openapi;
 pub mod raw;
 pub mod spec;
 pub mod units;

@@ -239,6 +239,8 @@ pub enum FilterSpec {
     Validate(ValidateSpec),
     /// JSON body edits.
     JsonTransform(BodySide, Vec<JsonStep>),
+    /// XML to JSON or JSON to XML, with the root element name for JSON to XML.
+    XmlConvert(BodySide, XmlDirection, String),
     /// Upstream status mapping and error pages.
     Status(StatusSpec),
     /// Injected aborts and delays.

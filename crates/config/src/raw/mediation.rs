@@ -93,6 +93,13 @@ pub struct MoveConf {
 pub struct TransformConf {
     pub request_json: Option<JsonTransformConf>,
     pub response_json: Option<JsonTransformConf>,
+    /// `xml_to_json` or `json_to_xml`: what the request body is turned into upstream.
+    pub request_body: Option<String>,
+    /// `xml_to_json` or `json_to_xml`: what the response body is turned into.
+    pub response_body: Option<String>,
+    /// The root element of JSON turned into XML when it has no single top key
+    /// (default `root`).
+    pub xml_root: Option<String>,
 }
 
 /// A route's `rewrite`: the upstream path from a template over the path's captures,

@@ -78,6 +78,21 @@ pub enum JsonStep {
     Wrap(String),
 }
 
+/// Which way a body is converted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XmlDirection {
+    XmlToJson,
+    JsonToXml,
+}
+
+/// An XML element name as Gatehouse writes one: a letter or `_` first, then letters,
+/// digits, `-`, `_`, `.` or `:`.
+pub fn xml_name(n: &str) -> bool {
+    let mut chars = n.chars();
+    chars.next().is_some_and(|c| c.is_alphabetic() || c == '_')
+        && chars.all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+}
+
 /// Which body a transform edits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodySide {

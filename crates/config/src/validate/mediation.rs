@@ -5,7 +5,7 @@
 use super::Errors;
 use crate::raw::{
     CorsConf, CorsSwitch, ErrorPageConf, FaultConf, JsonTransformConf, MirrorConf, QueryRulesConf,
-    RewriteConf, RouteConf, SplitConf, ValidateConf, VersioningConf,
+    RewriteConf, RouteConf, SplitConf, TransformConf, ValidateConf, VersioningConf,
 };
 use crate::spec::*;
 use serde_json::Value;
@@ -57,16 +57,7 @@ pub fn filters(
         )));
     }
     if let Some(t) = &r.transform {
-        let sides = [
-            (BodySide::Request, &t.request_json, "request_json"),
-            (BodySide::Response, &t.response_json, "response_json"),
-        ];
-        for (side, conf, key) in sides {
-            if let Some(c) = conf {
-                let steps = json_steps(c, &format!("{path}.transform.{key}"), errs);
-                out.push(FilterSpec::JsonTransform(side, steps));
-            }
-        }
+        out.extend(transforms(t, &format!("{path}.transform"), errs));
     }
     if r.status_map.is_some() || r.error_pages.is_some() {
         let empty = BTreeMap::new();
@@ -208,8 +199,22 @@ fn header_names(list: &[String], path: &str, errs: &mut Errors) -> Vec<String> {
 
 fn validate(v: &ValidateConf, path: &str, errs: &mut Errors) -> ValidateSpec {
     let mut check = |schema: &Option<Value>, key: &str, object: bool| {
-        let s = schema.as_ref()?;
         let at = format!("{path}.{key}");
+        // A schema may be given as JSON text (TOML cannot write a `null`).
+        let parsed;
+        let s = match schema.as_ref()? {
+            Value::String(text) => match serde_json::from_str::<Value>(text) {
+                Ok(v) => {
+                    parsed = v;
+                    &parsed
+                }
+                Err(e) => {
+                    errs.push(at, format!("a schema given as text must be JSON: {e}"));
+                    return None;
+                }
+            },
+            v => v,
+        };
         if let Err(msg) = compile_schema(s) {
             errs.push(at, msg);
             return None;
@@ -261,6 +266,75 @@ pub fn compile_schema(s: &Value) -> Result<(), String> {
 
 fn declares_properties(s: &Value) -> bool {
     s.get("properties").is_some_and(Value::is_object)
+}
+
+/// A route's body transforms, ordered so that JSON edits see JSON: on the request an
+/// XML body becomes JSON before `request_json` and JSON becomes XML after it; response
+/// hooks run in reverse, so the response side is listed the other way round.
+fn transforms(t: &TransformConf, path: &str, errs: &mut Errors) -> Vec<FilterSpec> {
+    let before = errs.0.len();
+    let root = t.xml_root.clone().unwrap_or_else(|| "root".into());
+    if !xml_name(&root) {
+        errs.push(
+            format!("{path}.xml_root"),
+            format!("`{root}` is not an XML element name"),
+        );
+    }
+    let direction = |v: &Option<String>, key: &str, errs: &mut Errors| match v.as_deref() {
+        None => None,
+        Some("xml_to_json") => Some(XmlDirection::XmlToJson),
+        Some("json_to_xml") => Some(XmlDirection::JsonToXml),
+        Some(other) => {
+            errs.push(
+                format!("{path}.{key}"),
+                format!("`{other}`: expected xml_to_json or json_to_xml"),
+            );
+            None
+        }
+    };
+    let req = direction(&t.request_body, "request_body", errs);
+    let resp = direction(&t.response_body, "response_body", errs);
+    let convert = |side, d| FilterSpec::XmlConvert(side, d, root.clone());
+    let json = |c: &Option<JsonTransformConf>, side, key: &str, errs: &mut Errors| {
+        c.as_ref()
+            .map(|c| FilterSpec::JsonTransform(side, json_steps(c, &format!("{path}.{key}"), errs)))
+    };
+    let mut out = Vec::new();
+    out.extend(
+        (req == Some(XmlDirection::XmlToJson))
+            .then(|| convert(BodySide::Request, XmlDirection::XmlToJson)),
+    );
+    out.extend(json(
+        &t.request_json,
+        BodySide::Request,
+        "request_json",
+        errs,
+    ));
+    out.extend(
+        (req == Some(XmlDirection::JsonToXml))
+            .then(|| convert(BodySide::Request, XmlDirection::JsonToXml)),
+    );
+    out.extend(
+        (resp == Some(XmlDirection::JsonToXml))
+            .then(|| convert(BodySide::Response, XmlDirection::JsonToXml)),
+    );
+    out.extend(json(
+        &t.response_json,
+        BodySide::Response,
+        "response_json",
+        errs,
+    ));
+    out.extend(
+        (resp == Some(XmlDirection::XmlToJson))
+            .then(|| convert(BodySide::Response, XmlDirection::XmlToJson)),
+    );
+    if out.is_empty() && errs.0.len() == before {
+        errs.push(
+            path,
+            "give at least one of request_json, response_json, request_body, response_body",
+        );
+    }
+    out
 }
 
 /// Whether `p` is a JSON Pointer below the root (reported at `key` when not).
@@ -819,6 +893,8 @@ pub fn stream_warnings(routes: &[RouteSpec], upstreams: &[UpstreamSpec]) -> Vec<
                 }
                 FilterSpec::JsonTransform(BodySide::Request, _) => Some("transform.request_json"),
                 FilterSpec::JsonTransform(BodySide::Response, _) => Some("transform.response_json"),
+                FilterSpec::XmlConvert(BodySide::Request, ..) => Some("transform.request_body"),
+                FilterSpec::XmlConvert(BodySide::Response, ..) => Some("transform.response_body"),
                 FilterSpec::Status(s) if !s.pages.is_empty() => Some("error_pages"),
                 _ => None,
             })

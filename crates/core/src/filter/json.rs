@@ -119,28 +119,38 @@ impl JsonTransform {
 /// Whether a message says its body is JSON (`application/json`, `+json`) and sends it
 /// without a content coding (a gzipped document cannot be edited as JSON).
 pub fn is_json(headers: &HeaderMap) -> bool {
+    says(headers, json_type)
+}
+
+/// Whether a message's `Content-Type` is JSON, coded or not.
+pub fn says_json(headers: &HeaderMap) -> bool {
+    essence(headers).is_some_and(|e| json_type(&e))
+}
+
+fn json_type(essence: &str) -> bool {
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Whether a message's media type (lower-case, no parameters) passes `kind` and its
+/// body has no content coding.
+pub fn says(headers: &HeaderMap, kind: impl Fn(&str) -> bool) -> bool {
     let coded = headers
         .get(header::CONTENT_ENCODING)
         .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-    !coded && says_json(headers)
+    !coded && essence(headers).is_some_and(|e| kind(&e))
 }
 
-/// Whether a message's `Content-Type` is JSON.
-pub fn says_json(headers: &HeaderMap) -> bool {
-    let Some(ct) = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let essence = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+/// The media type of `Content-Type` without its parameters, lower-case.
+fn essence(headers: &HeaderMap) -> Option<String> {
+    let ct = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    Some(
+        ct.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase(),
+    )
 }
 
 /// RFC 6901 reference tokens of a pointer (`~1` is `/`, `~0` is `~`).

@@ -26,6 +26,7 @@ mod rewrite;
 mod status;
 mod template;
 mod validate;
+mod xml;
 
 pub use cors::preflight_method;
 pub use fault::hit as draw;
@@ -193,6 +194,7 @@ pub fn build(spec: &FilterSpec, ctx: &BuildCtx) -> Arc<dyn Filter> {
         FilterSpec::Status(s) => Arc::new(status::StatusRules::new(s)),
         FilterSpec::Fault(f) => Arc::new(fault::Fault::new(f)),
         FilterSpec::Rewrite(w) => Arc::new(rewrite::Rewrite::new(w)),
+        FilterSpec::XmlConvert(side, d, root) => Arc::new(xml::XmlConvert::new(*side, *d, root)),
         FilterSpec::RateLimit(names) => {
             let policies = names
                 .iter()

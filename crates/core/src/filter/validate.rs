@@ -102,9 +102,18 @@ impl Validate {
 /// Every error of `doc` against `v`, located.
 fn violations(v: &Validator, doc: &Value, place: &'static str, out: &mut Vec<Violation>) {
     for e in v.iter_errors(doc) {
+        let mut at = e.instance_path().to_string();
+        // A missing property is pointed at where it should be, not at its parent.
+        if let jsonschema::error::ValidationErrorKind::Required {
+            property: Value::String(name),
+        } = e.kind()
+        {
+            at.push('/');
+            at.push_str(&name.replace('~', "~0").replace('/', "~1"));
+        }
         out.push(Violation {
             place,
-            at: e.instance_path().to_string(),
+            at,
             error: e.masked().to_string(),
         });
     }

@@ -24,6 +24,7 @@ mod forwarding;
 mod health;
 mod jwt;
 mod limits;
+mod openapi;
 mod parking;
 mod pool;
 mod rate_limits;

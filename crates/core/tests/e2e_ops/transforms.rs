@@ -346,3 +346,128 @@ response_headers = { set = { "x-served-for" = "{client_ip}", "x-type" = "was {he
     assert_eq!(resp.headers()["x-served-for"], "127.0.0.1");
     assert_eq!(resp.headers()["x-type"], "was 2");
 }
+
+fn golden_text(name: &str) -> String {
+    std::fs::read_to_string(format!(
+        "{}/tests/e2e_ops/golden/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+/// An upstream answering `body` with `content_type`.
+async fn serving(body: String, content_type: &'static str) -> Upstream {
+    Upstream::start(Default::default(), move |_req| {
+        let body = body.clone();
+        async move {
+            http::Response::builder()
+                .header("content-type", content_type)
+                .body(full(body))
+                .unwrap()
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_xml_upstream_answers_json_as_the_golden_file_says() {
+    let up = serving(golden_text("soap.in.xml"), "text/xml; charset=utf-8").await;
+    let extra = r#"transform = { response_body = "xml_to_json" }"#;
+    let gw = TestGateway::start(&config(up.addr, extra, "")).await;
+    let resp = reqwest::get(gw.url("web", "/orders/7")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let len: usize = resp.headers()["content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let got = resp.bytes().await.unwrap();
+    assert_eq!(got.len(), len);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&got).unwrap(),
+        golden("soap.out.json")
+    );
+}
+
+#[tokio::test]
+async fn a_json_request_reaches_an_xml_upstream_as_the_golden_file_says() {
+    let up = echo().await;
+    let extra = r#"transform = { request_body = "json_to_xml" }"#;
+    let gw = TestGateway::start(&config(up.addr, extra, "")).await;
+    let resp = reqwest::Client::new()
+        .post(gw.url("web", "/orders"))
+        .header("content-type", "application/json")
+        .body(golden_text("order.in.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        up.last().headers["content-type"],
+        "application/xml; charset=utf-8"
+    );
+    assert_eq!(resp.text().await.unwrap(), golden_text("order.out.xml"));
+}
+
+#[tokio::test]
+async fn xml_from_a_client_is_edited_as_json_and_answered_as_xml() {
+    // Client XML -> JSON -> edited -> upstream; the upstream's JSON -> XML for the client.
+    let up = echo().await;
+    let extra = r#"[routes.transform]
+request_body = "xml_to_json"
+request_json = { unwrap = "/req", set = { "/via" = "gateway" } }
+response_body = "json_to_xml"
+xml_root = "reply"
+"#;
+    let gw = TestGateway::start(&config(up.addr, extra, "")).await;
+    let resp = reqwest::Client::new()
+        .post(gw.url("web", "/rpc"))
+        .header("content-type", "application/xml")
+        .body(r#"<req><op>sum</op><arg>1</arg><arg>2</arg></req>"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(up.last().headers["content-type"], "application/json");
+    assert_eq!(
+        resp.headers()["content-type"],
+        "application/xml; charset=utf-8"
+    );
+    assert_eq!(
+        resp.text().await.unwrap(),
+        r#"<?xml version="1.0" encoding="UTF-8"?><reply><arg>1</arg><arg>2</arg><op>sum</op><via>gateway</via></reply>"#
+    );
+}
+
+#[tokio::test]
+async fn malformed_and_hostile_xml_is_refused() {
+    let up = serving("<order><id>7</order>".into(), "application/xml").await;
+    let extra = r#"transform = { request_body = "xml_to_json", response_body = "xml_to_json" }"#;
+    let gw = TestGateway::start(&config(up.addr, extra, "")).await;
+    let c = reqwest::Client::new();
+    let resp = c.get(gw.url("web", "/")).send().await.unwrap();
+    assert_eq!(resp.status(), 502, "a broken upstream document");
+    let reply: Value = resp.json().await.unwrap();
+    assert!(
+        reply["message"]
+            .as_str()
+            .unwrap()
+            .contains("could not be converted"),
+        "{reply}"
+    );
+    for bad in [
+        "<a><b></a>",
+        r#"<!DOCTYPE x [<!ENTITY big "boom">]><x>&big;</x>"#,
+        "not xml at all",
+    ] {
+        let resp = c
+            .post(gw.url("web", "/"))
+            .header("content-type", "application/xml")
+            .body(bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{bad}");
+    }
+    assert_eq!(up.count(), 1, "only the GET reached the upstream");
+}
