@@ -30,6 +30,7 @@ mod xml;
 
 pub use cors::preflight_method;
 pub use fault::hit as draw;
+pub use xml::{json_to_xml, xml_to_json};
 
 use crate::body::ResponseBody;
 use crate::error::ProxyError;
