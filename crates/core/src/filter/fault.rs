@@ -31,7 +31,7 @@ impl Fault {
 }
 
 /// One draw: true with probability `share` (0..=1).
-pub fn hit(share: f64) -> bool {
+pub fn draw(share: f64) -> bool {
     share >= 1.0 || (share > 0.0 && fastrand::f64() < share)
 }
 
@@ -62,12 +62,12 @@ impl Filter for Fault {
                 return Flow::Continue;
             }
             if let Some((share, d)) = self.delay {
-                if hit(share) {
+                if draw(share) {
                     tokio::time::sleep(d).await;
                 }
             }
             match self.abort {
-                Some((share, status)) if hit(share) => {
+                Some((share, status)) if draw(share) => {
                     let msg = "aborted by the route's fault injection";
                     let resp = json_reply("fault_injected", status, msg, ctx.request_id, None);
                     Flow::Respond(Box::new(resp))

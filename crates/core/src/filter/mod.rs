@@ -29,7 +29,7 @@ mod validate;
 mod xml;
 
 pub use cors::preflight_method;
-pub use fault::hit as draw;
+pub use fault::draw;
 pub use xml::{json_to_xml, xml_to_json};
 
 use crate::body::ResponseBody;

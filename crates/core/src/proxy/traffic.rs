@@ -9,7 +9,7 @@ use super::side;
 use crate::body::UpstreamBody;
 use crate::consumer::Caller;
 use crate::filter::auth::side::Ask;
-use crate::filter::draw as hit;
+use crate::filter::draw;
 use crate::runtime::{Mirror, ProxyAction, Version, Versions};
 use gatehouse_config::spec::{SplitWhen, VersionBy};
 use http::header;
@@ -41,7 +41,7 @@ fn selects(when: &SplitWhen, parts: &Parts, client: IpAddr) -> bool {
         SplitWhen::Weight {
             share,
             sticky: false,
-        } => hit(*share),
+        } => draw(*share),
         SplitWhen::Weight {
             share,
             sticky: true,
@@ -165,7 +165,7 @@ fn set_path(parts: &mut Parts, path: &str) {
 /// says so. A body is copied as it streams; one over the bound, or cut short, means no
 /// mirrored request. Nothing here can delay or fail the real request.
 pub(super) fn mirror(m: &Mirror, parts: &Parts, body: &mut UpstreamBody) {
-    if !hit(m.share) {
+    if !draw(m.share) {
         return;
     }
     let max = usize::try_from(m.max_body).unwrap_or(usize::MAX);

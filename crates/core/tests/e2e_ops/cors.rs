@@ -260,3 +260,15 @@ endpoints = ["{}"]
     assert!(!resp.headers().contains_key("access-control-allow-origin"));
     assert_eq!(up.count(), 1);
 }
+
+#[tokio::test]
+async fn a_refused_preflight_gets_the_configured_status() {
+    let up = Upstream::fixed("ok").await;
+    let extra =
+        r#"cors = { allow_origins = ["https://app.example.com"], preflight_refusal = 204 }"#;
+    let gw = TestGateway::start(&config(up.addr, extra, "")).await;
+    let (status, h) = preflight(&gw, "https://evil.com", "GET", None).await;
+    assert_eq!(status, 204);
+    assert!(!h.contains_key("access-control-allow-origin"));
+    assert_eq!(up.count(), 0);
+}
