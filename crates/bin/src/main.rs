@@ -181,7 +181,21 @@ fn init_logging(level: &str, format: LogFormat) {
 fn check(path: &PathBuf) -> anyhow::Result<ExitCode> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    match gatehouse_core::gateway::parse(&text, &path.display().to_string()) {
+    let parsed =
+        gatehouse_core::gateway::parse(&text, &path.display().to_string()).and_then(|spec| {
+            let file_errors = gatehouse_core::gateway::check_files(&spec);
+            let shown = path.display();
+            match file_errors.is_empty() {
+                true => Ok(spec),
+                false => Err(gatehouse_core::gateway::LoadErrors(
+                    file_errors
+                        .into_iter()
+                        .map(|e| format!("{shown}: {e}"))
+                        .collect(),
+                )),
+            }
+        });
+    match parsed {
         Ok(spec) => {
             for w in &spec.warnings {
                 println!("{}: warning: {w}", path.display());
@@ -245,7 +259,13 @@ fn run(config: PathBuf, watch: bool, exe: PathBuf) -> anyhow::Result<ExitCode> {
             h.ready().context("upgrade: cannot tell the old process")?;
         }
         if watch {
-            tokio::spawn(signals::watch_file(config, gw.clone(), text.into_bytes()));
+            let documents = signals::documents_now(&gw);
+            tokio::spawn(signals::watch_file(
+                config,
+                gw.clone(),
+                text.into_bytes(),
+                documents,
+            ));
         }
         signals::until_shutdown(&gw, &exe).await?;
         tracing::info!("shutting down: draining connections");

@@ -50,19 +50,55 @@ pub fn send_upgrade(pid: i32) -> anyhow::Result<std::process::ExitCode> {
     Ok(std::process::ExitCode::SUCCESS)
 }
 
-/// Polls the config file once a second and reloads when its contents change.
-/// `started_with` is the text read at start, so a change made before this task first
-/// runs is still seen as a change.
-pub async fn watch_file(path: PathBuf, gw: Arc<Gateway>, started_with: Vec<u8>) {
+/// Polls the config file, and the OpenAPI documents its routes name, once a second and
+/// reloads when their contents change. `started_with` is the config text read at
+/// start and `documents` the documents' (see [`documents_now`]), so a change made
+/// before this task first runs is still seen as a change.
+pub async fn watch_file(
+    path: PathBuf,
+    gw: Arc<Gateway>,
+    started_with: Vec<u8>,
+    documents_at_start: Vec<Option<Vec<u8>>>,
+) {
     let mut last = Some(started_with);
+    let mut last_documents = documents_at_start;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
         let now = tokio::fs::read(&path).await.ok();
-        if now.is_some() && now != last {
-            tracing::info!(file = %path.display(), "config file changed: reloading");
+        let now_documents = documents(&gw).await;
+        let config_changed = now.is_some() && now != last;
+        if config_changed || now_documents != last_documents {
+            let what = if config_changed {
+                "config file"
+            } else {
+                "an OpenAPI document"
+            };
+            tracing::info!(file = %path.display(), "{what} changed: reloading");
             let _ = gw.reload().await;
-            last = now;
+            last = now.or(last);
+            // Read again: the reload may have named other documents.
+            last_documents = documents(&gw).await;
         }
     }
+}
+
+/// [`documents`], read before the runtime serves anything.
+pub fn documents_now(gw: &Gateway) -> Vec<Option<Vec<u8>>> {
+    let snap = gw.snapshot();
+    snap.spec
+        .documents()
+        .map(|(_, file)| std::fs::read(file).ok())
+        .collect()
+}
+
+/// The contents of the OpenAPI documents the running config names (`None` for one
+/// that cannot be read).
+async fn documents(gw: &Gateway) -> Vec<Option<Vec<u8>>> {
+    let snap = gw.snapshot();
+    let mut out = Vec::new();
+    for (_, file) in snap.spec.documents() {
+        out.push(tokio::fs::read(file).await.ok());
+    }
+    out
 }

@@ -154,6 +154,47 @@ fn import_openapi_prints_a_fragment_that_check_accepts() {
 }
 
 #[test]
+fn check_reads_the_openapi_documents_routes_name() {
+    let route = |doc: &Path| {
+        format!(
+            "[[listeners]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\n\n[[upstreams]]\nname = \"pets\"\nendpoints = [\"127.0.0.1:1\"]\n\n[[routes]]\nname = \"api\"\nupstream = \"pets\"\nopenapi = \"{}\"\n",
+            doc.display()
+        )
+    };
+    let good = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../core/tests/e2e_ops/openapi/petstore-3.0.yaml"
+    ));
+    let path = temp_file("with-document.toml", &route(good));
+    let out = gatehouse(&["check", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    // A schema the document gets wrong, and a document that is not there.
+    let bad = temp_file(
+        "bad-document.yaml",
+        "openapi: 3.0.3\npaths:\n  /a:\n    get:\n      parameters:\n        - { name: n, in: query, schema: { type: nonsense } }\n",
+    );
+    for (doc, says) in [
+        (
+            bad.as_path(),
+            "operation `GET /a`, query parameters: not a valid JSON Schema",
+        ),
+        (
+            Path::new("/nonexistent/api.yaml"),
+            "cannot read `/nonexistent/api.yaml`",
+        ),
+    ] {
+        let path = temp_file("with-bad-document.toml", &route(doc));
+        let out = gatehouse(&["check", "--config", path.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+        let text = stdout(&out);
+        assert!(
+            text.contains("routes[0].openapi") && text.contains(says),
+            "{text}"
+        );
+    }
+}
+
+#[test]
 fn check_of_a_missing_file_fails() {
     let out = gatehouse(&["check", "--config", "/nonexistent/gatehouse.toml"]);
     assert_eq!(out.status.code(), Some(1));

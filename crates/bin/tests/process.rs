@@ -172,6 +172,51 @@ fn watch_reloads_when_the_file_changes() {
     assert_eq!(child.0.wait().unwrap().code(), Some(0));
 }
 
+/// The status line's code for `GET path`.
+fn status_of(addr: SocketAddr, path: &str) -> u16 {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn watch_reloads_when_an_openapi_document_changes() {
+    let dir = temp_config("doc-watch.toml", "x");
+    let doc = dir.with_file_name("doc-watch.yaml");
+    let spec = |max: u32| {
+        format!("openapi: 3.1.0\npaths:\n  /a:\n    get:\n      parameters:\n        - {{ name: n, in: query, schema: {{ type: integer, maximum: {max} }} }}\n")
+    };
+    std::fs::write(&doc, spec(5)).unwrap();
+    // Port 1 refuses: a request the document lets through gets 502, one it refuses 400.
+    let text = config("x").replace(
+        "[[routes]]",
+        &format!("[[upstreams]]\nname = \"gone\"\nendpoints = [\"127.0.0.1:1\"]\n\n[[routes]]\nname = \"api\"\nmatch.prefix = \"/a\"\nupstream = \"gone\"\nopenapi = \"{}\"\n\n[[routes]]", doc.display()),
+    );
+    std::fs::write(&dir, text).unwrap();
+    let (child, addr, _logs) = start(&dir, &["--watch"]);
+    let mut child = Running(child);
+    assert_eq!(status_of(addr, "/a?n=9"), 400);
+    std::fs::write(&doc, spec(10)).unwrap();
+    for _ in 0..200 {
+        if status_of(addr, "/a?n=9") == 502 {
+            signal(&child.0, "-INT");
+            assert_eq!(child.0.wait().unwrap().code(), Some(0));
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the edited document was never applied");
+}
+
 /// Load against `addr` until `stop`: each thread either opens a connection per request
 /// or keeps one alive. A request on a kept-alive connection that the server closed
 /// before any answer (its drain closing an idle connection as the request went out) is

@@ -39,7 +39,81 @@ pub fn parse(text: &str) -> Result<Value, String> {
     }
 }
 
-pub fn import(doc: &Value, opts: &ImportOptions) -> Result<Imported, String> {
+/// One operation of a document in our terms: how a route matches it and what its
+/// requests must look like (JSON Schemas, component schemas beside them as `$defs`).
+pub struct Operation {
+    /// The operationId as a route name, or the method and path when it has none.
+    pub name: String,
+    /// Upper-case.
+    pub method: String,
+    /// As the document writes it (`/pets/{petId}`).
+    pub path: String,
+    /// The path as a `match.path` template (`None`: a parameter sits inside a segment
+    /// or has a name a template cannot hold, so it is matched by [`Operation::regex`]).
+    pub template: Option<String>,
+    /// The path as an anchored regex, parameters with plain names as named groups.
+    pub regex: String,
+    pub query: Option<Value>,
+    pub headers: Option<Value>,
+    pub path_params: Option<Value>,
+    pub body: Option<Value>,
+    pub body_required: bool,
+    /// The security requirement that applies (the operation's or the document's).
+    pub security: Option<Value>,
+}
+
+/// An operation checked and compiled for a route's `openapi` key.
+pub struct CheckedOperation {
+    /// `GET /pets/{petId}`, for replies and logs.
+    pub label: String,
+    pub method: http::Method,
+    pub path: crate::spec::PathMatch,
+    /// Literal segments count for more: `/pets/mine` wins over `/pets/{id}`.
+    pub specificity: usize,
+    pub validate: crate::spec::ValidateSpec,
+}
+
+/// A document read for a route's `openapi` key.
+pub struct Api {
+    /// The path of the first `servers` URL (`/v1` of `https://api.example.com/v1`),
+    /// which the document's paths are relative to; empty when there is none.
+    pub base: String,
+    pub operations: Vec<CheckedOperation>,
+}
+
+/// Reads a document for a route's `openapi` key: every schema compiled, every path
+/// turned into a matcher. The error names the operation it is in.
+pub fn load(text: &str) -> Result<Api, String> {
+    let doc = parse(text)?;
+    let (ops, _) = operations(&doc)?;
+    Ok(Api {
+        base: base_path(&doc),
+        operations: ops
+            .iter()
+            .map(Operation::checked)
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+/// The path part of the first server URL, without a trailing `/`. A URL with
+/// variables (`/{version}`) has no fixed base and gives none.
+fn base_path(doc: &Value) -> String {
+    let Some(url) = doc.pointer("/servers/0/url").and_then(Value::as_str) else {
+        return String::new();
+    };
+    let path = match url.split_once("://") {
+        Some((_, rest)) => rest.find('/').map_or("", |i| &rest[i..]),
+        None => url,
+    };
+    if path.contains('{') || !path.starts_with('/') {
+        return String::new();
+    }
+    path.trim_end_matches('/').to_string()
+}
+
+/// The document's version checked, its operations in document order, and notes on
+/// what could not be carried over.
+pub fn operations(doc: &Value) -> Result<(Vec<Operation>, Vec<String>), String> {
     let version = doc
         .get("openapi")
         .and_then(Value::as_str)
@@ -61,42 +135,44 @@ pub fn import(doc: &Value, opts: &ImportOptions) -> Result<Imported, String> {
             defs.insert(k.clone(), schema(s, doc, v30, 0)?);
         }
     }
+    let cx = Doc { doc, v30, defs };
     let mut notes = Vec::new();
-    let mut routes = Vec::new();
-    let mut names = std::collections::HashSet::new();
+    let mut ops = Vec::new();
     for (path, item) in paths {
         let shared = params_of(item.get("parameters"), doc)?;
         for m in METHODS {
             let Some(op) = item.get(m) else { continue };
-            let mut name = format!(
-                "{}{}",
-                opts.name_prefix,
-                op.get("operationId")
-                    .and_then(Value::as_str)
-                    .map_or_else(|| format!("{m}{}", slug(path)), slug_id)
-            );
-            while !names.insert(name.clone()) {
-                name.push('_');
-            }
             let mut params = shared.clone();
             for p in params_of(op.get("parameters"), doc)? {
                 params.retain(|q| !(q.name == p.name && q.place == p.place));
                 params.push(p);
             }
-            let route = route(
-                &name, path, m, op, &params, doc, v30, &defs, opts, &mut notes,
-            )?;
-            routes.push(route);
+            ops.push(operation(path, m, op, &params, &cx, &mut notes)?);
         }
     }
-    if routes.is_empty() {
+    if ops.is_empty() {
         return Err("the document has no operations".into());
+    }
+    Ok((ops, notes))
+}
+
+pub fn import(doc: &Value, opts: &ImportOptions) -> Result<Imported, String> {
+    let (ops, mut notes) = operations(doc)?;
+    let mut routes = Vec::new();
+    let mut names = std::collections::HashSet::new();
+    for op in &ops {
+        let mut name = format!("{}{}", opts.name_prefix, op.name);
+        while !names.insert(name.clone()) {
+            name.push('_');
+        }
+        routes.push(route(&name, op, doc, opts, &mut notes)?);
     }
     let mut out = String::new();
     let title = doc
         .pointer("/info/title")
         .and_then(Value::as_str)
         .unwrap_or("an API");
+    let version = doc.get("openapi").and_then(Value::as_str).unwrap_or("3");
     out.push_str(&format!(
         "# Routes for {title} (OpenAPI {version}), made by `gatehouse import openapi`.\n"
     ));
@@ -111,6 +187,14 @@ pub fn import(doc: &Value, opts: &ImportOptions) -> Result<Imported, String> {
         out.push_str(&text);
     }
     Ok(Imported { toml: out, notes })
+}
+
+/// What every schema of a document is read with.
+struct Doc<'a> {
+    doc: &'a Value,
+    v30: bool,
+    /// `#/components/schemas`, converted.
+    defs: Map<String, Value>,
 }
 
 /// A parameter as declared: where, its name, whether required, its schema.
@@ -145,60 +229,51 @@ fn params_of(list: Option<&Value>, doc: &Value) -> Result<Vec<Param>, String> {
     Ok(out)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn route(
-    name: &str,
+fn operation(
     path: &str,
     method: &str,
     op: &Value,
     params: &[Param],
-    doc: &Value,
-    v30: bool,
-    defs: &Map<String, Value>,
-    opts: &ImportOptions,
+    cx: &Doc,
     notes: &mut Vec<String>,
-) -> Result<toml::Value, String> {
-    let mut r = toml::map::Map::new();
-    r.insert("name".into(), name.into());
-    let mut m = toml::map::Map::new();
-    if whole_segments(path) {
-        m.insert("path".into(), path.into());
-    } else {
-        m.insert("regex".into(), path_regex(path).into());
+) -> Result<Operation, String> {
+    let name = op
+        .get("operationId")
+        .and_then(Value::as_str)
+        .map_or_else(|| format!("{method}{}", slug(path)), slug_id);
+    let template = whole_segments(path).then(|| path.to_string());
+    if template.is_none() {
         notes.push(format!(
-            "route `{name}`: `{path}` has a parameter inside a segment, matched by a regex"
+            "route `{name}`: `{path}` has a parameter inside a segment (or with a name a template cannot hold), matched by a regex"
         ));
     }
-    m.insert("method".into(), method.to_ascii_uppercase().into());
-    r.insert("match".into(), toml::Value::Table(m));
-    r.insert("upstream".into(), opts.upstream.clone().into());
-    let mut validate = toml::map::Map::new();
-    for (place, key) in [("query", "query"), ("header", "headers")] {
-        let ps: Vec<&Param> = params.iter().filter(|p| p.place == place).collect();
-        if ps.is_empty() {
-            continue;
-        }
-        let mut props = Map::new();
-        let mut required = Vec::new();
-        for p in ps {
-            let n = if place == "header" {
-                p.name.to_ascii_lowercase()
-            } else {
-                p.name.clone()
-            };
-            props.insert(n.clone(), schema(&p.schema, doc, v30, 0)?);
-            if p.required {
-                required.push(Value::String(n));
-            }
-        }
-        let mut s = json!({"type": "object", "properties": props});
-        if !required.is_empty() {
-            s["required"] = Value::Array(required);
-        }
-        validate.insert(key.into(), emit(with_defs(s, defs))?);
-    }
+    let mut o = Operation {
+        name,
+        method: method.to_ascii_uppercase(),
+        path: path.into(),
+        template,
+        regex: path_regex(path),
+        query: None,
+        headers: None,
+        path_params: None,
+        body: None,
+        body_required: false,
+        security: op
+            .get("security")
+            .or_else(|| cx.doc.get("security"))
+            .cloned(),
+    };
+    o.query = params_schema(params, "query", cx)?;
+    o.headers = params_schema(params, "header", cx)?;
+    // Only parameters a template or a named group captures can be checked.
+    let captured: Vec<Param> = params
+        .iter()
+        .filter(|p| p.place == "path" && plain_name(&p.name))
+        .cloned()
+        .collect();
+    o.path_params = params_schema(&captured, "path", cx)?;
     if let Some(body) = op.get("requestBody") {
-        let body = deref(body, doc, 0)?;
+        let body = deref(body, cx.doc, 0)?;
         let content = body.get("content").and_then(Value::as_object);
         let json_schema = content.and_then(|c| {
             c.iter()
@@ -207,26 +282,144 @@ fn route(
         });
         match json_schema {
             Some(s) => {
-                validate.insert(
-                    "body".into(),
-                    emit(with_defs(schema(&s, doc, v30, 0)?, defs))?,
-                );
-                let required = body
+                o.body = Some(with_defs(schema(&s, cx.doc, cx.v30, 0)?, &cx.defs));
+                o.body_required = body
                     .get("required")
                     .and_then(Value::as_bool)
                     .unwrap_or(false);
-                validate.insert("body_required".into(), required.into());
             }
             None => notes.push(format!(
-                "route `{name}`: its request body is not JSON and is not validated"
+                "route `{}`: its request body is not JSON and is not validated",
+                o.name
             )),
         }
+    }
+    Ok(o)
+}
+
+/// An object schema over the parameters declared in `place` (`None` when there are
+/// none); header names lower-case.
+fn params_schema(params: &[Param], place: &str, cx: &Doc) -> Result<Option<Value>, String> {
+    let ps: Vec<&Param> = params.iter().filter(|p| p.place == place).collect();
+    if ps.is_empty() {
+        return Ok(None);
+    }
+    let mut props = Map::new();
+    let mut required = Vec::new();
+    for p in ps {
+        let n = if place == "header" {
+            p.name.to_ascii_lowercase()
+        } else {
+            p.name.clone()
+        };
+        props.insert(n.clone(), schema(&p.schema, cx.doc, cx.v30, 0)?);
+        if p.required {
+            required.push(Value::String(n));
+        }
+    }
+    let mut s = json!({"type": "object", "properties": props});
+    if !required.is_empty() {
+        s["required"] = Value::Array(required);
+    }
+    Ok(Some(with_defs(s, &cx.defs)))
+}
+
+// === impl Operation ===
+
+impl Operation {
+    /// Compiles the schemas and the path matcher.
+    fn checked(&self) -> Result<CheckedOperation, String> {
+        let label = format!("{} {}", self.method, self.path);
+        let at = |what: &str, e: String| format!("operation `{label}`, {what}: {e}");
+        for (what, s) in [
+            ("query parameters", &self.query),
+            ("headers", &self.headers),
+            ("path parameters", &self.path_params),
+            ("request body", &self.body),
+        ] {
+            if let Some(s) = s {
+                crate::validate::compile_schema(s).map_err(|e| at(what, e))?;
+            }
+        }
+        let method = http::Method::from_bytes(self.method.as_bytes())
+            .map_err(|e| at("method", e.to_string()))?;
+        let (path, specificity) = match &self.template {
+            Some(t) => {
+                let segs = crate::validate::template(t).map_err(|e| at("path", e))?;
+                let literal = segs
+                    .iter()
+                    .filter(|s| matches!(s, crate::spec::Segment::Literal(_)))
+                    .count();
+                (crate::spec::PathMatch::Template(segs), literal)
+            }
+            None => {
+                let re = regex::Regex::new(&self.regex).map_err(|e| at("path", e.to_string()))?;
+                (crate::spec::PathMatch::Regex(re), 0)
+            }
+        };
+        let matcher = crate::spec::MatchSpec {
+            path,
+            ..Default::default()
+        };
+        let (path_source, _) = crate::validate::route_captures(&matcher);
+        Ok(CheckedOperation {
+            label,
+            method,
+            path: matcher.path,
+            specificity,
+            validate: crate::spec::ValidateSpec {
+                body: self.body.clone(),
+                query: self.query.clone(),
+                headers: self.headers.clone(),
+                path: self.path_params.clone(),
+                path_source,
+                body_required: self.body_required,
+                response_body: None,
+            },
+        })
+    }
+}
+
+/// An imported route: the operation's match, the upstream, its validation and auth.
+fn route(
+    name: &str,
+    op: &Operation,
+    doc: &Value,
+    opts: &ImportOptions,
+    notes: &mut Vec<String>,
+) -> Result<toml::Value, String> {
+    let mut r = toml::map::Map::new();
+    r.insert("name".into(), name.into());
+    let mut m = toml::map::Map::new();
+    match &op.template {
+        Some(t) => m.insert("path".into(), t.clone().into()),
+        None => m.insert("regex".into(), op.regex.clone().into()),
+    };
+    m.insert("method".into(), op.method.clone().into());
+    r.insert("match".into(), toml::Value::Table(m));
+    r.insert("upstream".into(), opts.upstream.clone().into());
+    let mut validate = toml::map::Map::new();
+    for (key, s) in [
+        ("query", &op.query),
+        ("headers", &op.headers),
+        ("path", &op.path_params),
+    ] {
+        if let Some(s) = s {
+            validate.insert(key.into(), emit(s.clone())?);
+        }
+    }
+    if let Some(b) = &op.body {
+        validate.insert("body".into(), emit(b.clone())?);
+        validate.insert("body_required".into(), op.body_required.into());
     }
     if !validate.is_empty() {
         r.insert("validate".into(), toml::Value::Table(validate));
     }
-    let security = op.get("security").or_else(|| doc.get("security"));
-    if let Some(auth) = security.and_then(|s| auth_of(s, doc, name, notes)) {
+    if let Some(auth) = op
+        .security
+        .as_ref()
+        .and_then(|s| auth_of(s, doc, name, notes))
+    {
         r.insert("auth".into(), auth);
     }
     Ok(toml::Value::Table(r))
@@ -440,22 +633,37 @@ fn has_null(v: &Value) -> bool {
     }
 }
 
-/// Whether every `{param}` of an OpenAPI path fills a whole segment, as our templates do.
+/// Whether every `{param}` of an OpenAPI path fills a whole segment under a plain
+/// name, as our templates do.
 fn whole_segments(path: &str) -> bool {
     path.split('/').all(|seg| {
         !seg.contains('{')
-            || (seg.starts_with('{') && seg.ends_with('}') && seg.matches('{').count() == 1)
+            || (seg.starts_with('{')
+                && seg.ends_with('}')
+                && seg.matches('{').count() == 1
+                && plain_name(&seg[1..seg.len() - 1]))
     })
 }
 
-/// A path with parameters inside segments as an anchored regex.
+/// A name both a template parameter and a regex group can hold.
+fn plain_name(n: &str) -> bool {
+    n.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// A path as an anchored regex; parameters with plain names are named groups.
 fn path_regex(path: &str) -> String {
     let mut out = String::from("^");
     let mut rest = path;
     while let Some(i) = rest.find('{') {
         out.push_str(&regex::escape(&rest[..i]));
         let end = rest[i..].find('}').map_or(rest.len(), |e| i + e + 1);
-        out.push_str("[^/]+");
+        let name = rest[i + 1..end].trim_end_matches('}');
+        if plain_name(name) {
+            out.push_str(&format!("(?P<{name}>[^/]+)"));
+        } else {
+            out.push_str("[^/]+");
+        }
         rest = &rest[end..];
     }
     out.push_str(&regex::escape(rest));

@@ -172,6 +172,9 @@ pub struct RouteConf {
     pub rate_limits: Option<Vec<String>>,
     pub cors: Option<CorsSwitch>,
     pub validate: Option<ValidateConf>,
+    /// An OpenAPI 3.0/3.1 document (YAML or JSON) whose operations this route's
+    /// requests are validated against; read when the config is loaded or reloaded.
+    pub openapi: Option<String>,
     pub transform: Option<TransformConf>,
     /// Upstream status -> status sent to the client (`{ "404" = 410 }`).
     pub status_map: Option<BTreeMap<String, u16>>,

@@ -33,6 +33,18 @@ pub struct Spec {
     pub warnings: Vec<String>,
 }
 
+impl Spec {
+    /// The OpenAPI documents routes name, with the index of the route naming each.
+    pub fn documents(&self) -> impl Iterator<Item = (usize, &PathBuf)> {
+        self.routes.iter().enumerate().flat_map(|(i, r)| {
+            r.filters.iter().filter_map(move |f| match f {
+                FilterSpec::OpenApi(file) => Some((i, file)),
+                _ => None,
+            })
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct GlobalSpec {
     /// Worker threads; 1 runs everything on one thread.
@@ -237,6 +249,8 @@ pub enum FilterSpec {
     Cors(CorsSpec),
     /// JSON Schema checks of the request (400).
     Validate(ValidateSpec),
+    /// Requests checked against the operations of an OpenAPI document (400, 404, 405).
+    OpenApi(PathBuf),
     /// JSON body edits.
     JsonTransform(BodySide, Vec<JsonStep>),
     /// XML to JSON or JSON to XML, with the root element name for JSON to XML.

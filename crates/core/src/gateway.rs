@@ -87,6 +87,14 @@ pub fn parse(text: &str, name: &str) -> Result<Spec, LoadErrors> {
     }
 }
 
+/// What `check` finds beyond the config text: the OpenAPI documents routes name that
+/// cannot be read or are not valid, with the key path of the route naming each.
+pub fn check_files(spec: &Spec) -> Vec<String> {
+    let mut errors = Vec::new();
+    crate::runtime::openapi_documents(spec, &mut errors);
+    errors.iter().map(ToString::to_string).collect()
+}
+
 /// A short stable hash of the config text, shown by the admin API.
 fn hash(text: &str) -> String {
     // FNV-1a: stable across runs and builds, unlike std's RandomState.

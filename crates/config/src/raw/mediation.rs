@@ -48,6 +48,9 @@ pub struct ValidateConf {
     pub query: Option<Value>,
     /// An object schema whose properties are request headers (lower-case names).
     pub headers: Option<Value>,
+    /// An object schema whose properties are the route's path parameters (the names
+    /// of its `match.path` template or of its regex's named groups).
+    pub path: Option<Value>,
     /// A request without a body is refused (default: true when `body` is set).
     pub body_required: Option<bool>,
     /// JSON Schema of response bodies; mismatches are logged and counted, never refused.

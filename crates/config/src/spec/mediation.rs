@@ -48,6 +48,9 @@ pub struct ValidateSpec {
     pub body: Option<Value>,
     pub query: Option<Value>,
     pub headers: Option<Value>,
+    /// Path parameters, and where their values come from.
+    pub path: Option<Value>,
+    pub path_source: CaptureSource,
     pub body_required: bool,
     /// Report-only: mismatches are logged and counted.
     pub response_body: Option<Value>,

@@ -52,9 +52,25 @@ pub fn filters(
     if let Some(v) = &r.validate {
         out.push(FilterSpec::Validate(validate(
             v,
+            matcher,
             &format!("{path}.validate"),
             errs,
         )));
+    }
+    if let Some(file) = &r.openapi {
+        let at = format!("{path}.openapi");
+        if r.upstream.is_none() {
+            errs.push(&at, "an OpenAPI document validates routes with an upstream");
+        } else if r.validate.is_some() {
+            errs.push(
+                &at,
+                "give either validate or openapi: the document's operations say what is valid",
+            );
+        } else if file.trim().is_empty() {
+            errs.push(&at, "give the path of an OpenAPI document (YAML or JSON)");
+        } else {
+            out.push(FilterSpec::OpenApi(file.into()));
+        }
     }
     if let Some(t) = &r.transform {
         out.extend(transforms(t, &format!("{path}.transform"), errs));
@@ -197,7 +213,7 @@ fn header_names(list: &[String], path: &str, errs: &mut Errors) -> Vec<String> {
         .collect()
 }
 
-fn validate(v: &ValidateConf, path: &str, errs: &mut Errors) -> ValidateSpec {
+fn validate(v: &ValidateConf, matcher: &MatchSpec, path: &str, errs: &mut Errors) -> ValidateSpec {
     let mut check = |schema: &Option<Value>, key: &str, object: bool| {
         let at = format!("{path}.{key}");
         // A schema may be given as JSON text (TOML cannot write a `null`).
@@ -231,14 +247,40 @@ fn validate(v: &ValidateConf, path: &str, errs: &mut Errors) -> ValidateSpec {
     let body = check(&v.body, "body", false);
     let query = check(&v.query, "query", true);
     let headers = check(&v.headers, "headers", true);
+    let path_params = check(&v.path, "path", true);
     let response_body = check(&v.response_body, "response_body", false);
-    if v.body.is_none() && v.query.is_none() && v.headers.is_none() && v.response_body.is_none() {
+    let (path_source, names) = route_captures(matcher);
+    if let Some(props) = path_params
+        .as_ref()
+        .and_then(|s| s["properties"].as_object())
+    {
+        for name in props.keys().filter(|n| !names.contains(n)) {
+            let known = if names.is_empty() {
+                "the route's match has no path parameters (give match.path a template or a regex)"
+                    .to_string()
+            } else {
+                format!("its parameters: {}", names.join(", "))
+            };
+            errs.push(
+                format!("{path}.path.properties.{name}"),
+                format!("`{name}` is not a parameter of the route's path; {known}"),
+            );
+        }
+    }
+    if v.body.is_none()
+        && v.query.is_none()
+        && v.headers.is_none()
+        && v.path.is_none()
+        && v.response_body.is_none()
+    {
         errs.push(
             path,
-            "give at least one of body, query, headers, response_body",
+            "give at least one of body, query, headers, path, response_body",
         );
     }
     ValidateSpec {
+        path: path_params,
+        path_source,
         body_required: v.body_required.unwrap_or(v.body.is_some()),
         body,
         query,
@@ -557,21 +599,11 @@ fn rewrite(w: &RewriteConf, matcher: &MatchSpec, path: &str, errs: &mut Errors) 
                 CaptureSource::None
             }
         },
-        (None, PathMatch::Regex(re)) => {
-            names = group_names(re);
-            CaptureSource::Regex(re.as_str().to_string())
+        (None, _) => {
+            let (source, found) = route_captures(matcher);
+            names = found;
+            source
         }
-        (None, PathMatch::Template(segs)) => {
-            names = segs
-                .iter()
-                .filter_map(|s| match s {
-                    Segment::Param(n) | Segment::Rest(n) => Some(n.clone()),
-                    Segment::Literal(_) => None,
-                })
-                .collect();
-            CaptureSource::Template(segs.clone())
-        }
-        (None, _) => CaptureSource::None,
     };
     let tpl_path = w.path.as_ref().and_then(|p| {
         if !p.starts_with('/') {
@@ -603,6 +635,27 @@ fn rewrite(w: &RewriteConf, matcher: &MatchSpec, path: &str, errs: &mut Errors) 
         source,
         path: tpl_path,
         query,
+    }
+}
+
+/// Where a route's own path captures come from (its `match.path` template or regex),
+/// and their names.
+pub fn route_captures(matcher: &MatchSpec) -> (CaptureSource, Vec<String>) {
+    match &matcher.path {
+        PathMatch::Regex(re) => (
+            CaptureSource::Regex(re.as_str().to_string()),
+            group_names(re),
+        ),
+        PathMatch::Template(segs) => (
+            CaptureSource::Template(segs.clone()),
+            segs.iter()
+                .filter_map(|s| match s {
+                    Segment::Param(n) | Segment::Rest(n) => Some(n.clone()),
+                    Segment::Literal(_) => None,
+                })
+                .collect(),
+        ),
+        _ => (CaptureSource::None, Vec::new()),
     }
 }
 

@@ -10,6 +10,9 @@ mod resilience;
 mod routes;
 mod upstreams;
 
+pub(crate) use mediation::{compile_schema, route_captures};
+pub(crate) use routes::template;
+
 use crate::error::ConfigError;
 use crate::raw::{AccessLogConf, AdminConf, GlobalConf, RawConfig};
 use crate::spec::*;

@@ -16,12 +16,14 @@
 //! run on its reply (CORS headers on a 401), and what they carried.
 
 pub mod auth;
+mod captures;
 mod cors;
 mod fault;
 mod headers;
 mod ip;
 mod json;
 mod limit;
+mod openapi;
 mod rewrite;
 mod status;
 mod template;
@@ -92,6 +94,9 @@ pub struct BuildCtx<'a> {
     pub limits: &'a std::collections::HashMap<String, Arc<crate::limit::Policy>>,
     pub metrics: &'a crate::metrics::Metrics,
     pub route: &'a str,
+    /// OpenAPI documents named by routes' `openapi` keys, read for this generation.
+    pub openapi:
+        &'a std::collections::HashMap<std::path::PathBuf, Arc<gatehouse_config::openapi::Api>>,
 }
 
 /// A boxed request-hook future: one allocation per hook call, nothing next to I/O.
@@ -191,6 +196,17 @@ pub fn build(spec: &FilterSpec, ctx: &BuildCtx) -> Arc<dyn Filter> {
         )),
         FilterSpec::Cors(c) => Arc::new(cors::Cors::new(c)),
         FilterSpec::Validate(v) => Arc::new(validate::Validate::new(v, ctx)),
+        FilterSpec::OpenApi(file) => match ctx.openapi.get(file) {
+            Some(api) => Arc::new(openapi::OpenApi::new(api, ctx)),
+            // A document that could not be read is a compile error: this never serves.
+            None => Arc::new(openapi::OpenApi::new(
+                &gatehouse_config::openapi::Api {
+                    base: String::new(),
+                    operations: Vec::new(),
+                },
+                ctx,
+            )),
+        },
         FilterSpec::JsonTransform(side, steps) => Arc::new(json::JsonTransform::new(*side, steps)),
         FilterSpec::Status(s) => Arc::new(status::StatusRules::new(s)),
         FilterSpec::Fault(f) => Arc::new(fault::Fault::new(f)),

@@ -4,55 +4,25 @@
 //! renamed, set and added (values are templates too, percent-encoded). A path the
 //! regex does not match keeps its path; the query edits still apply.
 
+use super::captures::PathCaptures;
 use super::template::{render, Vars};
 use super::{Filter, FilterCtx, FilterFuture, Flow, OriginalUri, Stage};
-use gatehouse_config::spec::{CaptureSource, QueryRulesSpec, RewriteSpec, Segment, TemplatePart};
+use gatehouse_config::spec::{QueryRulesSpec, RewriteSpec, TemplatePart};
 use http::request;
 use http::uri::{PathAndQuery, Uri};
 
 pub struct Rewrite {
-    source: Source,
+    captures: PathCaptures,
     path: Option<Vec<TemplatePart>>,
     query: QueryRulesSpec,
 }
 
-enum Source {
-    None,
-    Regex(regex::Regex),
-    Template(Vec<Segment>),
-}
-
 impl Rewrite {
     pub fn new(spec: &RewriteSpec) -> Self {
-        let source = match &spec.source {
-            CaptureSource::None => Source::None,
-            CaptureSource::Regex(r) => regex::Regex::new(r).map_or(Source::None, Source::Regex),
-            CaptureSource::Template(s) => Source::Template(s.clone()),
-        };
         Rewrite {
-            source,
+            captures: PathCaptures::new(&spec.source),
             path: spec.path.clone(),
             query: spec.query.clone(),
-        }
-    }
-
-    /// The captures of `path`, by name and by number; `None` when it does not match.
-    fn captures(&self, path: &str) -> Option<Vec<(String, String)>> {
-        match &self.source {
-            Source::None => Some(Vec::new()),
-            Source::Regex(re) => {
-                let caps = re.captures(path)?;
-                let mut out = Vec::new();
-                for (i, name) in re.capture_names().enumerate().skip(1) {
-                    let text = caps.get(i).map_or("", |m| m.as_str()).to_string();
-                    if let Some(n) = name {
-                        out.push((n.to_string(), text.clone()));
-                    }
-                    out.push((i.to_string(), text));
-                }
-                Some(out)
-            }
-            Source::Template(segs) => template_params(segs, path),
         }
     }
 
@@ -100,35 +70,6 @@ impl Rewrite {
     }
 }
 
-/// A `match.path` template's parameters in `path`.
-fn template_params(segs: &[Segment], path: &str) -> Option<Vec<(String, String)>> {
-    let trimmed = path.strip_prefix('/').unwrap_or(path);
-    let mut parts = trimmed.split('/');
-    let mut consumed = 0usize;
-    let mut out = Vec::new();
-    for seg in segs {
-        match seg {
-            Segment::Rest(n) => {
-                out.push((n.clone(), trimmed.get(consumed..).unwrap_or("").to_string()));
-                return Some(out);
-            }
-            Segment::Literal(l) => {
-                let p = parts.next()?;
-                if p != l {
-                    return None;
-                }
-                consumed += p.len() + 1;
-            }
-            Segment::Param(n) => {
-                let p = parts.next().filter(|p| !p.is_empty())?;
-                out.push((n.clone(), p.to_string()));
-                consumed += p.len() + 1;
-            }
-        }
-    }
-    Some(out)
-}
-
 impl Filter for Rewrite {
     fn name(&self) -> &'static str {
         "rewrite"
@@ -156,7 +97,7 @@ impl Filter for Rewrite {
             .get::<OriginalUri>()
             .map(|o| o.0.path().to_string())
             .unwrap_or_else(|| head.uri.path().to_string());
-        let params = self.captures(&original);
+        let params = self.captures.of(&original);
         let vars = Vars::request(ctx, head, params.as_deref().unwrap_or(&[]));
         let path = match (&self.path, &params) {
             (Some(t), Some(_)) => render(t, &vars),
@@ -184,28 +125,5 @@ impl Filter for Rewrite {
             }
         }
         Box::pin(std::future::ready(Flow::Continue))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn template_params_take_segments_and_the_rest() {
-        let segs = vec![
-            Segment::Literal("users".into()),
-            Segment::Param("id".into()),
-            Segment::Rest("rest".into()),
-        ];
-        let got = template_params(&segs, "/users/42/posts/7").unwrap();
-        assert_eq!(
-            got,
-            [
-                ("id".into(), "42".into()),
-                ("rest".into(), "posts/7".into())
-            ]
-        );
-        assert!(template_params(&segs, "/people/42").is_none());
     }
 }

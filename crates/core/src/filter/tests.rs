@@ -14,6 +14,7 @@ fn chain(specs: &[FilterSpec]) -> Chain {
     let auth = auth::AuthRt::default();
     let metrics = crate::metrics::Metrics::new();
     let limits = std::collections::HashMap::new();
+    let openapi = std::collections::HashMap::new();
     Chain::new(
         specs,
         &BuildCtx {
@@ -21,6 +22,7 @@ fn chain(specs: &[FilterSpec]) -> Chain {
             limits: &limits,
             metrics: &metrics,
             route: "r",
+            openapi: &openapi,
         },
     )
 }

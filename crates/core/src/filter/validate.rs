@@ -1,12 +1,13 @@
 //! Request validation by JSON Schema (drafts 4 to 2020-12, picked by `$schema`):
-//! the body, and query parameters and headers against object schemas whose properties
-//! name them (their text read as the type each property declares). A request that
+//! the body, and query parameters, headers and path parameters against object schemas
+//! whose properties name them (their text read as the type each property declares). A request that
 //! does not match gets 400 listing every violation by where it is and its JSON Pointer.
 //! A response schema is report-only: mismatches are logged and counted, never refused.
 //! Schemas are compiled once per config generation.
 
+use super::captures::PathCaptures;
 use super::json::is_json;
-use super::{BuildCtx, Filter, FilterCtx, FilterFuture, Flow, Stage};
+use super::{BuildCtx, Filter, FilterCtx, FilterFuture, Flow, OriginalUri, Stage};
 use crate::error::{json_reply, ProxyError};
 use bytes::Bytes;
 use gatehouse_config::spec::ValidateSpec;
@@ -23,6 +24,8 @@ pub struct Validate {
     body_required: bool,
     query: Option<Params>,
     headers: Option<Params>,
+    /// Path parameters: where they come from, and their schema.
+    path: Option<(PathCaptures, Params)>,
     response: Option<Validator>,
     refused: Counter,
     reported: Counter,
@@ -54,7 +57,7 @@ enum Scalar {
 }
 
 /// One way the request failed its schema.
-struct Violation {
+pub(super) struct Violation {
     place: &'static str,
     at: String,
     error: String,
@@ -70,13 +73,49 @@ impl Validate {
             body_required: spec.body_required,
             query: spec.query.as_ref().and_then(Params::new),
             headers: spec.headers.as_ref().and_then(Params::new),
+            path: spec
+                .path
+                .as_ref()
+                .and_then(Params::new)
+                .map(|p| (PathCaptures::new(&spec.path_source), p)),
             response: compile(&spec.response_body),
             refused: ctx.metrics.validation_counter(ctx.route, "request"),
             reported: ctx.metrics.validation_counter(ctx.route, "response"),
         }
     }
 
-    fn refuse(&self, found: Vec<Violation>, ctx: &FilterCtx<'_>) -> Flow {
+    /// Every violation of the head: query, headers, path parameters.
+    /// `path` is the client's path as the path parameters are found in it.
+    pub(super) fn head_violations(&self, head: &request::Parts, path: &str) -> Vec<Violation> {
+        let mut found = Vec::new();
+        if let Some(q) = &self.query {
+            let raw = head.uri.query().unwrap_or("");
+            let pairs = form_urlencoded::parse(raw.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()));
+            violations(&q.validator, &q.object(pairs), "query", &mut found);
+        }
+        if let Some(h) = &self.headers {
+            let pairs = head
+                .headers
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())));
+            violations(&h.validator, &h.object(pairs), "header", &mut found);
+        }
+        if let Some((captures, p)) = &self.path {
+            let pairs = captures
+                .of(path)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(n, v)| {
+                    let text = percent_encoding::percent_decode_str(&v).decode_utf8_lossy();
+                    (n, text.into_owned())
+                });
+            violations(&p.validator, &p.object(pairs), "path", &mut found);
+        }
+        found
+    }
+
+    pub(super) fn refuse(&self, found: Vec<Violation>, ctx: &FilterCtx<'_>) -> Flow {
         self.refused.inc();
         let n = found.len();
         let listed: Vec<Value> = found
@@ -224,7 +263,11 @@ impl Filter for Validate {
     }
 
     fn has_request_hook(&self) -> bool {
-        self.query.is_some() || self.headers.is_some()
+        self.query.is_some() || self.headers.is_some() || self.path.is_some()
+    }
+
+    fn wants_original_uri(&self) -> bool {
+        self.path.is_some()
     }
 
     fn on_request<'a>(
@@ -232,20 +275,12 @@ impl Filter for Validate {
         head: &'a mut request::Parts,
         ctx: &'a FilterCtx<'a>,
     ) -> FilterFuture<'a> {
-        let mut found = Vec::new();
-        if let Some(q) = &self.query {
-            let raw = head.uri.query().unwrap_or("");
-            let pairs = form_urlencoded::parse(raw.as_bytes())
-                .map(|(k, v)| (k.into_owned(), v.into_owned()));
-            violations(&q.validator, &q.object(pairs), "query", &mut found);
-        }
-        if let Some(h) = &self.headers {
-            let pairs = head
-                .headers
-                .iter()
-                .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())));
-            violations(&h.validator, &h.object(pairs), "header", &mut found);
-        }
+        // The client's path: a prefix strip or rewrite has not happened to it.
+        let path = head
+            .extensions
+            .get::<OriginalUri>()
+            .map_or_else(|| head.uri.path(), |o| o.0.path());
+        let found = self.head_violations(head, path);
         let flow = if found.is_empty() {
             Flow::Continue
         } else {

@@ -23,7 +23,7 @@ pub(super) fn rest_matches(m: &MatchSpec, h: &RequestHead<'_>) -> bool {
         && m.query.iter().all(|f| query_matches(f, h.query))
 }
 
-pub(super) fn path_matches(p: &PathMatch, path: &str) -> bool {
+pub(crate) fn path_matches(p: &PathMatch, path: &str) -> bool {
     match p {
         PathMatch::Any => true,
         PathMatch::Exact(e) => path == e,
@@ -42,17 +42,36 @@ fn prefix_matches(pre: &str, path: &str) -> bool {
 }
 
 fn template_matches(segs: &[Segment], path: &str) -> bool {
-    let mut parts = path.strip_prefix('/').unwrap_or(path).split('/');
+    walk_template(segs, path, |_, _| {})
+}
+
+/// Whether `path` matches the template, handing each parameter's name and text to
+/// `param` on the way (`{rest*}` gets everything after its `/`).
+pub(crate) fn walk_template<'p>(
+    segs: &[Segment],
+    path: &'p str,
+    mut param: impl FnMut(&str, &'p str),
+) -> bool {
+    let trimmed = path.strip_prefix('/').unwrap_or(path);
+    let mut parts = trimmed.split('/');
+    let mut consumed = 0usize;
     for seg in segs {
         match seg {
-            Segment::Rest(_) => return true,
+            Segment::Rest(n) => {
+                param(n, trimmed.get(consumed..).unwrap_or(""));
+                return true;
+            }
             Segment::Literal(l) => {
                 if parts.next() != Some(l.as_str()) {
                     return false;
                 }
+                consumed += l.len() + 1;
             }
-            Segment::Param(_) => match parts.next() {
-                Some(p) if !p.is_empty() => {}
+            Segment::Param(n) => match parts.next() {
+                Some(p) if !p.is_empty() => {
+                    param(n, p);
+                    consumed += p.len() + 1;
+                }
                 _ => return false,
             },
         }

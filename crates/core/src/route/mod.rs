@@ -19,6 +19,7 @@ use index::PathIndex;
 use std::collections::HashMap;
 
 pub use matcher::RequestHead;
+pub(crate) use matcher::{path_matches, walk_template};
 
 /// Routes for one listener, with the payload `T` each match yields. Routes are bucketed
 /// by host condition, and each bucket indexes its routes by path condition, so that a

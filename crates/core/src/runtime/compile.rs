@@ -35,7 +35,15 @@ pub fn compile(
     let upstreams = upstreams(&spec, previous, &mut errors);
     let auth = super::auth::compile(&spec, previous.map(|p| &p.auth), &upstreams, &mut errors);
     let limits = super::limits::compile(&spec, previous.map(|p| &p.limits), &mut errors);
-    let routes = routes(&spec, &upstreams, &auth.rt, &limits.policies, metrics);
+    let openapi = openapi_documents(&spec, &mut errors);
+    let routes = routes(
+        &spec,
+        &upstreams,
+        &auth.rt,
+        &limits.policies,
+        &openapi,
+        metrics,
+    );
     let mut listeners = HashMap::new();
     for (i, l) in spec.listeners.iter().enumerate() {
         let tls = match &l.kind {
@@ -188,17 +196,49 @@ fn connector(u: &UpstreamSpec) -> Result<Connector, crate::tls::TlsError> {
     })
 }
 
+/// OpenAPI documents by file, as routes' `openapi` keys name them.
+pub type Documents = HashMap<std::path::PathBuf, Arc<gatehouse_config::openapi::Api>>;
+
 fn routes(
     spec: &Spec,
     upstreams: &HashMap<String, Arc<UpstreamGroup>>,
     auth: &crate::filter::auth::AuthRt,
     limits: &HashMap<String, Arc<crate::limit::Policy>>,
+    openapi: &Documents,
     metrics: &Metrics,
 ) -> Vec<Arc<Route>> {
     spec.routes
         .iter()
-        .filter_map(|r| route(r, upstreams, auth, limits, metrics).map(Arc::new))
+        .filter_map(|r| route(r, upstreams, auth, limits, openapi, metrics).map(Arc::new))
         .collect()
+}
+
+/// Reads and compiles each OpenAPI document the routes name, once each. A reload reads
+/// them again, so validation follows the document's edits.
+pub fn openapi_documents(spec: &Spec, errors: &mut Vec<CompileError>) -> Documents {
+    let mut out = Documents::new();
+    let mut failed = std::collections::HashSet::new();
+    for (i, file) in spec.documents() {
+        if out.contains_key(file) || failed.contains(file) {
+            continue;
+        }
+        let name = file.display();
+        let loaded = std::fs::read_to_string(file)
+            .map_err(|e| format!("cannot read `{name}`: {e}"))
+            .and_then(|text| {
+                gatehouse_config::openapi::load(&text).map_err(|e| format!("`{name}`: {e}"))
+            });
+        match loaded {
+            Ok(api) => {
+                out.insert(file.clone(), Arc::new(api));
+            }
+            Err(e) => {
+                errors.push(err(format!("routes[{i}].openapi"), e));
+                failed.insert(file.clone());
+            }
+        }
+    }
+    out
 }
 
 fn route(
@@ -206,6 +246,7 @@ fn route(
     upstreams: &HashMap<String, Arc<UpstreamGroup>>,
     auth: &crate::filter::auth::AuthRt,
     limits: &HashMap<String, Arc<crate::limit::Policy>>,
+    openapi: &Documents,
     metrics: &Metrics,
 ) -> Option<Route> {
     let (action, upstream_name) = match &r.action {
@@ -265,6 +306,7 @@ fn route(
                 limits,
                 metrics,
                 route: &r.name,
+                openapi,
             },
         ),
         redact_query: redacted_query(r),

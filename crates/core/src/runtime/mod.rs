@@ -22,7 +22,7 @@ mod limits;
 mod traffic;
 
 pub use auth::AuthState;
-pub use compile::{compile, CompileError};
+pub use compile::{compile, openapi_documents, CompileError};
 pub use limits::LimitState;
 
 /// One generation of compiled config. Immutable; requests hold an `Arc` to the one they
