@@ -253,6 +253,8 @@ pub enum FilterSpec {
     OpenApi(PathBuf),
     /// JSON body edits.
     JsonTransform(BodySide, Vec<JsonStep>),
+    /// Text replaced in a body as it streams.
+    Replace(BodySide, ReplaceSpec),
     /// XML to JSON or JSON to XML, with the root element name for JSON to XML.
     XmlConvert(BodySide, XmlDirection, String),
     /// Upstream status mapping and error pages.

@@ -6,6 +6,7 @@
 //! pool and completes the access-log record.
 
 use crate::access_log::Completion;
+use crate::body_edit::Edited;
 use crate::http::client::Received;
 use crate::http::conn_state::Open;
 use bytes::Bytes;
@@ -115,6 +116,8 @@ pub enum UpstreamBody {
         /// A copy for a mirrored request, made as the body streams.
         tee: Option<Box<Tee>>,
     },
+    /// A body edited by filters as it streams.
+    Edited(Box<(UpstreamBody, Edited)>),
 }
 
 /// Copies a streaming body for a mirror, up to a bound: the copy is sent when the body
@@ -139,6 +142,8 @@ pub struct ResponseBody {
     /// The client connection's mark for this request, let go when the body ends.
     open: Option<Open>,
     sent: u64,
+    /// Filters' streaming edits, when a filter asked for any.
+    edits: Option<Box<Edited>>,
 }
 
 // === impl UpstreamBody ===
@@ -161,8 +166,11 @@ impl UpstreamBody {
     /// Starts copying a streaming body (at most `limit` bytes); the receiver gets the
     /// copy when the body has ended whole.
     pub fn tee(&mut self, limit: usize) -> Option<tokio::sync::oneshot::Receiver<Bytes>> {
-        let UpstreamBody::Incoming { tee, .. } = self else {
-            return None;
+        let tee = match self {
+            UpstreamBody::Incoming { tee, .. } => tee,
+            // The mirror gets the body as the client sent it.
+            UpstreamBody::Edited(b) => return b.0.tee(limit),
+            _ => return None,
         };
         let (done, rx) = tokio::sync::oneshot::channel();
         *tee = Some(Box::new(Tee {
@@ -185,6 +193,10 @@ impl Body for UpstreamBody {
         match self.get_mut() {
             UpstreamBody::Empty => Poll::Ready(None),
             UpstreamBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            UpstreamBody::Edited(b) => {
+                let (inner, edits) = &mut **b;
+                edits.poll(cx, |cx| Pin::new(&mut *inner).poll_frame(cx))
+            }
             UpstreamBody::Incoming {
                 inner,
                 limit,
@@ -241,6 +253,7 @@ impl Body for UpstreamBody {
             UpstreamBody::Empty => true,
             UpstreamBody::Full(b) => b.is_none(),
             UpstreamBody::Incoming { inner, .. } => inner.is_end_stream(),
+            UpstreamBody::Edited(b) => b.1.is_end_stream(),
         }
     }
 
@@ -249,6 +262,8 @@ impl Body for UpstreamBody {
             UpstreamBody::Empty => SizeHint::with_exact(0),
             UpstreamBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             UpstreamBody::Incoming { inner, .. } => inner.size_hint(),
+            // An edit may change the length.
+            UpstreamBody::Edited(_) => SizeHint::default(),
         }
     }
 }
@@ -275,7 +290,13 @@ impl ResponseBody {
             deadline: None,
             open: None,
             sent: 0,
+            edits: None,
         }
+    }
+
+    /// Runs the body through filters' streaming edits.
+    pub fn edit(&mut self, edits: Edited) {
+        self.edits = Some(Box::new(edits));
     }
 
     /// Runs `c` once when the body ends, fails or is dropped.
@@ -321,10 +342,10 @@ impl Body for ResponseBody {
                 return Poll::Ready(Some(Err(Box::new(DeadlinePassed))));
             }
         }
-        let frame = match &mut this.inner {
-            Inner::Empty => None,
-            Inner::Full(b) => b.take().map(|b| Ok(Frame::data(b))),
-            Inner::Upstream(b) => ready!(Pin::new(b).poll_frame(cx)),
+        let inner = &mut this.inner;
+        let frame = match this.edits.as_mut() {
+            None => ready!(inner.poll(cx)),
+            Some(e) => ready!(e.poll(cx, |cx| inner.poll(cx))),
         };
         match &frame {
             Some(Ok(f)) => {
@@ -339,6 +360,9 @@ impl Body for ResponseBody {
     }
 
     fn is_end_stream(&self) -> bool {
+        if let Some(e) = &self.edits {
+            return e.is_end_stream();
+        }
         match &self.inner {
             Inner::Empty => true,
             Inner::Full(b) => b.is_none(),
@@ -347,11 +371,24 @@ impl Body for ResponseBody {
     }
 
     fn size_hint(&self) -> SizeHint {
+        if self.edits.is_some() {
+            return SizeHint::default();
+        }
         match &self.inner {
             Inner::Empty => SizeHint::with_exact(0),
             Inner::Full(b) => SizeHint::with_exact(b.as_ref().map(|b| b.len() as u64).unwrap_or(0)),
             Inner::Upstream(b) => b.size_hint(),
         }
+    }
+}
+
+impl Inner {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        Poll::Ready(match self {
+            Inner::Empty => None,
+            Inner::Full(b) => b.take().map(|b| Ok(Frame::data(b))),
+            Inner::Upstream(b) => ready!(Pin::new(b).poll_frame(cx)),
+        })
     }
 }
 

@@ -14,6 +14,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod body;
+pub mod body_edit;
 pub mod consumer;
 pub mod copy;
 pub mod drain;

@@ -103,6 +103,23 @@ pub struct TransformConf {
     /// The root element of JSON turned into XML when it has no single top key
     /// (default `root`).
     pub xml_root: Option<String>,
+    /// Text replaced in request bodies as they stream, in order of priority.
+    #[serde(default)]
+    pub request_replace: Vec<ReplaceConf>,
+    /// Text replaced in response bodies as they stream (NGINX's `sub_filter`).
+    #[serde(default)]
+    pub response_replace: Vec<ReplaceConf>,
+    /// Media types whose bodies the replaces edit (default: text, JSON, XML and
+    /// JavaScript ones).
+    pub replace_types: Option<Vec<String>>,
+}
+
+/// One text replacement: every `from` becomes `to`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplaceConf {
+    pub from: String,
+    pub to: String,
 }
 
 /// A route's `rewrite`: the upstream path from a template over the path's captures,

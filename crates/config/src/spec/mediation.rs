@@ -103,6 +103,25 @@ pub enum BodySide {
     Response,
 }
 
+/// Text replaced in bodies as they stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplaceSpec {
+    /// `(from, to)`, the earlier winning where two start at one place.
+    pub pairs: Vec<(String, String)>,
+    /// Lower-case media types: `type/subtype`, `type/*`, or `type/*+suffix`.
+    pub types: Vec<String>,
+}
+
+/// Media types the replaces edit by default.
+pub const DEFAULT_REPLACE_TYPES: [&str; 6] = [
+    "text/*",
+    "application/json",
+    "application/*+json",
+    "application/xml",
+    "application/*+xml",
+    "application/javascript",
+];
+
 /// Status mapping and fixed error pages on upstream responses.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct StatusSpec {

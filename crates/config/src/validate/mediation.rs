@@ -370,13 +370,80 @@ fn transforms(t: &TransformConf, path: &str, errs: &mut Errors) -> Vec<FilterSpe
         (resp == Some(XmlDirection::XmlToJson))
             .then(|| convert(BodySide::Response, XmlDirection::XmlToJson)),
     );
+    for (side, key, list) in [
+        (BodySide::Request, "request_replace", &t.request_replace),
+        (BodySide::Response, "response_replace", &t.response_replace),
+    ] {
+        if !list.is_empty() {
+            let spec = replace(
+                list,
+                t.replace_types.as_deref(),
+                &format!("{path}.{key}"),
+                errs,
+            );
+            out.push(FilterSpec::Replace(side, spec));
+        }
+    }
+    if t.replace_types.is_some() && t.request_replace.is_empty() && t.response_replace.is_empty() {
+        errs.push(
+            format!("{path}.replace_types"),
+            "replace_types goes with request_replace or response_replace",
+        );
+    }
     if out.is_empty() && errs.0.len() == before {
         errs.push(
             path,
-            "give at least one of request_json, response_json, request_body, response_body",
+            "give at least one of request_json, response_json, request_body, response_body, request_replace, response_replace",
         );
     }
     out
+}
+
+/// The text replacements of one side, and the media types they edit.
+fn replace(
+    list: &[crate::raw::ReplaceConf],
+    types: Option<&[String]>,
+    path: &str,
+    errs: &mut Errors,
+) -> ReplaceSpec {
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for (i, r) in list.iter().enumerate() {
+        if r.from.is_empty() {
+            errs.push(format!("{path}[{i}].from"), "give the text to replace");
+        } else if r.from.len() > 1024 {
+            // Bounds what a pass holds back between chunks.
+            errs.push(format!("{path}[{i}].from"), "at most 1024 bytes");
+        } else if pairs.iter().any(|(f, _)| *f == r.from) {
+            errs.push(
+                format!("{path}[{i}].from"),
+                format!("`{}` is already replaced by an earlier entry", r.from),
+            );
+        } else {
+            pairs.push((r.from.clone(), r.to.clone()));
+        }
+    }
+    let types = match types {
+        None => DEFAULT_REPLACE_TYPES
+            .iter()
+            .map(|t| t.to_string())
+            .collect(),
+        Some(list) => {
+            let at = path.rsplit_once('.').map_or(path, |(p, _)| p);
+            for (i, t) in list.iter().enumerate() {
+                let ok = t
+                    .split_once('/')
+                    .is_some_and(|(a, b)| !a.is_empty() && !b.is_empty() && !a.contains('*'));
+                if !ok {
+                    errs.push(
+                        format!("{at}.replace_types[{i}]"),
+                        format!("`{t}` is not a media type like `text/html`, `text/*` or `application/*+json`"),
+                    );
+                }
+            }
+            list.iter().map(|t| t.to_ascii_lowercase()).collect()
+        }
+    };
+    ReplaceSpec { pairs, types }
 }
 
 /// Whether `p` is a JSON Pointer below the root (reported at `key` when not).
@@ -949,6 +1016,8 @@ pub fn stream_warnings(routes: &[RouteSpec], upstreams: &[UpstreamSpec]) -> Vec<
                 FilterSpec::XmlConvert(BodySide::Request, ..) => Some("transform.request_body"),
                 FilterSpec::XmlConvert(BodySide::Response, ..) => Some("transform.response_body"),
                 FilterSpec::Status(s) if !s.pages.is_empty() => Some("error_pages"),
+                // Its operations may have JSON bodies to read (known when it is read).
+                FilterSpec::OpenApi(_) => Some("openapi"),
                 _ => None,
             })
             .collect();

@@ -12,6 +12,10 @@
 //! filter that asked, and sends the result with its length fixed up. A chain with no
 //! such filter reads nothing and streams as before; one with them still streams the
 //! messages none of them asks for (an event stream past a JSON transform).
+//! Streaming edits: a filter that edits a body as it passes says so per message
+//! ([`Filter::request_stream`], [`Filter::response_stream`]) with a [`ChunkEdit`],
+//! which sees each chunk and gives what to pass on; nothing is buffered beyond what
+//! the edit holds back. They run after the whole-body hooks, on what those made.
 //! A filter that answers the request gets the response hooks of the filters before it
 //! run on its reply (CORS headers on a 401), and what they carried.
 
@@ -24,6 +28,7 @@ mod ip;
 mod json;
 mod limit;
 mod openapi;
+mod replace;
 mod rewrite;
 mod status;
 mod template;
@@ -35,6 +40,8 @@ pub use fault::draw;
 pub use xml::{json_to_xml, xml_to_json};
 
 use crate::body::ResponseBody;
+pub use crate::body_edit::ChunkEdit;
+use crate::body_edit::Edited;
 use crate::error::ProxyError;
 use bytes::Bytes;
 use gatehouse_config::spec::FilterSpec;
@@ -168,6 +175,24 @@ pub trait Filter: Send + Sync {
     ) -> Result<(), ProxyError> {
         Ok(())
     }
+
+    /// Whether this filter ever edits a body as it streams: (request, response). The
+    /// chain asks the per-message questions below only when some filter says yes.
+    fn stream_sides(&self) -> (bool, bool) {
+        (false, false)
+    }
+
+    /// A streaming edit of this request's body, or `None` (asked after the whole-body
+    /// hooks, so it sees what they made). It may fix the head up for it (a length
+    /// that the edit changes).
+    fn request_stream(&self, _head: &mut request::Parts) -> Option<Box<dyn ChunkEdit>> {
+        None
+    }
+
+    /// A streaming edit of this response's body, or `None`, as [`Self::request_stream`].
+    fn response_stream(&self, _head: &mut response::Parts) -> Option<Box<dyn ChunkEdit>> {
+        None
+    }
 }
 
 /// A route's filters in stage order.
@@ -178,6 +203,8 @@ pub struct Chain {
     request_bodies: bool,
     /// Whether any filter reads whole response bodies.
     response_bodies: bool,
+    /// Whether any filter edits request or response bodies as they stream.
+    streams: (bool, bool),
 }
 
 /// Builds the filter a spec names.
@@ -208,6 +235,17 @@ pub fn build(spec: &FilterSpec, ctx: &BuildCtx) -> Arc<dyn Filter> {
             )),
         },
         FilterSpec::JsonTransform(side, steps) => Arc::new(json::JsonTransform::new(*side, steps)),
+        FilterSpec::Replace(side, spec) => match replace::Replace::new(*side, spec) {
+            Some(r) => Arc::new(r),
+            // Patterns past the automaton's limits (the config crate bounds them).
+            None => {
+                tracing::error!(
+                    route = ctx.route,
+                    "the replace patterns could not be built; bodies pass unedited"
+                );
+                Arc::new(headers::HeaderRules::response(&Default::default()))
+            }
+        },
         FilterSpec::Status(s) => Arc::new(status::StatusRules::new(s)),
         FilterSpec::Fault(f) => Arc::new(fault::Fault::new(f)),
         FilterSpec::Rewrite(w) => Arc::new(rewrite::Rewrite::new(w)),
@@ -233,10 +271,15 @@ impl Chain {
         filters.sort_by_key(|f| f.stage());
         let request_bodies = filters.iter().any(|f| f.body_sides().0);
         let response_bodies = filters.iter().any(|f| f.body_sides().1);
+        let streams = (
+            filters.iter().any(|f| f.stream_sides().0),
+            filters.iter().any(|f| f.stream_sides().1),
+        );
         Chain {
             filters,
             request_bodies,
             response_bodies,
+            streams,
         }
     }
 
@@ -338,6 +381,34 @@ impl Chain {
             }
         }
         Ok(())
+    }
+
+    /// The streaming edits of this request's body in stage order, `None` when no
+    /// filter has one for it.
+    pub fn request_edits(&self, head: &mut request::Parts) -> Option<Edited> {
+        if !self.streams.0 {
+            return None;
+        }
+        let edits: Vec<_> = self
+            .filters
+            .iter()
+            .filter_map(|f| f.request_stream(head))
+            .collect();
+        (!edits.is_empty()).then(|| Edited::new(edits))
+    }
+
+    /// The streaming edits of this response's body in reverse stage order.
+    pub fn response_edits(&self, head: &mut response::Parts) -> Option<Edited> {
+        if !self.streams.1 {
+            return None;
+        }
+        let edits: Vec<_> = self
+            .filters
+            .iter()
+            .rev()
+            .filter_map(|f| f.response_stream(head))
+            .collect();
+        (!edits.is_empty()).then(|| Edited::new(edits))
     }
 
     /// Runs response hooks in reverse stage order.

@@ -86,6 +86,11 @@ pub(super) async fn forward(
             Err(Err(e)) => return Err((e, log)),
         };
     }
+    if !upgrade && !matches!(body, UpstreamBody::Empty) {
+        if let Some(edits) = route.filters.request_edits(&mut parts) {
+            body = UpstreamBody::Edited(Box::new((body, edits)));
+        }
+    }
     let (p, version) = match &p.versions {
         None => (p, None),
         Some(v) => match super::traffic::version(v, &mut parts) {
@@ -173,18 +178,24 @@ pub(super) async fn forward(
             if !route.filters.is_empty() {
                 route.filters.on_response(&mut parts, &r.filter_ctx(route));
             }
-            let mut body =
-                if has_content(&parts, head_only) && route.filters.wants_response_body(&parts) {
-                    let until = deadline.unwrap_or_else(|| {
-                        tokio::time::Instant::now() + p.spec.upstream_response_timeout
-                    });
-                    match Box::pin(response_hooks(r, route, &mut parts, body, until)).await {
-                        Ok(b) => b,
-                        Err(e) => return Err((e, log)),
-                    }
-                } else {
-                    ResponseBody::upstream(body)
-                };
+            let content = has_content(&parts, head_only);
+            let mut body = if content && route.filters.wants_response_body(&parts) {
+                let until = deadline.unwrap_or_else(|| {
+                    tokio::time::Instant::now() + p.spec.upstream_response_timeout
+                });
+                match Box::pin(response_hooks(r, route, &mut parts, body, until)).await {
+                    Ok(b) => b,
+                    Err(e) => return Err((e, log)),
+                }
+            } else {
+                ResponseBody::upstream(body)
+            };
+            if let Some(edits) = content
+                .then(|| route.filters.response_edits(&mut parts))
+                .flatten()
+            {
+                body.edit(edits);
+            }
             if let Some(d) = deadline {
                 body.set_deadline(d);
             }

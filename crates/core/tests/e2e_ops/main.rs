@@ -29,6 +29,7 @@ mod parking;
 mod pool;
 mod rate_limits;
 mod reload;
+mod replace;
 mod retries;
 mod shutdown;
 mod soak;
