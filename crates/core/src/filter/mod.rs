@@ -176,6 +176,12 @@ pub trait Filter: Send + Sync {
         Ok(())
     }
 
+    /// The page that replaces Gatehouse's own error reply with this status on the
+    /// route (its body and `Content-Type`), if this filter has one.
+    fn error_page(&self, _status: http::StatusCode) -> Option<(Bytes, HeaderValue)> {
+        None
+    }
+
     /// Whether this filter ever edits a body as it streams: (request, response). The
     /// chain asks the per-message questions below only when some filter says yes.
     fn stream_sides(&self) -> (bool, bool) {
@@ -381,6 +387,12 @@ impl Chain {
             }
         }
         Ok(())
+    }
+
+    /// The page for Gatehouse's own error reply with `status`, from the first filter
+    /// that has one.
+    pub fn error_page(&self, status: http::StatusCode) -> Option<(Bytes, HeaderValue)> {
+        self.filters.iter().find_map(|f| f.error_page(status))
     }
 
     /// The streaming edits of this request's body in stage order, `None` when no

@@ -1,8 +1,8 @@
 //! Upstream status mapping (`404` -> `410`) and fixed error pages per route, like
 //! nginx's `error_page` with `proxy_intercept_errors`: the upstream's body is read
 //! (bounded, so its connection can be reused) and replaced by the page. Pages apply to
-//! the status after mapping, and only to upstream responses: Gatehouse's own error
-//! replies keep their JSON body.
+//! the status after mapping, and to Gatehouse's own error replies on the route too (an
+//! upstream that cannot be reached, a timeout), as nginx's `error_page` does.
 
 use super::{Filter, FilterCtx, Stage};
 use crate::error::ProxyError;
@@ -73,6 +73,11 @@ impl Filter for StatusRules {
 
     fn body_sides(&self) -> (bool, bool) {
         (false, !self.pages.is_empty())
+    }
+
+    fn error_page(&self, status: StatusCode) -> Option<(Bytes, HeaderValue)> {
+        self.page(status)
+            .map(|p| (p.body.clone(), p.content_type.clone()))
     }
 
     fn response_body(&self, head: &response::Parts) -> bool {

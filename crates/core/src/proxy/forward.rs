@@ -8,7 +8,7 @@ use crate::access_log::{BytesIn, LogRecord};
 use crate::body::ClientBody;
 use crate::body::{ResponseBody, UpstreamBody};
 use crate::error::{ErrorKind, ProxyError};
-use crate::filter::Flow;
+use crate::filter::{Carry, Flow};
 use crate::http::client::Received;
 use crate::http::headers::{self, Forwarding};
 use crate::runtime::{ProxyAction, Route};
@@ -19,7 +19,9 @@ use http::{header, HeaderValue, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use std::sync::Arc;
 
-type Failed = (ProxyError, Option<Box<LogRecord>>);
+/// Why forwarding failed, the log record, and what the filters carried (a CORS grant,
+/// a concurrency place) for the error reply.
+pub(super) type Failed = (ProxyError, Option<Box<LogRecord>>, Option<Carry>);
 
 pub(super) async fn forward(
     r: &Req<'_>,
@@ -38,6 +40,7 @@ pub(super) async fn forward(
                     format!("request body of {n} bytes is over the limit of {max}"),
                 ),
                 log,
+                None,
             ));
         }
     }
@@ -83,7 +86,7 @@ pub(super) async fn forward(
         body = match Box::pin(request_hooks(r, route, limit, &mut parts, body)).await {
             Ok(b) => b,
             Err(Ok(resp)) => return Ok(r.complete(resp, route.metrics.clone(), log, None)),
-            Err(Err(e)) => return Err((e, log)),
+            Err(Err(e)) => return Err((e, log, parts.extensions.remove::<Carry>())),
         };
     }
     if !upgrade && !matches!(body, UpstreamBody::Empty) {
@@ -114,7 +117,7 @@ pub(super) async fn forward(
     if let Some(m) = p.mirror.as_ref().filter(|_| !upgrade) {
         super::traffic::mirror(m, &parts, &mut body);
     }
-    let carry = parts.extensions.remove::<crate::filter::Carry>();
+    let carry = parts.extensions.remove::<Carry>();
     let head_only = parts.method == http::Method::HEAD;
     // Only groups with sticky sessions hold their members for the request.
     let members = p
@@ -139,7 +142,7 @@ pub(super) async fn forward(
         index,
     } = match exchange(p, &mut out).await {
         Ok(x) => x,
-        Err(e) => return Err((e, log)),
+        Err(e) => return Err((e, log, carry)),
     };
     if let Some(l) = log.as_mut() {
         l.upstream = Some(p.group.name.clone());
@@ -185,7 +188,7 @@ pub(super) async fn forward(
                 });
                 match Box::pin(response_hooks(r, route, &mut parts, body, until)).await {
                     Ok(b) => b,
-                    Err(e) => return Err((e, log)),
+                    Err(e) => return Err((e, log, parts.extensions.remove::<Carry>())),
                 }
             } else {
                 ResponseBody::upstream(body)

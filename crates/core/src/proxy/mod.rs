@@ -170,7 +170,9 @@ impl Req<'_> {
                 let log = self.log_record(&req, &host, Some(&route));
                 match forward::forward(self, req, &host, &route, p, log).await {
                     Ok(resp) => resp,
-                    Err((e, log)) => self.error_reply(e, &route.metrics, log, Some(&route)),
+                    Err((e, log, carry)) => {
+                        self.error_reply(e, &route.metrics, log, Some(&route), carry)
+                    }
                 }
             }
         }
@@ -266,7 +268,7 @@ impl Req<'_> {
         let log = self.log_record(req, &host, route);
         let metrics = route.map(|r| &r.metrics).unwrap_or(&self.listener.no_route);
         let close = e.close && req.version() != Version::HTTP_2;
-        let mut resp = self.error_reply(e, metrics, log, route);
+        let mut resp = self.error_reply(e, metrics, log, route, None);
         if close {
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -280,10 +282,25 @@ impl Req<'_> {
         metrics: &Arc<crate::metrics::RouteMetrics>,
         log: Option<Box<LogRecord>>,
         route: Option<&Arc<Route>>,
+        carry: Option<crate::filter::Carry>,
     ) -> Response<ResponseBody> {
         let id = self.id();
         tracing::debug!(request_id = id.to_str().unwrap_or("-"), route = route.map(|r| &*r.name), side = ?e.side, error = %e.message(), "local error reply");
-        let resp = error_reply(&e, id);
+        let mut resp = error_reply(&e, id);
+        if let Some(c) = carry {
+            resp.extensions_mut().insert(c);
+        }
+        if let Some(r) = route {
+            // The route's response hooks (a CORS grant, a status map) and error page
+            // apply to its own error replies as to the upstream's.
+            resp = self.response_filters(r, resp);
+            if let Some((page, content_type)) = r.filters.error_page(resp.status()) {
+                resp.headers_mut()
+                    .insert(header::CONTENT_TYPE, content_type);
+                resp.headers_mut().remove(header::CONTENT_LENGTH);
+                *resp.body_mut() = ResponseBody::full(page);
+            }
+        }
         self.complete(resp, metrics.clone(), log, None)
     }
 

@@ -217,6 +217,30 @@ async fn a_refusal_by_a_later_filter_still_carries_the_grant() {
 }
 
 #[tokio::test]
+async fn an_upstream_that_is_down_still_gets_its_502_read_by_the_browser() {
+    let up = Upstream::fixed("ok").await;
+    let gw = TestGateway::start(&config(up.addr, CORS, "")).await;
+    up.kill();
+    let resp = reqwest::Client::new()
+        .get(gw.url("web", "/items"))
+        .header("origin", "https://app.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    assert_eq!(
+        resp.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    assert_eq!(
+        resp.headers()["access-control-expose-headers"],
+        "x-request-id, x-total"
+    );
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["status"], 502);
+}
+
+#[tokio::test]
 async fn global_rules_apply_to_every_route_unless_one_turns_them_off() {
     let up = Upstream::fixed("ok").await;
     let cfg = format!(

@@ -235,6 +235,12 @@ content_type = "application/json"
         1,
         "the replaced bodies were read to their end"
     );
+    // Gatehouse's own 502 for an upstream that is gone gets the page too.
+    up.kill();
+    let down = get("/200").await.unwrap();
+    assert_eq!(down.status(), 502);
+    assert!(down.headers().contains_key("x-request-id"));
+    assert_eq!(down.text().await.unwrap(), r#"{"error": "try later"}"#);
 }
 
 #[tokio::test]
