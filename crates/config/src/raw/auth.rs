@@ -118,6 +118,9 @@ pub struct ExternalAuthConf {
     pub copy_headers: Option<Vec<String>>,
     pub timeout: Option<HumanDuration>,
     pub fail_open: Option<bool>,
+    /// Send the request body too, its first this many bytes (Envoy's
+    /// `with_request_body`); the request is held until the body is read.
+    pub body_limit: Option<ByteSize>,
 }
 
 /// A route's `auth` table.

@@ -192,6 +192,8 @@ pub struct ExternalAuthSpec {
     pub copy_headers: Vec<String>,
     pub timeout: Duration,
     pub fail_open: bool,
+    /// The most of the request body sent along (`None`: no body).
+    pub body_limit: Option<u64>,
 }
 
 /// What a claim must hold.

@@ -399,6 +399,12 @@ pub fn external_auth(
     upstream_ref(&e.upstream, &format!("{path}.upstream"), upstreams, errs);
     let p = e.path.clone().unwrap_or_else(|| "/".into());
     check_path(&p, &format!("{path}.path"), errs);
+    if e.body_limit.is_some_and(|b| b.0 == 0) {
+        errs.push(
+            format!("{path}.body_limit"),
+            "give a size above 0, or leave it out to send no body",
+        );
+    }
     let names = |list: &Option<Vec<String>>, key: &str, errs: &mut Errors| -> Vec<String> {
         list.iter()
             .flatten()
@@ -413,6 +419,7 @@ pub fn external_auth(
         copy_headers: names(&e.copy_headers, "copy_headers", errs),
         timeout: e.timeout.map_or(Duration::from_secs(2), |d| d.0),
         fail_open: e.fail_open.unwrap_or(false),
+        body_limit: e.body_limit.map(|b| b.0),
     }
 }
 

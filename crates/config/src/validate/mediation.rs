@@ -1018,6 +1018,9 @@ pub fn stream_warnings(routes: &[RouteSpec], upstreams: &[UpstreamSpec]) -> Vec<
                 FilterSpec::Status(s) if !s.pages.is_empty() => Some("error_pages"),
                 // Its operations may have JSON bodies to read (known when it is read).
                 FilterSpec::OpenApi(_) => Some("openapi"),
+                FilterSpec::ExternalAuth(e) if e.body_limit.is_some() => {
+                    Some("external_auth.body_limit")
+                }
                 _ => None,
             })
             .collect();

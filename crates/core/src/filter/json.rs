@@ -6,7 +6,7 @@
 //! (response).
 
 use super::template::{render, Vars};
-use super::{Filter, FilterCtx, Flow, Stage};
+use super::{Filter, FilterCtx, FilterFuture, Flow, Stage};
 use crate::error::{local_reply, ErrorKind, ProxyError};
 use bytes::Bytes;
 use gatehouse_config::spec::{parse_template, BodySide, JsonStep, TemplatePart};
@@ -228,6 +228,32 @@ fn put(doc: &mut Value, p: &str, value: Value, only_absent: bool) {
     }
 }
 
+impl JsonTransform {
+    /// The request body hook's work, done at once.
+    fn read_request_body(
+        &self,
+        head: &mut request::Parts,
+        body: &mut Bytes,
+        ctx: &FilterCtx<'_>,
+    ) -> Flow {
+        if body.is_empty() {
+            return Flow::Continue;
+        }
+        let vars = Vars::request(ctx, head, &[]);
+        match self.edit(body, &vars) {
+            Ok(()) => Flow::Continue,
+            Err(e) => {
+                let msg = format!("the request body is not valid JSON: {e}");
+                Flow::Respond(Box::new(local_reply(
+                    ErrorKind::BadRequest,
+                    &msg,
+                    ctx.request_id,
+                )))
+            }
+        }
+    }
+}
+
 impl Filter for JsonTransform {
     fn name(&self) -> &'static str {
         match self.side {
@@ -251,27 +277,13 @@ impl Filter for JsonTransform {
         self.side == BodySide::Request && is_json(&head.headers)
     }
 
-    fn on_request_body(
-        &self,
-        head: &mut request::Parts,
-        body: &mut Bytes,
-        ctx: &FilterCtx<'_>,
-    ) -> Flow {
-        if body.is_empty() {
-            return Flow::Continue;
-        }
-        let vars = Vars::request(ctx, head, &[]);
-        match self.edit(body, &vars) {
-            Ok(()) => Flow::Continue,
-            Err(e) => {
-                let msg = format!("the request body is not valid JSON: {e}");
-                Flow::Respond(Box::new(local_reply(
-                    ErrorKind::BadRequest,
-                    &msg,
-                    ctx.request_id,
-                )))
-            }
-        }
+    fn on_request_body<'a>(
+        &'a self,
+        head: &'a mut request::Parts,
+        body: &'a mut Bytes,
+        ctx: &'a FilterCtx<'a>,
+    ) -> FilterFuture<'a> {
+        Box::pin(std::future::ready(self.read_request_body(head, body, ctx)))
     }
 
     fn response_body(&self, head: &response::Parts) -> bool {

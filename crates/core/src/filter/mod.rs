@@ -151,14 +151,15 @@ pub trait Filter: Send + Sync {
         false
     }
 
-    /// Sees (and may replace) the whole request body; may answer instead.
-    fn on_request_body(
-        &self,
-        _head: &mut request::Parts,
-        _body: &mut Bytes,
-        _ctx: &FilterCtx<'_>,
-    ) -> Flow {
-        Flow::Continue
+    /// Sees (and may replace) the whole request body; may answer instead. A future,
+    /// so a filter may ask another service about the body (external auth).
+    fn on_request_body<'a>(
+        &'a self,
+        _head: &'a mut request::Parts,
+        _body: &'a mut Bytes,
+        _ctx: &'a FilterCtx<'a>,
+    ) -> FilterFuture<'a> {
+        Box::pin(std::future::ready(Flow::Continue))
     }
 
     /// Whether this response's whole body is wanted (asked after every head hook).
@@ -351,7 +352,7 @@ impl Chain {
     }
 
     /// Runs the request body hooks in order; the first `Respond` ends the chain.
-    pub fn on_request_body(
+    pub async fn on_request_body(
         &self,
         head: &mut request::Parts,
         body: &mut Bytes,
@@ -361,7 +362,7 @@ impl Chain {
             if !f.request_body(head) {
                 continue;
             }
-            if let Flow::Respond(r) = f.on_request_body(head, body, ctx) {
+            if let Flow::Respond(r) = f.on_request_body(head, body, ctx).await {
                 // Every head hook ran, so every filter's response hook sees the reply.
                 return self.answered(self.filters.len(), f.name(), head, r, ctx);
             }

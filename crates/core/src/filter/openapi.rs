@@ -181,15 +181,15 @@ impl Filter for OpenApi {
             .is_some_and(|op| op.check.request_body(head))
     }
 
-    fn on_request_body(
-        &self,
-        head: &mut request::Parts,
-        body: &mut Bytes,
-        ctx: &FilterCtx<'_>,
-    ) -> Flow {
+    fn on_request_body<'a>(
+        &'a self,
+        head: &'a mut request::Parts,
+        body: &'a mut Bytes,
+        ctx: &'a FilterCtx<'a>,
+    ) -> FilterFuture<'a> {
         match head.extensions.get::<Matched>().copied() {
             Some(Matched(i)) => self.ops[i].check.on_request_body(head, body, ctx),
-            None => Flow::Continue,
+            None => Box::pin(std::future::ready(Flow::Continue)),
         }
     }
 }

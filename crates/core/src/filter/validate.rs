@@ -253,52 +253,9 @@ impl Scalar {
     }
 }
 
-impl Filter for Validate {
-    fn name(&self) -> &'static str {
-        "validate"
-    }
-
-    fn stage(&self) -> Stage {
-        Stage::Validate
-    }
-
-    fn has_request_hook(&self) -> bool {
-        self.query.is_some() || self.headers.is_some() || self.path.is_some()
-    }
-
-    fn wants_original_uri(&self) -> bool {
-        self.path.is_some()
-    }
-
-    fn on_request<'a>(
-        &'a self,
-        head: &'a mut request::Parts,
-        ctx: &'a FilterCtx<'a>,
-    ) -> FilterFuture<'a> {
-        // The client's path: a prefix strip or rewrite has not happened to it.
-        let path = head
-            .extensions
-            .get::<OriginalUri>()
-            .map_or_else(|| head.uri.path(), |o| o.0.path());
-        let found = self.head_violations(head, path);
-        let flow = if found.is_empty() {
-            Flow::Continue
-        } else {
-            self.refuse(found, ctx)
-        };
-        Box::pin(std::future::ready(flow))
-    }
-
-    fn body_sides(&self) -> (bool, bool) {
-        (self.body.is_some(), self.response.is_some())
-    }
-
-    fn request_body(&self, _head: &request::Parts) -> bool {
-        // Every request: one without a JSON body is refused here, not let through.
-        self.body.is_some()
-    }
-
-    fn on_request_body(
+impl Validate {
+    /// The request body hook's work, done at once.
+    fn read_request_body(
         &self,
         head: &mut request::Parts,
         body: &mut Bytes,
@@ -350,6 +307,61 @@ impl Filter for Validate {
         } else {
             self.refuse(found, ctx)
         }
+    }
+}
+
+impl Filter for Validate {
+    fn name(&self) -> &'static str {
+        "validate"
+    }
+
+    fn stage(&self) -> Stage {
+        Stage::Validate
+    }
+
+    fn has_request_hook(&self) -> bool {
+        self.query.is_some() || self.headers.is_some() || self.path.is_some()
+    }
+
+    fn wants_original_uri(&self) -> bool {
+        self.path.is_some()
+    }
+
+    fn on_request<'a>(
+        &'a self,
+        head: &'a mut request::Parts,
+        ctx: &'a FilterCtx<'a>,
+    ) -> FilterFuture<'a> {
+        // The client's path: a prefix strip or rewrite has not happened to it.
+        let path = head
+            .extensions
+            .get::<OriginalUri>()
+            .map_or_else(|| head.uri.path(), |o| o.0.path());
+        let found = self.head_violations(head, path);
+        let flow = if found.is_empty() {
+            Flow::Continue
+        } else {
+            self.refuse(found, ctx)
+        };
+        Box::pin(std::future::ready(flow))
+    }
+
+    fn body_sides(&self) -> (bool, bool) {
+        (self.body.is_some(), self.response.is_some())
+    }
+
+    fn request_body(&self, _head: &request::Parts) -> bool {
+        // Every request: one without a JSON body is refused here, not let through.
+        self.body.is_some()
+    }
+
+    fn on_request_body<'a>(
+        &'a self,
+        head: &'a mut request::Parts,
+        body: &'a mut Bytes,
+        ctx: &'a FilterCtx<'a>,
+    ) -> FilterFuture<'a> {
+        Box::pin(std::future::ready(self.read_request_body(head, body, ctx)))
     }
 
     fn response_body(&self, head: &response::Parts) -> bool {

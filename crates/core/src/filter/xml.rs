@@ -8,7 +8,7 @@
 //! references), so no document can make the gateway expand itself.
 
 use super::json::{is_json, says};
-use super::{Filter, FilterCtx, Flow, Stage};
+use super::{Filter, FilterCtx, FilterFuture, Flow, Stage};
 use crate::error::{local_reply, ErrorKind, ProxyError};
 use bytes::Bytes;
 use gatehouse_config::spec::{xml_name, BodySide, XmlDirection};
@@ -285,6 +285,31 @@ fn scalar(v: &Value) -> Option<String> {
     }
 }
 
+impl XmlConvert {
+    /// The request body hook's work, done at once.
+    fn read_request_body(
+        &self,
+        head: &mut request::Parts,
+        body: &mut Bytes,
+        ctx: &FilterCtx<'_>,
+    ) -> Flow {
+        if body.is_empty() {
+            return Flow::Continue;
+        }
+        match self.convert(&mut head.headers, body) {
+            Ok(()) => Flow::Continue,
+            Err(why) => {
+                let msg = format!("the request body could not be converted: {why}");
+                Flow::Respond(Box::new(local_reply(
+                    ErrorKind::BadRequest,
+                    &msg,
+                    ctx.request_id,
+                )))
+            }
+        }
+    }
+}
+
 impl Filter for XmlConvert {
     fn name(&self) -> &'static str {
         match self.direction {
@@ -308,26 +333,13 @@ impl Filter for XmlConvert {
         self.side == BodySide::Request && self.applies(&head.headers)
     }
 
-    fn on_request_body(
-        &self,
-        head: &mut request::Parts,
-        body: &mut Bytes,
-        ctx: &FilterCtx<'_>,
-    ) -> Flow {
-        if body.is_empty() {
-            return Flow::Continue;
-        }
-        match self.convert(&mut head.headers, body) {
-            Ok(()) => Flow::Continue,
-            Err(why) => {
-                let msg = format!("the request body could not be converted: {why}");
-                Flow::Respond(Box::new(local_reply(
-                    ErrorKind::BadRequest,
-                    &msg,
-                    ctx.request_id,
-                )))
-            }
-        }
+    fn on_request_body<'a>(
+        &'a self,
+        head: &'a mut request::Parts,
+        body: &'a mut Bytes,
+        ctx: &'a FilterCtx<'a>,
+    ) -> FilterFuture<'a> {
+        Box::pin(std::future::ready(self.read_request_body(head, body, ctx)))
     }
 
     fn response_body(&self, head: &response::Parts) -> bool {

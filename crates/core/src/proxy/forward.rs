@@ -226,10 +226,10 @@ async fn request_hooks(
         other => other,
     };
     let mut bytes = super::whole::request(body).await.map_err(Err)?;
-    if let Flow::Respond(resp) =
-        route
-            .filters
-            .on_request_body(parts, &mut bytes, &r.filter_ctx(route))
+    if let Flow::Respond(resp) = route
+        .filters
+        .on_request_body(parts, &mut bytes, &r.filter_ctx(route))
+        .await
     {
         return Err(Ok(*resp));
     }

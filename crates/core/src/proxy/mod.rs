@@ -227,7 +227,8 @@ impl Req<'_> {
         let mut bytes = whole::request(read).await?;
         Ok(route
             .filters
-            .on_request_body(parts, &mut bytes, &self.filter_ctx(route)))
+            .on_request_body(parts, &mut bytes, &self.filter_ctx(route))
+            .await)
     }
 
     /// The context filters see.

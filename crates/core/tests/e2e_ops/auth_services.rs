@@ -385,3 +385,83 @@ endpoints = ["{silent}"]
         503
     );
 }
+
+/// What an auth service was sent: method, body, `X-Forwarded-Body-Truncated`.
+type Asked = Arc<std::sync::Mutex<Vec<(String, String, Option<String>)>>>;
+
+#[tokio::test]
+async fn external_auth_may_judge_the_request_body() {
+    let backend = echo().await;
+    // Refuses a transfer over 1000; records each body and truncation flag it was sent.
+    let seen: Asked = Default::default();
+    let record = seen.clone();
+    let authz = Upstream::start(UpstreamOptions::default(), move |req| {
+        let record = record.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            let body = body.collect().await.unwrap().to_bytes();
+            let text = String::from_utf8_lossy(&body).into_owned();
+            let truncated = parts
+                .headers
+                .get("x-forwarded-body-truncated")
+                .map(|v| v.to_str().unwrap().to_string());
+            record
+                .lock()
+                .unwrap()
+                .push((parts.method.to_string(), text.clone(), truncated));
+            let amount: u64 = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v["amount"].as_u64())
+                .unwrap_or(0);
+            let mut r = http::Response::new(full(if amount > 1000 { "too much" } else { "" }));
+            if amount > 1000 {
+                *r.status_mut() = http::StatusCode::FORBIDDEN;
+            }
+            r
+        }
+    })
+    .await;
+    let route = format!(
+        "external_auth = {{ upstream = \"authz\", body_limit = \"64B\" }}\n\n[[upstreams]]\nname = \"authz\"\nendpoints = [\"{}\"]",
+        authz.addr
+    );
+    let gw = TestGateway::start(&config(backend.addr, &route, "")).await;
+    let c = reqwest::Client::new();
+    let pay = |body: String| {
+        c.post(gw.url("web", "/pay"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let ok = pay(r#"{"amount": 20}"#.into()).await.unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(
+        ok.text().await.unwrap(),
+        r#"{"amount": 20}"#,
+        "the upstream gets the whole body"
+    );
+    let refused = pay(r#"{"amount": 5000}"#.into()).await.unwrap();
+    assert_eq!(refused.status(), 403);
+    assert_eq!(refused.text().await.unwrap(), "too much");
+    // Past the limit the service gets the first 64 bytes and is told so; the upstream
+    // still gets all of it.
+    let long = format!(r#"{{"amount": 20, "note": "{}"}}"#, "n".repeat(200));
+    let resp = pay(long.clone()).await.unwrap();
+    assert_eq!(resp.text().await.unwrap(), long);
+    // A request without a body is asked about as before.
+    assert_eq!(
+        c.get(gw.url("web", "/pay")).send().await.unwrap().status(),
+        200
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 4);
+    assert_eq!(seen[0], ("POST".into(), r#"{"amount": 20}"#.into(), None));
+    assert_eq!(seen[2].1, long[..64]);
+    assert_eq!(seen[2].2.as_deref(), Some("true"));
+    assert_eq!(seen[3], ("GET".into(), String::new(), None));
+    assert_eq!(
+        backend.count(),
+        3,
+        "the refused request never went upstream"
+    );
+}
