@@ -57,6 +57,8 @@ pub struct Identity {
     pub credential: Option<Arc<str>>,
     /// A verified token's claims.
     pub claims: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
+    /// The JWT provider that verified the token.
+    pub provider: Option<Arc<str>>,
 }
 
 impl Identity {

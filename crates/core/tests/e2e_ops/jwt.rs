@@ -360,3 +360,58 @@ async fn the_key_set_is_fetched_over_https_with_the_upstream_tls_settings() {
     assert_eq!(status(&c, &gw, "/a", &k.sign(&claims("alice"))).await, 200);
     assert!(idp.fetches.load(Ordering::SeqCst) >= 1);
 }
+
+#[tokio::test]
+async fn claims_become_headers_by_the_provider_that_verified_the_token() {
+    let backend = Upstream::fixed("ok").await;
+    let staff = SigningKey::hmac("s1", Algorithm::HS256, b"staff-secret-0123456789abcdef012");
+    let partners = SigningKey::hmac("p1", Algorithm::HS256, b"partner-secret-0123456789abcdef0");
+    let text = format!(
+        r#"
+[access_log]
+enabled = false
+
+[[listeners]]
+name = "web"
+listen = "127.0.0.1:0"
+
+[[jwt_providers]]
+name = "staff"
+keys = [{{ kid = "s1", alg = "HS256", secret = "staff-secret-0123456789abcdef012" }}]
+claims_to_headers = {{ sub = "X-Employee" }}
+
+[[jwt_providers]]
+name = "partners"
+keys = [{{ kid = "p1", alg = "HS256", secret = "partner-secret-0123456789abcdef0" }}]
+claims_to_headers = {{ sub = "X-Partner", org = "X-Org" }}
+
+[[routes]]
+name = "api"
+upstream = "backend"
+auth = {{ methods = ["jwt"], jwt = ["staff", "partners"] }}
+
+[[upstreams]]
+name = "backend"
+endpoints = ["{}"]
+"#,
+        backend.addr
+    );
+    let gw = TestGateway::start(&text).await;
+    let c = reqwest::Client::new();
+    let claims = |sub: &str| serde_json::json!({"sub": sub, "org": "acme", "exp": now() + 600});
+    assert_eq!(
+        status(&c, &gw, "/a", &partners.sign(&claims("p-9"))).await,
+        200
+    );
+    let seen = backend.last();
+    assert_eq!(seen.headers["x-partner"], "p-9");
+    assert_eq!(seen.headers["x-org"], "acme");
+    assert!(!seen.headers.contains_key("x-employee"));
+    assert_eq!(
+        status(&c, &gw, "/a", &staff.sign(&claims("e-1"))).await,
+        200
+    );
+    let seen = backend.last();
+    assert_eq!(seen.headers["x-employee"], "e-1");
+    assert!(!seen.headers.contains_key("x-org"));
+}

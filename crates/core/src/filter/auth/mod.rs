@@ -203,6 +203,7 @@ impl Auth {
             kind: CredentialKind::Anonymous,
             credential: None,
             claims: None,
+            provider: None,
         };
         if self.spec.anonymous && self.allow(&anonymous).is_ok() {
             self.count("anonymous", "allowed");
@@ -225,6 +226,7 @@ impl Auth {
                     kind: CredentialKind::ApiKey,
                     credential: Some(o.id.clone()),
                     claims: None,
+                    provider: None,
                 }),
                 None => Err(Denial::Invalid(
                     CredentialKind::ApiKey,
@@ -241,6 +243,7 @@ impl Auth {
                         kind: CredentialKind::Basic,
                         credential: Some(Arc::from(user.as_str())),
                         claims: None,
+                        provider: None,
                     }),
                     None => Err(bad("username or password is wrong")),
                 }
@@ -259,6 +262,7 @@ impl Auth {
                     kind: CredentialKind::Mtls,
                     credential: Some(cert.id.clone()),
                     claims: None,
+                    provider: None,
                 })
             }
         }
@@ -296,6 +300,7 @@ impl Auth {
                         kind: CredentialKind::Introspection,
                         credential: None,
                         claims: None,
+                        provider: None,
                     });
                 }
                 introspect::Outcome::Down(why) => {
@@ -333,6 +338,7 @@ impl Auth {
             kind,
             credential: subject,
             claims: Some(claims),
+            provider: None,
         }
     }
 
@@ -347,11 +353,10 @@ impl Auth {
         for p in providers {
             match p.verify(token).await {
                 Ok(v) => {
-                    return Ok(self.token_identity(
-                        CredentialKind::Jwt,
-                        v.claims,
-                        &p.spec.consumer_claim,
-                    ));
+                    let mut id =
+                        self.token_identity(CredentialKind::Jwt, v.claims, &p.spec.consumer_claim);
+                    id.provider = Some(Arc::from(p.spec.name.as_str()));
+                    return Ok(id);
                 }
                 Err(e) => {
                     first.get_or_insert(e);
@@ -412,7 +417,7 @@ impl Auth {
                 head.headers.insert(h.clone(), v);
             }
         }
-        if let (Some(claims), Some(p)) = (&id.claims, self.jwt_provider()) {
+        if let (Some(claims), Some(p)) = (&id.claims, self.jwt_provider(id)) {
             for (claim, name) in &p.spec.claims_to_headers {
                 let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
                     continue;
@@ -432,9 +437,11 @@ impl Auth {
         }
     }
 
-    fn jwt_provider(&self) -> Option<&Arc<Provider>> {
+    /// The route's provider that verified the identity's token.
+    fn jwt_provider(&self, id: &Identity) -> Option<&Arc<Provider>> {
+        let name = id.provider.as_deref()?;
         self.methods.iter().find_map(|m| match m {
-            Method::Jwt(p) => p.first(),
+            Method::Jwt(list) => list.iter().find(|p| p.spec.name == name),
             _ => None,
         })
     }
