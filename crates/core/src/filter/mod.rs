@@ -37,6 +37,7 @@ mod xml;
 
 pub use cors::preflight_method;
 pub use fault::draw;
+pub use replace::replace_chunks;
 pub use xml::{json_to_xml, xml_to_json};
 
 use crate::body::ResponseBody;

@@ -189,6 +189,25 @@ impl ChunkEdit for Pass {
     }
 }
 
+/// `pairs` replaced in a body given as `chunks`, as a streaming pass does it (for the
+/// `replace` fuzz target, which checks any split gives what the whole body gives).
+pub fn replace_chunks(pairs: &[(String, String)], chunks: &[&[u8]]) -> Option<Vec<u8>> {
+    let spec = ReplaceSpec {
+        pairs: pairs.to_vec(),
+        types: vec!["text/*".into()],
+    };
+    let r = Replace::new(BodySide::Response, &spec)?;
+    let mut h = HeaderMap::new();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    let mut pass = r.start(&mut h)?;
+    let mut out = Vec::new();
+    for c in chunks {
+        out.extend_from_slice(&pass.chunk(Bytes::copy_from_slice(c)).ok()?);
+    }
+    out.extend_from_slice(&pass.end().ok()?);
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
