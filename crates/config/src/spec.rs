@@ -271,6 +271,10 @@ pub struct HeaderRulesSpec {
     pub set: Vec<(String, String)>,
     pub add: Vec<(String, String)>,
     pub remove: Vec<String>,
+    /// Where the route's path parameters come from (request rules only), and their
+    /// names, which values may use (`{id}`).
+    pub captures: CaptureSource,
+    pub capture_names: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default)]

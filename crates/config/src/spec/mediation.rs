@@ -179,9 +179,10 @@ pub enum TemplateVar {
 }
 
 /// Where a rewrite's captures come from.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub enum CaptureSource {
     /// None: the template uses no captures.
+    #[default]
     None,
     /// A regex matched against the client's path (the rewrite's or the route's).
     Regex(String),

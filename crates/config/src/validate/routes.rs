@@ -140,15 +140,25 @@ fn filters(
         }
     }
     if let Some(h) = &r.request_headers {
-        out.push(FilterSpec::RequestHeaders(header_rules(
+        let mut rules = header_rules(
             h,
+            &super::mediation::route_captures(matcher).1,
             &format!("{path}.request_headers"),
             errs,
-        )));
+        );
+        if [&rules.set, &rules.add]
+            .iter()
+            .flat_map(|l| l.iter())
+            .any(|(_, v)| uses_capture(v, &rules.capture_names))
+        {
+            rules.captures = super::mediation::route_captures(matcher).0;
+        }
+        out.push(FilterSpec::RequestHeaders(rules));
     }
     if let Some(h) = &r.response_headers {
         out.push(FilterSpec::ResponseHeaders(header_rules(
             h,
+            &[],
             &format!("{path}.response_headers"),
             errs,
         )));
@@ -156,7 +166,25 @@ fn filters(
     out
 }
 
-fn header_rules(h: &HeaderRulesConf, path: &str, errs: &mut Errors) -> HeaderRulesSpec {
+/// Whether a (valid) template value names one of the captures.
+fn uses_capture(v: &str, names: &[String]) -> bool {
+    crate::spec::parse_template_with(v, names).is_ok_and(|parts| {
+        parts.iter().any(|p| {
+            matches!(
+                p,
+                crate::spec::TemplatePart::Var(crate::spec::TemplateVar::Param(_))
+            )
+        })
+    })
+}
+
+/// Header rules; values may name the route's path parameters `names`.
+fn header_rules(
+    h: &HeaderRulesConf,
+    names: &[String],
+    path: &str,
+    errs: &mut Errors,
+) -> HeaderRulesSpec {
     let mut pairs =
         |map: &std::collections::BTreeMap<String, String>, key: &str| -> Vec<(String, String)> {
             map.iter()
@@ -168,8 +196,13 @@ fn header_rules(h: &HeaderRulesConf, path: &str, errs: &mut Errors) -> HeaderRul
                             format!("{path}.{key}.{k}"),
                             "not a valid header name and value",
                         );
-                    } else if let Err(msg) = parse_template(v) {
-                        errs.push(format!("{path}.{key}.{k}"), msg);
+                    } else if let Err(msg) = crate::spec::parse_template_with(v, names) {
+                        let known = if names.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (path parameters here: {})", names.join(", "))
+                        };
+                        errs.push(format!("{path}.{key}.{k}"), format!("{msg}{known}"));
                         return false;
                     }
                     ok
@@ -195,7 +228,13 @@ fn header_rules(h: &HeaderRulesConf, path: &str, errs: &mut Errors) -> HeaderRul
         })
         .map(|(_, n)| n.to_ascii_lowercase())
         .collect();
-    HeaderRulesSpec { set, add, remove }
+    HeaderRulesSpec {
+        set,
+        add,
+        remove,
+        captures: CaptureSource::None,
+        capture_names: names.to_vec(),
+    }
 }
 
 fn action(r: &RouteConf, path: &str, upstreams: &[UpstreamSpec], errs: &mut Errors) -> ActionSpec {

@@ -2,9 +2,11 @@
 //! upstream or on the response sent to the client, like nginx's `proxy_set_header` /
 //! `add_header` and Envoy's `request_headers_to_add`.
 
+use super::captures::PathCaptures;
 use super::template::{render, Vars};
+use super::OriginalUri;
 use super::{Filter, FilterCtx, FilterFuture, Flow, Stage};
-use gatehouse_config::spec::{parse_template, HeaderRulesSpec, TemplatePart};
+use gatehouse_config::spec::{parse_template_with, CaptureSource, HeaderRulesSpec, TemplatePart};
 use http::{request, response, HeaderMap, HeaderName, HeaderValue};
 
 /// Which side the rules edit.
@@ -22,6 +24,8 @@ pub struct HeaderRules {
     remove: Vec<HeaderName>,
     /// Whether any value is a template (rendered per message).
     templated: bool,
+    /// The route's path parameters, when a value names one.
+    captures: Option<PathCaptures>,
 }
 
 /// A header value: fixed, or a template (`{client_ip}`, `{header.x-id}`).
@@ -44,7 +48,7 @@ impl HeaderRules {
         let pairs = |v: &[(String, String)]| -> Vec<(HeaderName, Text)> {
             v.iter()
                 .filter_map(|(k, v)| {
-                    let text = match parse_template(v).ok()?.as_slice() {
+                    let text = match parse_template_with(v, &spec.capture_names).ok()?.as_slice() {
                         [] => Text::Fixed(HeaderValue::from_static("")),
                         // `{{` and `}}` unescaped.
                         [TemplatePart::Text(t)] => Text::Fixed(HeaderValue::from_str(t).ok()?),
@@ -62,6 +66,8 @@ impl HeaderRules {
         HeaderRules {
             side,
             templated,
+            captures: (spec.captures != CaptureSource::None)
+                .then(|| PathCaptures::new(&spec.captures)),
             set,
             add,
             remove: spec
@@ -119,6 +125,10 @@ impl Filter for HeaderRules {
         self.side == Side::Request
     }
 
+    fn wants_original_uri(&self) -> bool {
+        self.captures.is_some()
+    }
+
     fn on_request<'a>(
         &'a self,
         head: &'a mut request::Parts,
@@ -126,6 +136,14 @@ impl Filter for HeaderRules {
     ) -> FilterFuture<'a> {
         if self.templated {
             let copy = head.headers.clone();
+            // Parameters of the client's path, before a prefix strip or rewrite.
+            let params = self.captures.as_ref().and_then(|c| {
+                let path = head
+                    .extensions
+                    .get::<OriginalUri>()
+                    .map_or_else(|| head.uri.path(), |o| o.0.path());
+                c.of(path)
+            });
             // Field by field: the head's headers are edited while the others are read.
             let vars = Vars {
                 ctx,
@@ -133,7 +151,7 @@ impl Filter for HeaderRules {
                 uri: Some(&head.uri),
                 headers: &copy,
                 caller: head.extensions.get::<crate::consumer::Caller>(),
-                params: &[],
+                params: params.as_deref().unwrap_or(&[]),
             };
             // The vars read the copy: `head.headers` is edited.
             self.apply(&mut head.headers, Some(&vars));

@@ -6,6 +6,7 @@ fn rules() -> HeaderRulesSpec {
         set: vec![("x-env".into(), "prod".into())],
         add: vec![("x-tag".into(), "b".into())],
         remove: vec!["x-secret".into(), "x-tag".into()],
+        ..Default::default()
     }
 }
 

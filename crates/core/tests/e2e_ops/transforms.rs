@@ -353,6 +353,23 @@ response_headers = { set = { "x-served-for" = "{client_ip}", "x-type" = "was {he
     assert_eq!(resp.headers()["x-type"], "was 2");
 }
 
+#[tokio::test]
+async fn header_values_may_name_the_path_parameters() {
+    let up = Upstream::fixed("ok").await;
+    // The parameters of the client's path, though the upstream's path is stripped.
+    let extra = r#"match = { path = "/tenants/{tenant}/files/{rest*}" }
+strip_prefix = "/tenants"
+request_headers = { set = { "x-tenant" = "{tenant}", "x-file" = "f:{rest}" } }"#;
+    let gw = TestGateway::start(&config(up.addr, extra, "")).await;
+    reqwest::get(gw.url("web", "/tenants/acme/files/a/b.txt"))
+        .await
+        .unwrap();
+    let seen = up.last();
+    assert_eq!(seen.uri.path(), "/acme/files/a/b.txt");
+    assert_eq!(seen.headers["x-tenant"], "acme");
+    assert_eq!(seen.headers["x-file"], "f:a/b.txt");
+}
+
 fn golden_text(name: &str) -> String {
     std::fs::read_to_string(format!(
         "{}/tests/e2e_ops/golden/{name}",
