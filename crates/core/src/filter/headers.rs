@@ -129,6 +129,10 @@ impl Filter for HeaderRules {
         self.captures.is_some()
     }
 
+    fn reads_caller_on_response(&self) -> bool {
+        self.side == Side::Response && self.templated
+    }
+
     fn on_request<'a>(
         &'a self,
         head: &'a mut request::Parts,
@@ -167,7 +171,7 @@ impl Filter for HeaderRules {
         }
         if self.templated {
             let copy = head.headers.clone();
-            let vars = Vars::response(ctx, &copy);
+            let vars = Vars::response(ctx, &copy, &head.extensions);
             self.apply(&mut head.headers, Some(&vars));
         } else {
             self.apply(&mut head.headers, None);

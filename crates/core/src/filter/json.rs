@@ -290,6 +290,14 @@ impl Filter for JsonTransform {
         self.side == BodySide::Response && is_json(&head.headers)
     }
 
+    fn reads_caller_on_response(&self) -> bool {
+        self.side == BodySide::Response
+            && self
+                .steps
+                .iter()
+                .any(|s| matches!(s, Step::Template { .. }))
+    }
+
     fn on_response_body(
         &self,
         head: &mut response::Parts,
@@ -299,7 +307,7 @@ impl Filter for JsonTransform {
         if body.is_empty() {
             return Ok(());
         }
-        let vars = Vars::response(ctx, &head.headers);
+        let vars = Vars::response(ctx, &head.headers, &head.extensions);
         self.edit(body, &vars).map_err(|e| {
             ProxyError::new(
                 ErrorKind::UpstreamProtocol,

@@ -141,6 +141,12 @@ pub trait Filter: Send + Sync {
     /// Sees (and may edit) the response head before it is sent to the client.
     fn on_response(&self, _head: &mut response::Parts, _ctx: &FilterCtx<'_>) {}
 
+    /// Whether a response hook reads the caller auth found (a template's
+    /// `{consumer}` or `{claim.NAME}`): the proxy then puts it on the response.
+    fn reads_caller_on_response(&self) -> bool {
+        false
+    }
+
     /// Whether this filter ever reads a whole body: (request, response). The chain asks
     /// the per-message questions below only when some filter says yes.
     fn body_sides(&self) -> (bool, bool) {
@@ -213,6 +219,8 @@ pub struct Chain {
     response_bodies: bool,
     /// Whether any filter edits request or response bodies as they stream.
     streams: (bool, bool),
+    /// Whether any response hook reads the caller.
+    caller_on_response: bool,
 }
 
 /// Builds the filter a spec names.
@@ -283,16 +291,23 @@ impl Chain {
             filters.iter().any(|f| f.stream_sides().0),
             filters.iter().any(|f| f.stream_sides().1),
         );
+        let caller_on_response = filters.iter().any(|f| f.reads_caller_on_response());
         Chain {
             filters,
             request_bodies,
             response_bodies,
             streams,
+            caller_on_response,
         }
     }
 
     pub fn is_empty(&self) -> bool {
         self.filters.is_empty()
+    }
+
+    /// Whether a response hook reads the caller auth found.
+    pub fn wants_caller_on_response(&self) -> bool {
+        self.caller_on_response
     }
 
     /// Whether any filter reads the URI as the client sent it.

@@ -36,14 +36,19 @@ impl<'a> Vars<'a> {
         }
     }
 
-    /// What a response-side template reads: the response's headers.
-    pub fn response(ctx: &'a FilterCtx<'a>, headers: &'a HeaderMap) -> Self {
+    /// What a response-side template reads: the response's headers, and the caller
+    /// auth found (put on the response for filters that read it).
+    pub fn response(
+        ctx: &'a FilterCtx<'a>,
+        headers: &'a HeaderMap,
+        extensions: &'a http::Extensions,
+    ) -> Self {
         Vars {
             ctx,
             method: None,
             uri: None,
             headers,
-            caller: None,
+            caller: extensions.get::<Caller>(),
             params: &[],
         }
     }

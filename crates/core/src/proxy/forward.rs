@@ -118,6 +118,11 @@ pub(super) async fn forward(
         super::traffic::mirror(m, &parts, &mut body);
     }
     let carry = parts.extensions.remove::<Carry>();
+    let caller = route
+        .filters
+        .wants_caller_on_response()
+        .then(|| parts.extensions.get::<crate::consumer::Caller>().cloned())
+        .flatten();
     let head_only = parts.method == http::Method::HEAD;
     // Only groups with sticky sessions hold their members for the request.
     let members = p
@@ -173,6 +178,9 @@ pub(super) async fn forward(
                 }
             }
             if let Some(c) = carry {
+                parts.extensions.insert(c);
+            }
+            if let Some(c) = caller {
                 parts.extensions.insert(c);
             }
             for (n, v) in version.iter().flat_map(|v| &v.headers) {

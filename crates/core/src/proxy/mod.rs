@@ -154,7 +154,8 @@ impl Req<'_> {
                     Ok(req) => req,
                     Err(resp) => return resp,
                 };
-                let resp = self.response_filters(&route, carried(&mut req, local::respond(r)));
+                let resp =
+                    self.response_filters(&route, carried(&route, &mut req, local::respond(r)));
                 self.finish(&req, &host, Some(&route), resp, None)
             }
             Action::Redirect(r) => {
@@ -163,7 +164,7 @@ impl Req<'_> {
                     Err(resp) => return resp,
                 };
                 let resp = local::redirect(r, &req);
-                let resp = self.response_filters(&route, carried(&mut req, resp));
+                let resp = self.response_filters(&route, carried(&route, &mut req, resp));
                 self.finish(&req, &host, Some(&route), resp, None)
             }
             Action::Proxy(p) => {
@@ -440,9 +441,19 @@ fn log_target<B>(req: &Request<B>, route: Option<&Arc<Route>>) -> String {
 
 /// Moves what the request hooks carried onto the response, for the response hooks and
 /// then the body.
-fn carried<B>(req: &mut Request<B>, mut resp: Response<ResponseBody>) -> Response<ResponseBody> {
+fn carried<B>(
+    route: &Route,
+    req: &mut Request<B>,
+    mut resp: Response<ResponseBody>,
+) -> Response<ResponseBody> {
     if let Some(c) = req.extensions_mut().remove::<crate::filter::Carry>() {
         resp.extensions_mut().insert(c);
+    }
+    if route.filters.wants_caller_on_response() {
+        // Cloned: the log line still reads it from the request.
+        if let Some(c) = req.extensions().get::<crate::consumer::Caller>() {
+            resp.extensions_mut().insert(c.clone());
+        }
     }
     resp
 }

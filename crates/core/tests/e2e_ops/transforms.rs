@@ -354,6 +354,26 @@ response_headers = { set = { "x-served-for" = "{client_ip}", "x-type" = "was {he
 }
 
 #[tokio::test]
+async fn response_templates_see_the_consumer_auth_found() {
+    let up = serving(r#"{"total": 3}"#.into(), "application/json").await;
+    let extra = r#"auth = { methods = ["api_key"] }
+response_headers = { set = { "x-served-to" = "{consumer}" } }
+transform = { response_json = { set = { "/for" = "{consumer}" } } }"#;
+    let cfg =
+        config(up.addr, extra, "") + "\n[[consumers]]\nname = \"acme\"\napi_keys = [\"k-1\"]\n";
+    let gw = TestGateway::start(&cfg).await;
+    let resp = reqwest::Client::new()
+        .get(gw.url("web", "/orders"))
+        .header("x-api-key", "k-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["x-served-to"], "acme");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body, serde_json::json!({"total": 3, "for": "acme"}));
+}
+
+#[tokio::test]
 async fn header_values_may_name_the_path_parameters() {
     let up = Upstream::fixed("ok").await;
     // The parameters of the client's path, though the upstream's path is stripped.
