@@ -196,9 +196,31 @@ impl Remote {
             .and_then(|v| v.as_str())
             .ok_or("OpenID configuration has no `jwks_uri`")?;
         let parsed: http::Uri = uri.parse().map_err(|_| format!("`{uri}` is not a URI"))?;
+        // The key set is fetched through the issuer's upstream: one elsewhere would be
+        // asked of the wrong server.
+        if let Some(issuer) = &self.issuer {
+            if !same_origin(issuer, &parsed) {
+                return Err(format!(
+                    "`jwks_uri` {uri} is not on the issuer's host; give this provider `jwks_upstream` and `jwks_path` for it instead of discovery"
+                ));
+            }
+        }
         Ok(parsed
             .path_and_query()
             .map_or("/".to_string(), |p| p.as_str().to_string()))
+    }
+}
+
+/// Whether `uri` names the issuer's host, so the issuer's upstream can serve it (the
+/// upstream decides scheme and port). A relative `uri`, or an issuer that is not a
+/// URL, counts as the same.
+fn same_origin(issuer: &str, uri: &http::Uri) -> bool {
+    let Ok(iss) = issuer.parse::<http::Uri>() else {
+        return true;
+    };
+    match (iss.host(), uri.host()) {
+        (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+        _ => true,
     }
 }
 
@@ -223,8 +245,23 @@ fn max_age(cc: &str) -> Option<Duration> {
 
 #[cfg(test)]
 mod tests {
-    use super::max_age;
+    use super::{max_age, same_origin};
     use std::time::Duration;
+
+    #[test]
+    fn a_key_set_on_another_host_is_not_the_issuers() {
+        let uri = |s: &str| s.parse::<http::Uri>().unwrap();
+        assert!(same_origin(
+            "https://idp.test",
+            &uri("http://IDP.test/keys")
+        ));
+        assert!(same_origin("https://idp.test/tenant", &uri("/keys")));
+        assert!(same_origin("not a url", &uri("https://x/keys")));
+        assert!(!same_origin(
+            "https://accounts.google.com",
+            &uri("https://www.googleapis.com/oauth2/v3/certs")
+        ));
+    }
 
     #[test]
     fn cache_control_max_age() {
