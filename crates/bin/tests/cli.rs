@@ -94,6 +94,17 @@ name = \"api\"
 upstream = \"plain\"
 transform = { response_json = { remove = [\"/x\"] } }
 
+[[routes]]
+name = \"grpc-authz\"
+upstream = \"h2\"
+external_auth = { upstream = \"plain\", body_limit = \"1KiB\" }
+
+[[routes]]
+name = \"events-replaced\"
+upstream = \"plain\"
+match = { headers = [{ name = \"accept\", value = \"text/event-stream\" }] }
+transform = { response_replace = [{ from = \"a\", to = \"b\" }] }
+
 [[upstreams]]
 name = \"h2\"
 endpoints = [\"127.0.0.1:1\"]
@@ -109,13 +120,18 @@ endpoints = [\"127.0.0.1:1\"]
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let text = stdout(&out);
     let warnings: Vec<&str> = text.lines().filter(|l| l.contains(": warning: ")).collect();
-    assert_eq!(warnings.len(), 2, "{text}");
+    // A streaming edit buffers nothing: no warning for `events-replaced`.
+    assert_eq!(warnings.len(), 3, "{text}");
     assert!(
         warnings[0].contains("routes `grpc`: validate read whole bodies"),
         "{text}"
     );
     assert!(
         warnings[1].contains("routes `events`: transform.response_json"),
+        "{text}"
+    );
+    assert!(
+        warnings[2].contains("routes `grpc-authz`: external_auth.body_limit"),
         "{text}"
     );
 }

@@ -74,6 +74,7 @@ pub struct CheckedOperation {
 }
 
 /// A document read for a route's `openapi` key.
+#[derive(Default)]
 pub struct Api {
     /// The path of the first `servers` URL (`/v1` of `https://api.example.com/v1`),
     /// which the document's paths are relative to; empty when there is none.

@@ -272,7 +272,7 @@ pub struct HeaderRulesSpec {
     pub add: Vec<(String, String)>,
     pub remove: Vec<String>,
     /// Where the route's path parameters come from (request rules only), and their
-    /// names, which values may use (`{id}`).
+    /// names, which values may use (`{id}`); read only when a value names one.
     pub captures: CaptureSource,
     pub capture_names: Vec<String>,
 }

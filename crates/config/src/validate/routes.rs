@@ -140,19 +140,9 @@ fn filters(
         }
     }
     if let Some(h) = &r.request_headers {
-        let mut rules = header_rules(
-            h,
-            &super::mediation::route_captures(matcher).1,
-            &format!("{path}.request_headers"),
-            errs,
-        );
-        if [&rules.set, &rules.add]
-            .iter()
-            .flat_map(|l| l.iter())
-            .any(|(_, v)| uses_capture(v, &rules.capture_names))
-        {
-            rules.captures = super::mediation::route_captures(matcher).0;
-        }
+        let (source, names) = super::mediation::route_captures(matcher);
+        let mut rules = header_rules(h, &names, &format!("{path}.request_headers"), errs);
+        rules.captures = source;
         out.push(FilterSpec::RequestHeaders(rules));
     }
     if let Some(h) = &r.response_headers {
@@ -164,18 +154,6 @@ fn filters(
         )));
     }
     out
-}
-
-/// Whether a (valid) template value names one of the captures.
-fn uses_capture(v: &str, names: &[String]) -> bool {
-    crate::spec::parse_template_with(v, names).is_ok_and(|parts| {
-        parts.iter().any(|p| {
-            matches!(
-                p,
-                crate::spec::TemplatePart::Var(crate::spec::TemplateVar::Param(_))
-            )
-        })
-    })
 }
 
 /// Header rules; values may name the route's path parameters `names`.

@@ -3,10 +3,10 @@
 //! `add_header` and Envoy's `request_headers_to_add`.
 
 use super::captures::PathCaptures;
+use super::client_uri;
 use super::template::{render, Vars};
-use super::OriginalUri;
 use super::{Filter, FilterCtx, FilterFuture, Flow, Stage};
-use gatehouse_config::spec::{parse_template_with, CaptureSource, HeaderRulesSpec, TemplatePart};
+use gatehouse_config::spec::{parse_template_with, HeaderRulesSpec, TemplatePart, TemplateVar};
 use http::{request, response, HeaderMap, HeaderName, HeaderValue};
 
 /// Which side the rules edit.
@@ -63,11 +63,16 @@ impl HeaderRules {
             .iter()
             .chain(&add)
             .any(|(_, t)| matches!(t, Text::Template(_)));
+        let names_capture = set.iter().chain(&add).any(|(_, t)| match t {
+            Text::Template(parts) => parts
+                .iter()
+                .any(|p| matches!(p, TemplatePart::Var(TemplateVar::Param(_)))),
+            Text::Fixed(_) => false,
+        });
         HeaderRules {
             side,
             templated,
-            captures: (spec.captures != CaptureSource::None)
-                .then(|| PathCaptures::new(&spec.captures)),
+            captures: names_capture.then(|| PathCaptures::new(&spec.captures)),
             set,
             add,
             remove: spec
@@ -141,13 +146,10 @@ impl Filter for HeaderRules {
         if self.templated {
             let copy = head.headers.clone();
             // Parameters of the client's path, before a prefix strip or rewrite.
-            let params = self.captures.as_ref().and_then(|c| {
-                let path = head
-                    .extensions
-                    .get::<OriginalUri>()
-                    .map_or_else(|| head.uri.path(), |o| o.0.path());
-                c.of(path)
-            });
+            let params = self
+                .captures
+                .as_ref()
+                .and_then(|c| c.of(client_uri(head).path()));
             // Field by field: the head's headers are edited while the others are read.
             let vars = Vars {
                 ctx,

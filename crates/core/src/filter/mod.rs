@@ -89,6 +89,14 @@ pub struct FilterCtx<'a> {
 #[derive(Clone)]
 pub struct OriginalUri(pub http::Uri);
 
+/// The URI as the client sent it: the [`OriginalUri`] when the chain kept one (a filter
+/// that reads it says so with [`Filter::wants_original_uri`]), else the head's.
+pub fn client_uri(head: &request::Parts) -> &http::Uri {
+    head.extensions
+        .get::<OriginalUri>()
+        .map_or(&head.uri, |o| &o.0)
+}
+
 /// What request hooks leave for the response side: values a response hook reads, and
 /// guards (a concurrency place) that must live until the response body ends. The proxy
 /// moves it from the request to the response, and from there into the body.
@@ -239,29 +247,13 @@ pub fn build(spec: &FilterSpec, ctx: &BuildCtx) -> Arc<dyn Filter> {
         )),
         FilterSpec::Cors(c) => Arc::new(cors::Cors::new(c)),
         FilterSpec::Validate(v) => Arc::new(validate::Validate::new(v, ctx)),
-        FilterSpec::OpenApi(file) => match ctx.openapi.get(file) {
-            Some(api) => Arc::new(openapi::OpenApi::new(api, ctx)),
-            // A document that could not be read is a compile error: this never serves.
-            None => Arc::new(openapi::OpenApi::new(
-                &gatehouse_config::openapi::Api {
-                    base: String::new(),
-                    operations: Vec::new(),
-                },
-                ctx,
-            )),
-        },
+        // A document that could not be read is a compile error: the empty one never serves.
+        FilterSpec::OpenApi(file) => Arc::new(openapi::OpenApi::new(
+            ctx.openapi.get(file).map_or(&Default::default(), |a| a),
+            ctx,
+        )),
         FilterSpec::JsonTransform(side, steps) => Arc::new(json::JsonTransform::new(*side, steps)),
-        FilterSpec::Replace(side, spec) => match replace::Replace::new(*side, spec) {
-            Some(r) => Arc::new(r),
-            // Patterns past the automaton's limits (the config crate bounds them).
-            None => {
-                tracing::error!(
-                    route = ctx.route,
-                    "the replace patterns could not be built; bodies pass unedited"
-                );
-                Arc::new(headers::HeaderRules::response(&Default::default()))
-            }
-        },
+        FilterSpec::Replace(side, spec) => Arc::new(replace::Replace::new(*side, spec, ctx.route)),
         FilterSpec::Status(s) => Arc::new(status::StatusRules::new(s)),
         FilterSpec::Fault(f) => Arc::new(fault::Fault::new(f)),
         FilterSpec::Rewrite(w) => Arc::new(rewrite::Rewrite::new(w)),

@@ -6,7 +6,7 @@
 //! reload picks up its edits.
 
 use super::validate::Validate;
-use super::{BuildCtx, Filter, FilterCtx, FilterFuture, Flow, OriginalUri, Stage};
+use super::{client_uri, BuildCtx, Filter, FilterCtx, FilterFuture, Flow, Stage};
 use crate::error::json_reply;
 use bytes::Bytes;
 use gatehouse_config::openapi::Api;
@@ -32,8 +32,9 @@ struct Operation {
 struct Matched(usize);
 
 /// What a path and method found in the document.
-enum Found {
-    Operation(usize, String),
+enum Found<'p> {
+    /// The operation, and the path below the base that its parameters are read from.
+    Operation(usize, &'p str),
     /// The path is there, not with this method: the methods it has.
     Method(Vec<Method>),
     Nothing,
@@ -61,17 +62,19 @@ impl OpenApi {
 
     /// The operation for `method` at `path` (the client's path): the most specific
     /// of those whose path matches; HEAD falls back to GET.
-    fn find(&self, method: &Method, path: &str) -> Found {
+    fn find<'p>(&self, method: &Method, path: &'p str) -> Found<'p> {
         let Some(rel) = below(&self.base, path) else {
             return Found::Nothing;
         };
+        let matching = || {
+            self.ops
+                .iter()
+                .enumerate()
+                .filter(|(_, op)| crate::route::path_matches(&op.path, rel))
+        };
         let mut best: Option<usize> = None;
         let mut head_as_get: Option<usize> = None;
-        let mut methods = Vec::new();
-        for (i, op) in self.ops.iter().enumerate() {
-            if !crate::route::path_matches(&op.path, rel) {
-                continue;
-            }
+        for (i, op) in matching() {
             let better =
                 |b: Option<usize>| b.is_none_or(|b| self.ops[b].specificity < op.specificity);
             if op.method == *method && better(best) {
@@ -79,14 +82,21 @@ impl OpenApi {
             } else if *method == Method::HEAD && op.method == Method::GET && better(head_as_get) {
                 head_as_get = Some(i);
             }
+        }
+        if let Some(i) = best.or(head_as_get) {
+            return Found::Operation(i, rel);
+        }
+        // Refused: only now the methods the path has are gathered, for `Allow`.
+        let mut methods: Vec<Method> = Vec::new();
+        for (_, op) in matching() {
             if !methods.contains(&op.method) {
                 methods.push(op.method.clone());
             }
         }
-        match best.or(head_as_get) {
-            Some(i) => Found::Operation(i, rel.to_string()),
-            None if methods.is_empty() => Found::Nothing,
-            None => Found::Method(methods),
+        if methods.is_empty() {
+            Found::Nothing
+        } else {
+            Found::Method(methods)
         }
     }
 }
@@ -126,15 +136,15 @@ impl Filter for OpenApi {
         head: &'a mut request::Parts,
         ctx: &'a FilterCtx<'a>,
     ) -> FilterFuture<'a> {
-        let path = head
-            .extensions
-            .get::<OriginalUri>()
-            .map_or_else(|| head.uri.path(), |o| o.0.path());
-        let flow = match self.find(&head.method, path) {
+        let flow = match self.find(&head.method, client_uri(head).path()) {
             Found::Operation(i, rel) => {
                 let op = &self.ops[i];
-                let found = op.check.head_violations(head, &rel);
-                head.extensions.insert(Matched(i));
+                let found = op.check.head_violations(head, rel);
+                // Only the body hook reads it, and only an operation with a body schema
+                // has one.
+                if op.check.body_sides().0 {
+                    head.extensions.insert(Matched(i));
+                }
                 if found.is_empty() {
                     Flow::Continue
                 } else {

@@ -17,7 +17,9 @@ use std::sync::Arc;
 
 pub struct Replace {
     side: BodySide,
-    rules: Arc<Rules>,
+    /// `None` when the patterns are past the automaton's limits (the config crate
+    /// bounds them): bodies then pass unedited, as logged when it was built.
+    rules: Option<Arc<Rules>>,
     types: Vec<String>,
 }
 
@@ -36,30 +38,35 @@ struct Pass {
 }
 
 impl Replace {
-    /// `None` when the patterns cannot be built (the config crate checked them).
-    pub fn new(side: BodySide, spec: &ReplaceSpec) -> Option<Self> {
+    pub fn new(side: BodySide, spec: &ReplaceSpec, route: &str) -> Self {
         let finder = AhoCorasick::builder()
             .match_kind(MatchKind::LeftmostFirst)
-            .build(spec.pairs.iter().map(|(f, _)| f.as_bytes()))
-            .ok()?;
-        let rules = Rules {
-            finder,
-            to: spec
-                .pairs
-                .iter()
-                .map(|(_, t)| Bytes::from(t.clone()))
-                .collect(),
-            longest: spec.pairs.iter().map(|(f, _)| f.len()).max().unwrap_or(1),
+            .build(spec.pairs.iter().map(|(f, _)| f.as_bytes()));
+        let rules = match finder {
+            Ok(finder) => Some(Arc::new(Rules {
+                finder,
+                to: spec
+                    .pairs
+                    .iter()
+                    .map(|(_, t)| Bytes::from(t.clone()))
+                    .collect(),
+                longest: spec.pairs.iter().map(|(f, _)| f.len()).max().unwrap_or(1),
+            })),
+            Err(e) => {
+                tracing::error!(route, error = %e, "the replace patterns could not be built; bodies pass unedited");
+                None
+            }
         };
-        Some(Replace {
+        Replace {
             side,
-            rules: Arc::new(rules),
+            rules,
             types: spec.types.clone(),
-        })
+        }
     }
 
     /// Whether a body with these headers is one to edit, and the head fixed up for it.
     fn start(&self, headers: &mut HeaderMap) -> Option<Box<dyn ChunkEdit>> {
+        let rules = self.rules.as_ref()?;
         let encoded = headers
             .get(header::CONTENT_ENCODING)
             .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
@@ -77,7 +84,7 @@ impl Replace {
             }
         }
         Some(Box::new(Pass {
-            rules: self.rules.clone(),
+            rules: rules.clone(),
             held: BytesMut::new(),
         }))
     }
@@ -196,7 +203,7 @@ pub fn replace_chunks(pairs: &[(String, String)], chunks: &[&[u8]]) -> Option<Ve
         pairs: pairs.to_vec(),
         types: vec!["text/*".into()],
     };
-    let r = Replace::new(BodySide::Response, &spec)?;
+    let r = Replace::new(BodySide::Response, &spec, "fuzz");
     let mut h = HeaderMap::new();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     let mut pass = r.start(&mut h)?;
@@ -220,7 +227,7 @@ mod tests {
                 .collect(),
             types: vec!["text/*".into()],
         };
-        Replace::new(BodySide::Response, &spec).unwrap()
+        Replace::new(BodySide::Response, &spec, "r")
     }
 
     fn pass(r: &Replace) -> Box<dyn ChunkEdit> {

@@ -6,7 +6,7 @@
 
 use super::captures::PathCaptures;
 use super::template::{render, Vars};
-use super::{Filter, FilterCtx, FilterFuture, Flow, OriginalUri, Stage};
+use super::{client_uri, Filter, FilterCtx, FilterFuture, Flow, Stage};
 use gatehouse_config::spec::{QueryRulesSpec, RewriteSpec, TemplatePart};
 use http::request;
 use http::uri::{PathAndQuery, Uri};
@@ -92,12 +92,7 @@ impl Filter for Rewrite {
         head: &'a mut request::Parts,
         ctx: &'a FilterCtx<'a>,
     ) -> FilterFuture<'a> {
-        let original = head
-            .extensions
-            .get::<OriginalUri>()
-            .map(|o| o.0.path().to_string())
-            .unwrap_or_else(|| head.uri.path().to_string());
-        let params = self.captures.of(&original);
+        let params = self.captures.of(client_uri(head).path());
         let vars = Vars::request(ctx, head, params.as_deref().unwrap_or(&[]));
         let path = match (&self.path, &params) {
             (Some(t), Some(_)) => render(t, &vars),

@@ -7,7 +7,7 @@
 
 use super::captures::PathCaptures;
 use super::json::is_json;
-use super::{BuildCtx, Filter, FilterCtx, FilterFuture, Flow, OriginalUri, Stage};
+use super::{client_uri, BuildCtx, Filter, FilterCtx, FilterFuture, Flow, Stage};
 use crate::error::{json_reply, ProxyError};
 use bytes::Bytes;
 use gatehouse_config::spec::ValidateSpec;
@@ -333,11 +333,7 @@ impl Filter for Validate {
         ctx: &'a FilterCtx<'a>,
     ) -> FilterFuture<'a> {
         // The client's path: a prefix strip or rewrite has not happened to it.
-        let path = head
-            .extensions
-            .get::<OriginalUri>()
-            .map_or_else(|| head.uri.path(), |o| o.0.path());
-        let found = self.head_violations(head, path);
+        let found = self.head_violations(head, client_uri(head).path());
         let flow = if found.is_empty() {
             Flow::Continue
         } else {

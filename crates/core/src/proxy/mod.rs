@@ -299,7 +299,6 @@ impl Req<'_> {
             if let Some((page, content_type)) = r.filters.error_page(resp.status()) {
                 resp.headers_mut()
                     .insert(header::CONTENT_TYPE, content_type);
-                resp.headers_mut().remove(header::CONTENT_LENGTH);
                 *resp.body_mut() = ResponseBody::full(page);
             }
         }

@@ -10,7 +10,7 @@
 use super::side::{Ask, Call};
 use crate::body::ResponseBody;
 use crate::error::{local_reply, ErrorKind};
-use crate::filter::{Filter, FilterCtx, FilterFuture, Flow, OriginalUri, Stage};
+use crate::filter::{client_uri, Filter, FilterCtx, FilterFuture, Flow, Stage};
 use bytes::Bytes;
 use gatehouse_config::spec::ExternalAuthSpec;
 use http::{request, HeaderMap, HeaderName, HeaderValue, Method, Response};
@@ -51,10 +51,7 @@ impl ExternalAuth {
                 h.append(name.clone(), v.clone());
             }
         }
-        let uri = head
-            .extensions
-            .get::<OriginalUri>()
-            .map_or(&head.uri, |o| &o.0);
+        let uri = client_uri(head);
         let pq = uri.path_and_query().map_or("/", |p| p.as_str());
         if let Ok(v) = HeaderValue::from_str(head.method.as_str()) {
             h.insert(X_FORWARDED_METHOD, v);
