@@ -20,7 +20,7 @@ pub mod wait;
 
 pub use client::{Conn, Proto, TlsClient};
 pub use gateway::TestGateway;
-pub use redis::RedisServer;
+pub use redis::{RedisServer, Sentinel};
 pub use sockets::{dead_addr, read_to_close};
 pub use upstream::{channel_body, empty, full, send_body, Upstream, UpstreamOptions};
 pub use wait::{eventually, temp_path, Gate};

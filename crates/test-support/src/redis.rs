@@ -45,8 +45,13 @@ impl RedisServer {
         } else {
             self.port.to_string()
         };
+        // Any file a server writes (a replica's sync, say) goes to the temp dir, not
+        // into the crate the test runs in.
+        let dir = std::env::temp_dir();
         let mut child = Command::new("redis-server")
             .args(["--port", &plain, "--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(&dir)
             .args(&self.args)
             .args(["--save", "", "--appendonly", "no", "--logfile", ""])
             .stdout(std::process::Stdio::piped())
@@ -85,4 +90,82 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .unwrap()
+}
+
+/// A real Sentinel (`redis-server --sentinel`) watching one primary, which it calls
+/// failed after 200 ms without an answer and replaces by a replica at once (quorum 1).
+/// Its log is kept as a stream of lines so a test waits for an event, not a time.
+pub struct Sentinel {
+    pub port: u16,
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+    dir: std::path::PathBuf,
+    child: Child,
+}
+
+impl Sentinel {
+    /// Starts watching `primary` under the name `master`, ready once it has seen
+    /// `replicas` replicas of it (a failover needs one).
+    pub async fn start(master: &str, primary: u16, replicas: usize) -> Sentinel {
+        let port = free_port();
+        let dir =
+            std::env::temp_dir().join(format!("gatehouse-sentinel-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Sentinel rewrites its config file, so it is one of its own.
+        let conf = dir.join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {dir}\nsentinel monitor {master} 127.0.0.1 {primary} 1\n\
+                 sentinel down-after-milliseconds {master} 200\nsentinel failover-timeout {master} 2000\n",
+                dir = dir.display()
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new("redis-server")
+            .arg(&conf)
+            .args(["--sentinel", "--logfile", ""])
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server is installed (apt-get install redis-server)");
+        let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+        let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok(Some(l)) = out.next_line().await {
+                let _ = tx.send(l);
+            }
+        });
+        let mut s = Sentinel {
+            port,
+            lines,
+            dir,
+            child,
+        };
+        for _ in 0..replicas {
+            s.wait_for("+slave ").await;
+        }
+        s
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Waits for the next log line holding `what` (`+switch-master`, say), and returns it.
+    pub async fn wait_for(&mut self, what: &str) -> String {
+        loop {
+            match self.lines.recv().await {
+                Some(l) if l.contains(what) => return l,
+                Some(_) => {}
+                None => panic!("Sentinel on port {} ended before `{what}`", self.port),
+            }
+        }
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

@@ -51,8 +51,10 @@ pub struct RedisConf {
     #[serde(default)]
     pub urls: Vec<String>,
     pub url: Option<String>,
-    /// `standalone` (default) or `cluster`.
+    /// `standalone` (default), `cluster` or `sentinel`.
     pub mode: Option<String>,
+    /// The primary's name in Sentinel (`sentinel monitor NAME ...`), for `sentinel`.
+    pub master: Option<String>,
     pub username: Option<String>,
     /// Inline, `env:NAME` or `file:PATH`.
     pub password: Option<String>,

@@ -99,11 +99,24 @@ pub enum MissingPart {
     Skip,
 }
 
+/// How `[redis]`'s URLs are read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisMode {
+    /// One server.
+    Standalone,
+    /// Redis Cluster: the URLs are seed nodes, each key lives on its slot's node.
+    Cluster,
+    /// The URLs are Sentinels; the primary they name for `master` is asked again after
+    /// an error, so a failover moves the counts to the new primary.
+    Sentinel { master: String },
+}
+
 /// `[redis]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RedisSpec {
+    /// The server, a cluster's seed nodes, or the Sentinels.
     pub urls: Vec<String>,
-    pub cluster: bool,
+    pub mode: RedisMode,
     pub username: Option<String>,
     pub password: Option<SecretRef>,
     pub tls_ca: Option<PathBuf>,

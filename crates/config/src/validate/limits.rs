@@ -408,21 +408,11 @@ pub fn redis(c: &RedisConf, errs: &mut Errors) -> Option<RedisSpec> {
             );
         }
     }
-    let cluster = match c.mode.as_deref() {
-        None | Some("standalone") => false,
-        Some("cluster") => true,
-        Some(o) => {
-            errs.push(
-                "redis.mode",
-                format!("`{o}` is not a mode; expected `standalone` or `cluster`"),
-            );
-            false
-        }
-    };
-    if !cluster && urls.len() > 1 {
+    let mode = redis_mode(c, errs);
+    if matches!(c.mode.as_deref(), None | Some("standalone")) && urls.len() > 1 {
         errs.push(
             "redis.urls",
-            "several URLs are a cluster's seed nodes: set `mode = \"cluster\"`",
+            "several URLs are a cluster's seed nodes or Sentinels: set `mode = \"cluster\"` or `mode = \"sentinel\"`",
         );
     }
     let pool_size = c.pool_size.unwrap_or(DEFAULT_REDIS_POOL);
@@ -439,7 +429,7 @@ pub fn redis(c: &RedisConf, errs: &mut Errors) -> Option<RedisSpec> {
     }
     Some(RedisSpec {
         urls,
-        cluster,
+        mode,
         username: c.username.clone(),
         password: c.password.as_deref().map(SecretRef::parse),
         tls_ca: c.tls_ca.as_ref().map(PathBuf::from),
@@ -452,6 +442,38 @@ pub fn redis(c: &RedisConf, errs: &mut Errors) -> Option<RedisSpec> {
         breaker_open_for: c.breaker_open_for.map_or(DEFAULT_BREAKER_OPEN_FOR, |d| d.0),
         key_prefix: c.key_prefix.clone().unwrap_or_else(|| "gatehouse:".into()),
     })
+}
+
+/// `mode`, with the `master` a Sentinel names (and only there).
+fn redis_mode(c: &RedisConf, errs: &mut Errors) -> RedisMode {
+    let mode = match c.mode.as_deref() {
+        None | Some("standalone") => RedisMode::Standalone,
+        Some("cluster") => RedisMode::Cluster,
+        Some("sentinel") => match &c.master {
+            Some(m) if !m.is_empty() => RedisMode::Sentinel { master: m.clone() },
+            _ => {
+                errs.push(
+                    "redis.master",
+                    "`mode = \"sentinel\"` needs the primary's name as Sentinel knows it (`sentinel monitor NAME ...`)",
+                );
+                RedisMode::Standalone
+            }
+        },
+        Some(o) => {
+            errs.push(
+                "redis.mode",
+                format!("`{o}` is not a mode; expected `standalone`, `cluster` or `sentinel`"),
+            );
+            RedisMode::Standalone
+        }
+    };
+    if c.master.is_some() && c.mode.as_deref() != Some("sentinel") {
+        errs.push(
+            "redis.master",
+            "`master` names a primary for Sentinel: set `mode = \"sentinel\"`",
+        );
+    }
+    mode
 }
 
 #[cfg(test)]

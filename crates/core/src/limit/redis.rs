@@ -2,14 +2,18 @@
 //! `EVALSHA`, loaded again on `NOSCRIPT` by redis-rs's `Script`) that reads the server's
 //! clock, so instances with skewed clocks still share one timeline. Connections are
 //! reconnecting multiplexed ones (standalone) or an async cluster connection, made on
-//! first use. A breaker opens after `breaker_failures` errors in a row, so a dead Redis
+//! first use. Behind Sentinel, the primary it names is asked again after an error that
+//! means the primary moved or died (a failover), and the connections are made anew to the
+//! one it names then. A breaker opens after `breaker_failures` errors in a row, so a dead Redis
 //! costs no timeout per request; after `breaker_open_for` one request probes it.
 
 use super::algo::Verdict;
-use gatehouse_config::spec::RedisSpec;
+use arc_swap::ArcSwap;
+use gatehouse_config::spec::{RedisMode, RedisSpec};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
-use redis::{Client, IntoConnectionInfo, RedisError, Script};
+use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
+use redis::{Client, IntoConnectionInfo, RedisError, Script, TlsCertificates};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -112,6 +116,31 @@ pub enum StoreError {
 enum Conns {
     Standalone(Vec<ConnectionManager>),
     Cluster(ClusterConnection),
+    Sentinel(Box<Followed>),
+}
+
+/// The connections to the primary a Sentinel named, and the Sentinel client to ask again
+/// when an error says the primary is gone or demoted.
+struct Followed {
+    sentinel: tokio::sync::Mutex<SentinelClient>,
+    primary: ArcSwap<Vec<ConnectionManager>>,
+    stale: AtomicBool,
+}
+
+/// What every connection needs besides its address: the password (resolved once) and
+/// the CA bundle.
+struct Auth {
+    password: Option<String>,
+    ca: Option<Vec<u8>>,
+}
+
+impl Auth {
+    fn certs(&self) -> Option<TlsCertificates> {
+        self.ca.as_ref().map(|ca| TlsCertificates {
+            client_tls: None,
+            root_cert: Some(ca.clone()),
+        })
+    }
 }
 
 pub struct RedisStore {
@@ -198,9 +227,8 @@ impl RedisStore {
         until != 0 && self.breaker.epoch.elapsed().as_nanos() as u64 <= until
     }
 
-    async fn connect(&self) -> Result<Conns, RedisError> {
-        let s = &self.spec;
-        let password = match &s.password {
+    async fn auth(&self) -> Result<Auth, RedisError> {
+        let password = match &self.spec.password {
             Some(p) => Some(
                 crate::filter::auth::secret::resolve(p)
                     .map(|b| String::from_utf8_lossy(&b).trim_end().to_string())
@@ -208,61 +236,109 @@ impl RedisStore {
             ),
             None => None,
         };
-        let ca = match &s.tls_ca {
+        let ca = match &self.spec.tls_ca {
             Some(p) => Some(tokio::fs::read(p).await.map_err(RedisError::from)?),
             None => None,
         };
-        if s.cluster {
-            let mut b = redis::cluster::ClusterClient::builder(s.urls.clone())
-                .connection_timeout(s.connect_timeout)
-                .response_timeout(s.timeout);
-            if let Some(p) = &password {
-                b = b.password(p.clone());
+        Ok(Auth { password, ca })
+    }
+
+    async fn connect(&self) -> Result<Conns, RedisError> {
+        let s = &self.spec;
+        let auth = self.auth().await?;
+        match &s.mode {
+            RedisMode::Standalone => {
+                let mut info = s.urls[0].as_str().into_connection_info()?;
+                let mut r = info.redis_settings().clone();
+                if let Some(p) = &auth.password {
+                    r = r.set_password(p);
+                }
+                if let Some(u) = &s.username {
+                    r = r.set_username(u);
+                }
+                info = info.set_redis_settings(r);
+                let client = match auth.certs() {
+                    Some(certs) => Client::build_with_tls(info, certs)?,
+                    None => Client::open(info)?,
+                };
+                Ok(Conns::Standalone(self.managers(&client)?))
             }
-            if let Some(u) = &s.username {
-                b = b.username(u.clone());
+            RedisMode::Cluster => {
+                let mut b = redis::cluster::ClusterClient::builder(s.urls.clone())
+                    .connection_timeout(s.connect_timeout)
+                    .response_timeout(s.timeout);
+                if let Some(p) = &auth.password {
+                    b = b.password(p.clone());
+                }
+                if let Some(u) = &s.username {
+                    b = b.username(u.clone());
+                }
+                if let Some(certs) = auth.certs() {
+                    b = b.certs(certs);
+                }
+                Ok(Conns::Cluster(b.build()?.get_async_connection().await?))
             }
-            if let Some(ca) = ca {
-                b = b.certs(redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(ca),
-                });
+            RedisMode::Sentinel { master } => {
+                let mut sentinel = self.sentinel(master, &auth)?;
+                let client = sentinel.async_get_client().await?;
+                Ok(Conns::Sentinel(Box::new(Followed {
+                    primary: ArcSwap::from_pointee(self.managers(&client)?),
+                    sentinel: tokio::sync::Mutex::new(sentinel),
+                    stale: AtomicBool::new(false),
+                })))
             }
-            let c = b.build()?.get_async_connection().await?;
-            return Ok(Conns::Cluster(c));
         }
-        let mut info = s.urls[0].as_str().into_connection_info()?;
-        let mut r = info.redis_settings().clone();
-        if let Some(p) = &password {
-            r = r.set_password(p);
-        }
-        if let Some(u) = &s.username {
-            r = r.set_username(u);
-        }
-        info = info.set_redis_settings(r);
-        let client = match ca {
-            Some(ca) => Client::build_with_tls(
-                info,
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(ca),
-                },
-            )?,
-            None => Client::open(info)?,
-        };
+    }
+
+    /// `pool_size` reconnecting connections to one server, made on first use.
+    fn managers(&self, client: &Client) -> Result<Vec<ConnectionManager>, RedisError> {
+        let s = &self.spec;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(s.connect_timeout))
             .set_response_timeout(Some(s.timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_secs(2));
-        let mut out = Vec::new();
-        for _ in 0..s.pool_size {
-            out.push(ConnectionManager::new_lazy_with_config(
-                client.clone(),
-                config.clone(),
-            )?);
+        (0..s.pool_size)
+            .map(|_| ConnectionManager::new_lazy_with_config(client.clone(), config.clone()))
+            .collect()
+    }
+
+    /// A client of the Sentinels in `urls` for the primary named `master`. `username`,
+    /// `password` and `tls_ca` are the primary's (and its replacement's); a Sentinel's own
+    /// password goes in its URL.
+    fn sentinel(&self, master: &str, auth: &Auth) -> Result<SentinelClient, RedisError> {
+        let s = &self.spec;
+        let infos = s
+            .urls
+            .iter()
+            .map(|u| u.as_str().into_connection_info())
+            .collect::<Result<Vec<_>, _>>()?;
+        let tls = s.urls[0].starts_with("rediss://") || s.urls[0].starts_with("valkeys://");
+        let mut b = SentinelClientBuilder::new(
+            infos.iter().map(|i| i.addr().clone()),
+            master,
+            SentinelServerType::Master,
+        )?;
+        if let Some(p) = &auth.password {
+            b = b.set_client_to_redis_password(p);
         }
-        Ok(Conns::Standalone(out))
+        if let Some(u) = &s.username {
+            b = b.set_client_to_redis_username(u);
+        }
+        if let Some(p) = infos[0].redis_settings().password() {
+            b = b.set_client_to_sentinel_password(p);
+        }
+        if tls {
+            b = b
+                .set_client_to_redis_tls_mode(redis::TlsMode::Secure)
+                .set_client_to_sentinel_tls_mode(redis::TlsMode::Secure);
+        }
+        if let Some(certs) = auth.certs() {
+            b = b
+                .set_client_to_redis_certificates(certs.clone())
+                .set_client_to_sentinel_certificates(certs);
+        }
+        b.build()
     }
 
     /// The connections, made on first use within `connect_timeout` (a cluster's first
@@ -297,29 +373,69 @@ impl RedisStore {
                 return Err(e);
             }
         };
-        let t = self.spec.timeout;
-        let call = async {
-            let mut inv = script.key(key);
-            inv.arg(args[0]).arg(args[1]).arg(args[2]);
-            match conns {
-                Conns::Standalone(list) => {
-                    let i = self.next.fetch_add(1, Ordering::Relaxed) % list.len();
-                    let mut c = list[i].clone();
-                    inv.invoke_async::<Vec<i64>>(&mut c).await
-                }
-                Conns::Cluster(c) => {
-                    let mut c = c.clone();
-                    inv.invoke_async::<Vec<i64>>(&mut c).await
-                }
+        let mut conn = match self.pick(conns).await {
+            Ok(c) => c,
+            Err(e) => {
+                self.record(false, probe);
+                return Err(e);
             }
         };
-        let out = match tokio::time::timeout(t, call).await {
+        let t = self.spec.timeout;
+        let mut inv = script.key(key);
+        inv.arg(args[0]).arg(args[1]).arg(args[2]);
+        let out = match tokio::time::timeout(t, inv.invoke_async::<Vec<i64>>(&mut conn)).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(StoreError::Redis(e)),
             Err(_) => Err(StoreError::Timeout(t)),
         };
+        if let (Err(e), Conns::Sentinel(f)) = (&out, conns) {
+            if moved(e) {
+                f.stale.store(true, Ordering::Release);
+            }
+        }
         self.record(out.is_ok(), probe);
         out
+    }
+
+    /// The connection for one command: the next of the pool, the cluster's, or one to
+    /// the primary Sentinel names (asked again first when an error marked it stale).
+    async fn pick(&self, conns: &Conns) -> Result<Picked, StoreError> {
+        let next = |list: &[ConnectionManager]| {
+            let i = self.next.fetch_add(1, Ordering::Relaxed) % list.len();
+            Picked::Node(list[i].clone())
+        };
+        match conns {
+            Conns::Standalone(list) => Ok(next(list)),
+            Conns::Cluster(c) => Ok(Picked::Cluster(c.clone())),
+            Conns::Sentinel(f) => {
+                if f.stale.load(Ordering::Acquire) {
+                    self.follow(f).await?;
+                }
+                Ok(next(&f.primary.load()))
+            }
+        }
+    }
+
+    /// Asks the Sentinels for the primary again, once for all the requests that saw it
+    /// fail, within `connect_timeout`.
+    async fn follow(&self, f: &Followed) -> Result<(), StoreError> {
+        let t = self.spec.connect_timeout;
+        let ask = async {
+            let mut sentinel = f.sentinel.lock().await;
+            if !f.stale.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            let client = sentinel.async_get_client().await?;
+            let addr = client.get_connection_info().addr().to_string();
+            f.primary.store(Arc::new(self.managers(&client)?));
+            f.stale.store(false, Ordering::Release);
+            tracing::warn!(primary = %addr, "Sentinel names the Redis primary; rate limits count there");
+            Ok(())
+        };
+        match tokio::time::timeout(t, ask).await {
+            Ok(r) => r.map_err(StoreError::Redis),
+            Err(_) => Err(StoreError::Timeout(t)),
+        }
     }
 
     pub async fn gcra(
@@ -367,19 +483,70 @@ impl RedisStore {
 
     /// Deletes a key (the admin API's reset).
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        let conns = self.conns().await?;
+        let mut conn = self.pick(self.conns().await?).await?;
         let mut cmd = redis::cmd("DEL");
         cmd.arg(key);
-        let fut = async {
-            match conns {
-                Conns::Standalone(list) => cmd.query_async::<i64>(&mut list[0].clone()).await,
-                Conns::Cluster(c) => cmd.query_async::<i64>(&mut c.clone()).await,
-            }
-        };
+        let fut = cmd.query_async::<i64>(&mut conn);
         match tokio::time::timeout(self.spec.timeout.max(Duration::from_secs(1)), fut).await {
             Ok(r) => r.map(|_| ()).map_err(StoreError::Redis),
             Err(_) => Err(StoreError::Timeout(self.spec.timeout)),
         }
+    }
+}
+
+/// One server's connection or the cluster's, for one command.
+enum Picked {
+    Node(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Picked {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Picked::Node(c) => c.req_packed_command(cmd),
+            Picked::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Picked::Node(c) => c.req_packed_commands(pipeline, offset, count),
+            Picked::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Picked::Node(c) => c.get_db(),
+            Picked::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Whether an error says the primary is gone or no longer primary (a failover), so
+/// Sentinel should be asked again; a script error or `NOSCRIPT` does not.
+fn moved(e: &StoreError) -> bool {
+    match e {
+        StoreError::Redis(e) => {
+            e.is_io_error()
+                || e.is_connection_refusal()
+                || e.is_connection_dropped()
+                || e.is_unrecoverable_error()
+                || matches!(
+                    e.kind(),
+                    redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
+                )
+        }
+        StoreError::Timeout(_) => true,
+        StoreError::Open => false,
     }
 }
 

@@ -752,3 +752,90 @@ quota = "2/day"
         .unwrap()
         .starts_with("\"daily\";r=0;"));
 }
+
+#[tokio::test]
+async fn redis_behind_sentinel_follows_a_failover_and_keeps_the_count() {
+    // The first sync streams the data set over the socket at once (no RDB file, no
+    // 5 s wait for more replicas).
+    let sync = |more: &[&str]| {
+        let mut a = vec!["--repl-diskless-sync-delay", "0"];
+        a.extend(more);
+        a.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let mut primary = RedisServer::start_with(|_| sync(&[])).await;
+    let p = primary.port.to_string();
+    let replica = RedisServer::start_with(|_| {
+        sync(&[
+            "--repl-diskless-load",
+            "on-empty-db",
+            "--replicaof",
+            "127.0.0.1",
+            &p,
+        ])
+    })
+    .await;
+    let mut sentinel = gatehouse_test_support::Sentinel::start("gh", primary.port, 1).await;
+    let up = Upstream::fixed("ok").await;
+    // fail_closed: every 200 or 429 below was answered by a Redis primary.
+    let cfg = redis_config(
+        up.addr,
+        &sentinel.url(),
+        "on_store_error = \"fail_closed\"\n",
+    )
+    .replace(
+        "[redis]\n",
+        "[redis]\nmode = \"sentinel\"\nmaster = \"gh\"\n",
+    );
+    let gw = TestGateway::start(&cfg).await;
+    let c = reqwest::Client::new();
+    let get = || c.get(gw.url("web", "/shared")).header("x-user", "s");
+    assert_eq!(
+        statuses(2, get).await,
+        [200, 200],
+        "counted on the first primary"
+    );
+
+    // The two counts are on the replica before its primary dies: WAIT waits for this
+    // connection's own writes, and a replica applies writes in order, so once it has
+    // the marker it has the counts before it.
+    let patient =
+        redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(10)));
+    let mut direct = redis::Client::open(primary.url())
+        .unwrap()
+        .get_multiplexed_async_connection_with_config(&patient)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("marker")
+        .arg(1)
+        .query_async(&mut direct)
+        .await
+        .unwrap();
+    let acked: i64 = redis::cmd("WAIT")
+        .arg(1)
+        .arg(5000)
+        .query_async(&mut direct)
+        .await
+        .unwrap();
+    assert_eq!(acked, 1);
+    primary.stop().await;
+    let line = sentinel.wait_for("+switch-master").await;
+    assert!(line.ends_with(&format!(" {}", replica.port)), "{line}");
+    // The requests that met the dead primary get 503 (fail_closed); then the new one
+    // answers, with the count the old one had: 2 more of the 4 a minute, then 429.
+    let mut answered = Vec::new();
+    let mut refused = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while answered.len() < 3 {
+        match get().send().await.unwrap().status().as_u16() {
+            503 => refused += 1,
+            s => answered.push(s),
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new primary never answered"
+        );
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(answered, [200, 200, 429], "after {refused} refusals");
+}
