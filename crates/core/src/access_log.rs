@@ -63,7 +63,7 @@ pub struct Completion {
     pub log: Option<Box<LogRecord>>,
     /// What the filters carried to the response (a concurrency place), dropped at the
     /// end of the body.
-    pub held: Option<crate::filter::Carry>,
+    pub held: Option<crate::filter::Held>,
 }
 
 /// Everything an access line says about one layer-4 connection or UDP flow.

@@ -12,7 +12,7 @@ use http::{request, response, Method, Response, StatusCode};
 
 /// The origin of an allowed cross-origin request, for the response hook.
 #[derive(Clone)]
-struct Allowed(HeaderValue);
+pub(crate) struct Allowed(HeaderValue);
 
 pub struct Cors {
     origins: Vec<Rule>,
@@ -246,15 +246,12 @@ impl Filter for Cors {
             }
             Some(origin) => {
                 if origin.to_str().is_ok_and(|o| self.allows(o)) {
-                    head.extensions
-                        .get_or_insert_default::<Carry>()
-                        .0
-                        .insert(Allowed(origin));
+                    head.extensions.get_or_insert_default::<Carry>().cors = Some(Allowed(origin));
                 }
                 Flow::Continue
             }
         };
-        Box::pin(std::future::ready(flow))
+        FilterFuture::ready(flow)
     }
 
     fn on_response(&self, head: &mut response::Parts, _ctx: &FilterCtx<'_>) {
@@ -264,11 +261,7 @@ impl Filter for Cors {
             head.headers.remove(n);
         }
         self.vary(&mut head.headers, false);
-        let Some(Allowed(origin)) = head
-            .extensions
-            .get::<Carry>()
-            .and_then(|c| c.0.get::<Allowed>())
-            .cloned()
+        let Some(Allowed(origin)) = head.extensions.get::<Carry>().and_then(|c| c.cors.clone())
         else {
             return;
         };

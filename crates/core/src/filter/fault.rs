@@ -53,7 +53,7 @@ impl Filter for Fault {
         head: &'a mut request::Parts,
         ctx: &'a FilterCtx<'a>,
     ) -> FilterFuture<'a> {
-        Box::pin(async move {
+        FilterFuture::waiting(async move {
             if self
                 .only_with
                 .as_ref()

@@ -164,7 +164,7 @@ impl Filter for HeaderRules {
         } else {
             self.apply(&mut head.headers, None);
         }
-        Box::pin(std::future::ready(Flow::Continue))
+        FilterFuture::ready(Flow::Continue)
     }
 
     fn on_response(&self, head: &mut response::Parts, ctx: &FilterCtx<'_>) {

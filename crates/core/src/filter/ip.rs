@@ -39,6 +39,6 @@ impl Filter for IpRules {
                 ctx.request_id,
             )))
         };
-        Box::pin(std::future::ready(flow))
+        FilterFuture::ready(flow)
     }
 }

@@ -283,7 +283,7 @@ impl Filter for JsonTransform {
         body: &'a mut Bytes,
         ctx: &'a FilterCtx<'a>,
     ) -> FilterFuture<'a> {
-        Box::pin(std::future::ready(self.read_request_body(head, body, ctx)))
+        FilterFuture::ready(self.read_request_body(head, body, ctx))
     }
 
     fn response_body(&self, head: &response::Parts) -> bool {

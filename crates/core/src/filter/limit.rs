@@ -33,16 +33,45 @@ pub struct RateLimit {
     checks: Vec<Checked>,
     /// `RateLimit-Policy`, the same on every response of the route.
     advert: Option<HeaderValue>,
+    /// Every policy counts in this process (none in Redis): the check never waits.
+    local: bool,
 }
 
 /// What an allowed request leaves for its response.
 #[derive(Clone, Default)]
-struct Noted {
+pub(crate) struct Noted {
     /// (index into `checks`, verdict) of the policies that advertise.
     verdicts: Vec<(usize, Verdict)>,
     /// Concurrency places, held until the response body ends (shared so the carry
     /// can be cloned, as extensions must be).
-    places: Option<Arc<Vec<Permit>>>,
+    pub(super) places: Option<Arc<Vec<Permit>>>,
+}
+
+/// One request's pass over the policies: the key being checked (one buffer for all),
+/// what advertising policies said, and the concurrency places taken.
+#[derive(Default)]
+struct Run {
+    key: String,
+    noted: Noted,
+    places: Vec<Permit>,
+}
+
+impl Run {
+    /// Writes the policy's key; false when a part is missing and the policy skips.
+    fn key(&mut self, c: &Checked, head: &request::Parts, ctx: &FilterCtx<'_>) -> bool {
+        self.key.clear();
+        key::build(&c.policy.spec.key, head, ctx, &mut self.key)
+            || c.policy.spec.missing != gatehouse_config::spec::MissingPart::Skip
+    }
+
+    /// Leaves the verdicts and places for the response, when there are any.
+    fn finish(mut self, head: &mut request::Parts) -> Flow {
+        if !self.noted.verdicts.is_empty() || !self.places.is_empty() {
+            self.noted.places = (!self.places.is_empty()).then(|| Arc::new(self.places));
+            head.extensions.get_or_insert_default::<Carry>().limits = Some(self.noted);
+        }
+        Flow::Continue
+    }
 }
 
 impl RateLimit {
@@ -57,7 +86,7 @@ impl RateLimit {
         let advert = (!adverts.is_empty())
             .then(|| HeaderValue::from_str(&adverts.join(", ")).ok())
             .flatten();
-        let checks = policies
+        let checks: Vec<Checked> = policies
             .into_iter()
             .map(|policy| {
                 let c = |r| counter(&policy.spec.name, r);
@@ -71,72 +100,101 @@ impl RateLimit {
                 }
             })
             .collect();
-        RateLimit { checks, advert }
+        let local = checks.iter().all(|c| c.policy.counts_here());
+        RateLimit {
+            checks,
+            advert,
+            local,
+        }
     }
 
+    /// Checks every policy in turn, waiting for Redis where a policy counts there.
     async fn check(&self, head: &mut request::Parts, ctx: &FilterCtx<'_>) -> Flow {
-        let mut key = String::with_capacity(64);
-        let mut noted = Noted::default();
-        let mut places = Vec::new();
+        let mut run = Run::default();
         for (i, c) in self.checks.iter().enumerate() {
-            let p = &c.policy;
-            key.clear();
-            if !key::build(&p.spec.key, head, ctx, &mut key)
-                && p.spec.missing == gatehouse_config::spec::MissingPart::Skip
-            {
+            if !run.key(c, head, ctx) {
                 continue;
             }
-            let verdict = match p.check(&key).await {
-                Answer::Counted(v) => v,
-                Answer::Fallback(v) => {
-                    c.fallback.inc();
-                    v
-                }
-                Answer::Place(Some(permit)) => {
-                    places.push(permit);
-                    c.allowed.inc();
-                    continue;
-                }
-                Answer::Place(None) => Verdict {
-                    allowed: false,
-                    remaining: 0,
-                    reset: Duration::ZERO,
-                    retry_after: Duration::from_secs(1),
-                },
-                Answer::Unavailable => {
-                    c.unavailable.inc();
-                    self.refund(i, head, ctx);
-                    let e = ProxyError::new(
-                        ErrorKind::LimitUnavailable,
-                        format!("rate limit `{}` cannot reach its store", p.spec.name),
-                    );
-                    return Flow::Respond(Box::new(error_reply(&e, ctx.request_id)));
-                }
+            let answer = c.policy.check(&run.key).await;
+            if let Some(refused) = self.take(i, answer, &mut run, head, ctx) {
+                return refused;
+            }
+        }
+        run.finish(head)
+    }
+
+    /// The same for a route whose policies all count here: no future to allocate.
+    fn check_now(&self, head: &mut request::Parts, ctx: &FilterCtx<'_>) -> Flow {
+        let mut run = Run::default();
+        for (i, c) in self.checks.iter().enumerate() {
+            if !run.key(c, head, ctx) {
+                continue;
+            }
+            let Some(answer) = c.policy.check_now(&run.key) else {
+                continue;
             };
-            if !verdict.allowed {
-                if p.spec.dry_run {
-                    c.dry_run.inc();
-                    tracing::info!(policy = %p.spec.name, route = ctx.route, key = %key, "dry run: rate limit would refuse this request");
-                    continue;
-                }
-                c.limited.inc();
+            if let Some(refused) = self.take(i, answer, &mut run, head, ctx) {
+                return refused;
+            }
+        }
+        run.finish(head)
+    }
+
+    /// Takes policy `i`'s answer into the run; a refusal (or a store that cannot be
+    /// reached by a fail-closed policy) is the reply.
+    fn take(
+        &self,
+        i: usize,
+        answer: Answer,
+        run: &mut Run,
+        head: &request::Parts,
+        ctx: &FilterCtx<'_>,
+    ) -> Option<Flow> {
+        let c = &self.checks[i];
+        let p = &c.policy;
+        let verdict = match answer {
+            Answer::Counted(v) => v,
+            Answer::Fallback(v) => {
+                c.fallback.inc();
+                v
+            }
+            Answer::Place(Some(permit)) => {
+                run.places.push(permit);
+                c.allowed.inc();
+                return None;
+            }
+            Answer::Place(None) => Verdict {
+                allowed: false,
+                remaining: 0,
+                reset: Duration::ZERO,
+                retry_after: Duration::from_secs(1),
+            },
+            Answer::Unavailable => {
+                c.unavailable.inc();
                 self.refund(i, head, ctx);
-                let (j, worst) = self.tightest(i, verdict, head, ctx);
-                return Flow::Respond(Box::new(self.refusal(j, &worst, ctx)));
+                let e = ProxyError::new(
+                    ErrorKind::LimitUnavailable,
+                    format!("rate limit `{}` cannot reach its store", p.spec.name),
+                );
+                return Some(Flow::Respond(Box::new(error_reply(&e, ctx.request_id))));
             }
-            c.allowed.inc();
-            if p.advert.is_some() || p.spec.legacy_headers {
-                noted.verdicts.push((i, verdict));
+        };
+        if !verdict.allowed {
+            if p.spec.dry_run {
+                c.dry_run.inc();
+                tracing::info!(policy = %p.spec.name, route = ctx.route, key = %run.key, "dry run: rate limit would refuse this request");
+                return None;
             }
+            c.limited.inc();
+            self.refund(i, head, ctx);
+            let (j, worst) = self.tightest(i, verdict, head, ctx);
+            return Some(Flow::Respond(Box::new(self.refusal(j, &worst, ctx))));
         }
-        if !noted.verdicts.is_empty() || !places.is_empty() {
-            noted.places = (!places.is_empty()).then(|| Arc::new(places));
-            head.extensions
-                .get_or_insert_default::<Carry>()
-                .0
-                .insert(noted);
+        c.allowed.inc();
+        if p.advert.is_some() || p.spec.legacy_headers {
+            run.noted.verdicts.push((i, verdict));
         }
-        Flow::Continue
+        None
     }
 
     /// The policy that answers a refusal by `checks[i]`: of it and the later local
@@ -248,7 +306,10 @@ impl Filter for RateLimit {
         head: &'a mut request::Parts,
         ctx: &'a FilterCtx<'a>,
     ) -> FilterFuture<'a> {
-        Box::pin(self.check(head, ctx))
+        if self.local {
+            return FilterFuture::ready(self.check_now(head, ctx));
+        }
+        FilterFuture::waiting(self.check(head, ctx))
     }
 
     fn on_response(&self, head: &mut response::Parts, _ctx: &FilterCtx<'_>) {
@@ -256,7 +317,7 @@ impl Filter for RateLimit {
         let Some(noted) = head
             .extensions
             .get::<Carry>()
-            .and_then(|c| c.0.get::<Noted>())
+            .and_then(|c| c.limits.as_ref())
         else {
             return;
         };
@@ -276,7 +337,8 @@ impl Filter for RateLimit {
             }
         }
         if !members.is_empty() {
-            if let Ok(v) = HeaderValue::from_str(&members) {
+            // The string becomes the value's bytes without a copy.
+            if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(members)) {
                 h.insert(RATELIMIT.clone(), v);
             }
         }

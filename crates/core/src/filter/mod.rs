@@ -99,9 +99,28 @@ pub fn client_uri(head: &request::Parts) -> &http::Uri {
 
 /// What request hooks leave for the response side: values a response hook reads, and
 /// guards (a concurrency place) that must live until the response body ends. The proxy
-/// moves it from the request to the response, and from there into the body.
+/// moves it from the request to the response, and from there into the body. A slot per
+/// filter that needs one, so a request makes no map for it.
 #[derive(Clone, Default)]
-pub struct Carry(pub http::Extensions);
+pub struct Carry {
+    /// The rate limits' verdicts and concurrency places.
+    pub(crate) limits: Option<limit::Noted>,
+    /// The origin CORS allowed.
+    pub(crate) cors: Option<cors::Allowed>,
+}
+
+/// What of a carry must live until the response body ends (or a tunnel closes): the
+/// concurrency places. The rest is dropped once the response hooks ran.
+pub struct Held {
+    _places: Arc<Vec<crate::limit::Permit>>,
+}
+
+impl Carry {
+    pub fn into_held(self) -> Option<Held> {
+        let places = self.limits?.places?;
+        Some(Held { _places: places })
+    }
+}
 
 /// What building a filter may use besides its spec.
 pub struct BuildCtx<'a> {
@@ -115,8 +134,38 @@ pub struct BuildCtx<'a> {
         &'a std::collections::HashMap<std::path::PathBuf, Arc<gatehouse_config::openapi::Api>>,
 }
 
-/// A boxed request-hook future: one allocation per hook call, nothing next to I/O.
-pub type FilterFuture<'a> = Pin<Box<dyn Future<Output = Flow> + Send + 'a>>;
+/// A request hook's future: an answer at once, or a boxed future for a hook that waits.
+pub enum FilterFuture<'a> {
+    /// Decided already: nothing to allocate (most hooks, most of the time).
+    Ready(Option<Flow>),
+    /// A hook that waits (a Redis count, a key set fetch, an auth service).
+    Waiting(Pin<Box<dyn Future<Output = Flow> + Send + 'a>>),
+}
+
+impl<'a> FilterFuture<'a> {
+    pub fn ready(flow: Flow) -> Self {
+        FilterFuture::Ready(Some(flow))
+    }
+
+    pub fn waiting(f: impl Future<Output = Flow> + Send + 'a) -> Self {
+        FilterFuture::Waiting(Box::pin(f))
+    }
+}
+
+impl Future for FilterFuture<'_> {
+    type Output = Flow;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Flow> {
+        match self.get_mut() {
+            // Polled again after its answer (which no caller does): it never ends.
+            FilterFuture::Ready(flow) => match flow.take() {
+                Some(f) => std::task::Poll::Ready(f),
+                None => std::task::Poll::Pending,
+            },
+            FilterFuture::Waiting(f) => f.as_mut().poll(cx),
+        }
+    }
+}
 
 /// A per-route filter.
 pub trait Filter: Send + Sync {
@@ -143,7 +192,7 @@ pub trait Filter: Send + Sync {
         _head: &'a mut request::Parts,
         _ctx: &'a FilterCtx<'a>,
     ) -> FilterFuture<'a> {
-        Box::pin(std::future::ready(Flow::Continue))
+        FilterFuture::ready(Flow::Continue)
     }
 
     /// Sees (and may edit) the response head before it is sent to the client.
@@ -174,7 +223,7 @@ pub trait Filter: Send + Sync {
         _body: &'a mut Bytes,
         _ctx: &'a FilterCtx<'a>,
     ) -> FilterFuture<'a> {
-        Box::pin(std::future::ready(Flow::Continue))
+        FilterFuture::ready(Flow::Continue)
     }
 
     /// Whether this response's whole body is wanted (asked after every head hook).

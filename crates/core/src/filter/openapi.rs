@@ -179,7 +179,7 @@ impl Filter for OpenApi {
                 None,
             ))),
         };
-        Box::pin(std::future::ready(flow))
+        FilterFuture::ready(flow)
     }
 
     fn body_sides(&self) -> (bool, bool) {
@@ -199,7 +199,7 @@ impl Filter for OpenApi {
     ) -> FilterFuture<'a> {
         match head.extensions.get::<Matched>().copied() {
             Some(Matched(i)) => self.ops[i].check.on_request_body(head, body, ctx),
-            None => Box::pin(std::future::ready(Flow::Continue)),
+            None => FilterFuture::ready(Flow::Continue),
         }
     }
 }

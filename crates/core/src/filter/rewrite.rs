@@ -119,6 +119,6 @@ impl Filter for Rewrite {
                 tracing::debug!(route = ctx.route, error = %e, "rewritten path is not a valid URI path; kept the original")
             }
         }
-        Box::pin(std::future::ready(Flow::Continue))
+        FilterFuture::ready(Flow::Continue)
     }
 }

@@ -339,7 +339,7 @@ impl Filter for Validate {
         } else {
             self.refuse(found, ctx)
         };
-        Box::pin(std::future::ready(flow))
+        FilterFuture::ready(flow)
     }
 
     fn body_sides(&self) -> (bool, bool) {
@@ -357,7 +357,7 @@ impl Filter for Validate {
         body: &'a mut Bytes,
         ctx: &'a FilterCtx<'a>,
     ) -> FilterFuture<'a> {
-        Box::pin(std::future::ready(self.read_request_body(head, body, ctx)))
+        FilterFuture::ready(self.read_request_body(head, body, ctx))
     }
 
     fn response_body(&self, head: &response::Parts) -> bool {

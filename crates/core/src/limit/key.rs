@@ -69,6 +69,11 @@ fn value<'a>(
 }
 
 fn escape(v: &str, out: &mut String) {
+    // Most values hold neither: copied whole.
+    if !v.contains(['%', '|']) {
+        out.push_str(v);
+        return;
+    }
     for c in v.chars() {
         match c {
             '%' => out.push_str("%25"),

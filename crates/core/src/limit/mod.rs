@@ -170,8 +170,8 @@ impl Policy {
 
     /// Counts one request under `key`.
     pub async fn check(&self, key: &str) -> Answer {
-        if let Meter::Concurrency(t) = &self.meter {
-            return Answer::Place(t.acquire(key));
+        if let Some(a) = self.check_now(key) {
+            return a;
         }
         let Some(store) = &self.redis else {
             return Answer::Counted(self.check_local(key));
@@ -186,6 +186,21 @@ impl Policy {
                 }
             }
         }
+    }
+
+    /// The answer without waiting, for a policy that counts in this process; `None`
+    /// for one that counts in Redis.
+    pub fn check_now(&self, key: &str) -> Option<Answer> {
+        if let Meter::Concurrency(t) = &self.meter {
+            return Some(Answer::Place(t.acquire(key)));
+        }
+        self.counts_here()
+            .then(|| Answer::Counted(self.check_local(key)))
+    }
+
+    /// Whether this policy counts in this process (not in Redis).
+    pub fn counts_here(&self) -> bool {
+        self.redis.is_none() || matches!(self.meter, Meter::Concurrency(_))
     }
 
     fn check_local(&self, key: &str) -> Verdict {

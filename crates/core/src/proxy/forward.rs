@@ -161,7 +161,8 @@ pub(super) async fn forward(
                 if let Some(upstream) = b.into_wire() {
                     let closing = in_flight.endpoint().closing();
                     // A concurrency place stays taken while the tunnel is open.
-                    upgrade::tunnel(client, upstream, r.conn.drain.clone(), closing, carry);
+                    let held = carry.and_then(Carry::into_held);
+                    upgrade::tunnel(client, upstream, r.conn.drain.clone(), closing, held);
                 }
             }
             headers::strip_hop_by_hop(&mut parts.headers, true);

@@ -338,7 +338,10 @@ impl Req<'_> {
             resp.headers_mut()
                 .insert(headers::X_REQUEST_ID, headers::unindexed(self.id()));
         }
-        let held = resp.extensions_mut().remove::<crate::filter::Carry>();
+        let held = resp
+            .extensions_mut()
+            .remove::<crate::filter::Carry>()
+            .and_then(crate::filter::Carry::into_held);
         let c = Completion {
             start: self.start,
             status,

@@ -16,7 +16,7 @@ pub(super) fn tunnel(
     mut upstream: Box<Wire>,
     drain: Watch,
     mut closing: tokio::sync::watch::Receiver<bool>,
-    held: Option<crate::filter::Carry>,
+    held: Option<crate::filter::Held>,
 ) {
     tokio::spawn(async move {
         let _held = held;

@@ -1,5 +1,6 @@
 //! The consumers of one config generation and the lookups the auth filter needs: an
-//! API key (by its SHA-256, confirmed in constant time), a Basic username and
+//! API key (a key given in plain by a keyed hash of it, one given as a hash by the
+//! SHA-256 of what the client sent; either confirmed in constant time), a Basic username and
 //! password (argon2, bcrypt or a secret), and a JWT subject.
 //!
 //! Hashed passwords cost tens of milliseconds to check, so a check runs on the
@@ -8,8 +9,10 @@
 
 use super::secret::{resolve, same, sha256};
 use crate::consumer::Consumer;
+use foldhash::fast::RandomState;
 use gatehouse_config::spec::{ApiKeySpec, CertMatch, ConsumerSpec, PasswordSpec};
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -31,14 +34,27 @@ struct User {
 }
 
 /// A key's owner and the key's non-secret id (`consumer#n`).
+#[derive(Clone)]
 pub struct KeyOwner {
     pub consumer: Arc<Consumer>,
     pub id: Arc<str>,
 }
 
+/// The keys (given in plain) that share one hash, with their owners.
+type PlainKeys = Vec<(Box<[u8]>, KeyOwner)>;
+
 #[derive(Default)]
 pub struct Directory {
+    /// Every key by its SHA-256 (what finds a key given as a hash, and what tells two
+    /// consumers' keys apart).
     keys: HashMap<[u8; 32], KeyOwner>,
+    /// Keys given in plain, by a hash of the key under this process's random seed: a
+    /// request's key is found without computing a SHA-256 (most of a key check's cost),
+    /// and the seed keeps a client from steering which stored key it is compared with.
+    plain: HashMap<u64, PlainKeys, RandomState>,
+    seed: RandomState,
+    /// Whether any key was given as a hash (only then does an unknown key cost a SHA-256).
+    hashed: bool,
     users: HashMap<String, Arc<User>>,
     subjects: HashMap<String, Arc<Consumer>>,
     names: HashMap<String, Arc<Consumer>>,
@@ -58,10 +74,13 @@ impl Directory {
                 header: http::HeaderValue::from_str(&c.name).ok(),
             });
             for (j, k) in c.api_keys.iter().enumerate() {
-                let digest = match k {
-                    ApiKeySpec::Sha256(d) => *d,
+                let (digest, plain) = match k {
+                    ApiKeySpec::Sha256(digest) => {
+                        d.hashed = true;
+                        (*digest, None)
+                    }
                     ApiKeySpec::Secret(s) => match resolve(s) {
-                        Ok(v) => sha256(&v),
+                        Ok(v) => (sha256(&v), Some(v)),
                         Err(e) => {
                             errors.push((format!("consumers[{i}].api_keys[{j}]"), e));
                             continue;
@@ -72,6 +91,13 @@ impl Directory {
                     consumer: consumer.clone(),
                     id: Arc::from(format!("{}#{j}", c.name)),
                 };
+                if let Some(v) = plain {
+                    let h = d.seed.hash_one(&v[..]);
+                    d.plain
+                        .entry(h)
+                        .or_default()
+                        .push((v.into_boxed_slice(), owner.clone()));
+                }
                 if d.keys.insert(digest, owner).is_some() {
                     errors.push((
                         format!("consumers[{i}].api_keys[{j}]"),
@@ -128,6 +154,14 @@ impl Directory {
 
     /// The owner of an API key.
     pub fn by_key(&self, key: &[u8]) -> Option<&KeyOwner> {
+        if let Some(list) = self.plain.get(&self.seed.hash_one(key)) {
+            if let Some((_, owner)) = list.iter().find(|(k, _)| same(k, key)) {
+                return Some(owner);
+            }
+        }
+        if !self.hashed {
+            return None;
+        }
         let digest = sha256(key);
         let (stored, owner) = self.keys.get_key_value(&digest)?;
         same(stored, &digest).then_some(owner)
@@ -201,5 +235,59 @@ fn slow_check(p: &Password, password: &[u8]) -> bool {
             .unwrap_or(false),
         Password::Bcrypt(h) => bcrypt::verify(password, h).unwrap_or(false),
         Password::Digest(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gatehouse_config::spec::SecretRef;
+
+    fn consumer(name: &str, keys: Vec<ApiKeySpec>) -> ConsumerSpec {
+        ConsumerSpec {
+            name: name.into(),
+            groups: vec![],
+            tags: vec![],
+            api_keys: keys,
+            basic: None,
+            jwt_subjects: vec![],
+            certificates: vec![],
+        }
+    }
+
+    #[test]
+    fn keys_in_plain_and_as_hashes_find_their_owners_and_nothing_else() {
+        let plain = |k: &str| ApiKeySpec::Secret(SecretRef::Inline(k.into()));
+        let specs = [
+            consumer("a", vec![plain("key-a-0123"), plain("key-a-4567")]),
+            consumer("b", vec![ApiKeySpec::Sha256(sha256(b"key-b-0123"))]),
+        ];
+        let mut errors = Vec::new();
+        let d = Directory::build(&specs, &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        let owner = |k: &[u8]| d.by_key(k).map(|o| o.id.to_string());
+        assert_eq!(owner(b"key-a-0123").as_deref(), Some("a#0"));
+        assert_eq!(owner(b"key-a-4567").as_deref(), Some("a#1"));
+        assert_eq!(owner(b"key-b-0123").as_deref(), Some("b#0"));
+        for wrong in [
+            &b"key-a-012"[..],
+            b"key-a-01234",
+            b"KEY-A-0123",
+            b"",
+            b"key-b-0124",
+        ] {
+            assert_eq!(owner(wrong), None, "{:?}", String::from_utf8_lossy(wrong));
+        }
+        // Only plain keys: an unknown key is refused without a digest.
+        let d = Directory::build(&specs[..1], &mut errors);
+        assert!(!d.hashed);
+        assert_eq!(d.by_key(b"key-b-0123").map(|o| o.id.clone()), None);
+        // The same key twice, one plain and one hashed, is still caught.
+        let twice = [
+            consumer("a", vec![plain("same-key")]),
+            consumer("b", vec![ApiKeySpec::Sha256(sha256(b"same-key"))]),
+        ];
+        Directory::build(&twice, &mut errors);
+        assert_eq!(errors.len(), 1, "{errors:?}");
     }
 }

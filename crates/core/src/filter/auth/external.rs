@@ -170,9 +170,9 @@ impl Filter for ExternalAuth {
     ) -> FilterFuture<'a> {
         if self.spec.body_limit.is_some() {
             // Asked with the body, once it has been read.
-            return Box::pin(std::future::ready(Flow::Continue));
+            return FilterFuture::ready(Flow::Continue);
         }
-        Box::pin(self.check(head, ctx, None))
+        FilterFuture::waiting(self.check(head, ctx, None))
     }
 
     fn body_sides(&self) -> (bool, bool) {
@@ -189,6 +189,6 @@ impl Filter for ExternalAuth {
         body: &'a mut Bytes,
         ctx: &'a FilterCtx<'a>,
     ) -> FilterFuture<'a> {
-        Box::pin(self.check(head, ctx, Some(body)))
+        FilterFuture::waiting(self.check(head, ctx, Some(body)))
     }
 }

@@ -26,6 +26,7 @@ pub use secret::{hash_key, hash_password};
 use super::{Filter, FilterCtx, FilterFuture, Flow, Stage};
 use crate::consumer::{Caller, CredentialKind, Identity};
 use challenge::Denial;
+use futures_util::FutureExt;
 use gatehouse_config::spec::{AuthMethod, AuthSpec, JwtProviderSpec};
 use http::{header, request, HeaderName, HeaderValue};
 use prometheus_client::metrics::counter::Counter;
@@ -103,8 +104,18 @@ enum Found {
     Present(String),
 }
 
-/// Counters by kind and result, made once per route.
-struct Counters(HashMap<(&'static str, &'static str), Counter>);
+/// Counters by method (in the route's order, then anonymous) and result, made once per
+/// route, so a request counts with an index and no look-up by name.
+struct Counters(Vec<[Counter; 4]>);
+
+/// How a method (or anonymous access) ended, in the order of `RESULTS`.
+#[derive(Clone, Copy)]
+enum Outcome {
+    Allowed,
+    Missing,
+    Invalid,
+    Forbidden,
+}
 
 pub struct Auth {
     spec: AuthSpec,
@@ -112,9 +123,12 @@ pub struct Auth {
     methods: Vec<Method>,
     consumer_header: Option<HeaderName>,
     counters: Counters,
+    /// Every method is checked in memory (API keys, client certificates): nothing to
+    /// wait for.
+    in_memory: bool,
 }
 
-const RESULTS: &[&str] = &["allowed", "missing", "invalid", "forbidden"];
+const RESULTS: [&str; 4] = ["allowed", "missing", "invalid", "forbidden"];
 
 impl Auth {
     pub fn new(
@@ -148,12 +162,13 @@ impl Auth {
                 ),
             })
             .collect();
-        let mut counters = HashMap::new();
-        for kind in spec.methods.iter().map(|m| m.word()).chain(["anonymous"]) {
-            for r in RESULTS {
-                counters.insert((kind, *r), counter(kind, r));
-            }
-        }
+        let counters = spec
+            .methods
+            .iter()
+            .map(|m| m.word())
+            .chain(["anonymous"])
+            .map(|kind| RESULTS.map(|r| counter(kind, r)))
+            .collect();
         Auth {
             spec: spec.clone(),
             directory: rt.directory.clone(),
@@ -163,6 +178,22 @@ impl Auth {
                 .as_deref()
                 .and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok()),
             counters: Counters(counters),
+            in_memory: spec
+                .methods
+                .iter()
+                .all(|m| matches!(m, AuthMethod::ApiKey { .. } | AuthMethod::Mtls)),
+        }
+    }
+
+    /// Decides and passes the identity on, or answers the refusal.
+    async fn run(&self, head: &mut request::Parts, ctx: &FilterCtx<'_>) -> Flow {
+        match self.decide(head, ctx).await {
+            Ok(id) => {
+                self.pass_on(head, &id);
+                head.extensions.insert(Caller(Arc::new(id)));
+                Flow::Continue
+            }
+            Err(d) => Flow::Respond(Box::new(d.reply(self, ctx.request_id))),
         }
     }
 
@@ -177,7 +208,7 @@ impl Auth {
             let cred = match found {
                 Found::Absent => continue,
                 Found::Duplicate => {
-                    self.count(kind.word(), "invalid");
+                    self.count(i, Outcome::Invalid);
                     return Err(Denial::duplicate(kind));
                 }
                 Found::Present(c) => c,
@@ -187,15 +218,15 @@ impl Auth {
                 // An opaque token is no JWT: a later introspection method may know it.
                 Err(Denial::NotJwt(_)) if self.introspects_after(i) => continue,
                 Err(d) => {
-                    self.count(kind.word(), "invalid");
+                    self.count(i, Outcome::Invalid);
                     return Err(d);
                 }
             };
             if let Err(d) = self.allow(&id) {
-                self.count(kind.word(), "forbidden");
+                self.count(i, Outcome::Forbidden);
                 return Err(d);
             }
-            self.count(kind.word(), "allowed");
+            self.count(i, Outcome::Allowed);
             return Ok(id);
         }
         let anonymous = Identity {
@@ -206,10 +237,10 @@ impl Auth {
             provider: None,
         };
         if self.spec.anonymous && self.allow(&anonymous).is_ok() {
-            self.count("anonymous", "allowed");
+            self.count(self.methods.len(), Outcome::Allowed);
             return Ok(anonymous);
         }
-        self.count("anonymous", "missing");
+        self.count(self.methods.len(), Outcome::Missing);
         Err(Denial::Missing)
     }
 
@@ -446,9 +477,10 @@ impl Auth {
         })
     }
 
-    fn count(&self, kind: &'static str, result: &'static str) {
-        if let Some(c) = self.counters.0.get(&(kind, result)) {
-            c.inc();
+    /// Counts the outcome of method `i` (`methods.len()` for anonymous access).
+    fn count(&self, i: usize, result: Outcome) {
+        if let Some(c) = self.counters.0.get(i) {
+            c[result as usize].inc();
         }
     }
 }
@@ -540,16 +572,14 @@ impl Filter for Auth {
         head: &'a mut request::Parts,
         ctx: &'a FilterCtx<'a>,
     ) -> FilterFuture<'a> {
-        Box::pin(async move {
-            match self.decide(head, ctx).await {
-                Ok(id) => {
-                    self.pass_on(head, &id);
-                    head.extensions.insert(Caller(Arc::new(id)));
-                    Flow::Continue
-                }
-                Err(d) => Flow::Respond(Box::new(d.reply(self, ctx.request_id))),
+        if self.in_memory {
+            // API keys and client certificates are checked in memory: the decision is
+            // made at the first poll, and needs no boxed future.
+            if let Some(flow) = self.run(head, ctx).now_or_never() {
+                return FilterFuture::ready(flow);
             }
-        })
+        }
+        FilterFuture::waiting(self.run(head, ctx))
     }
 }
 

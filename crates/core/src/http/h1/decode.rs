@@ -128,7 +128,10 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<(Head, usize)>, M
 }
 
 fn to_map(fields: &[httparse::Header<'_>]) -> Result<HeaderMap, Malformed> {
-    let mut map = HeaderMap::with_capacity(fields.len());
+    // Room for the fields the proxy adds on the way back (Via, a request id, rate limit
+    // and CORS fields): a map filled to its size grows, rehashing every field, on the
+    // first insert.
+    let mut map = HeaderMap::with_capacity(fields.len() + 4);
     for f in fields {
         let name = HeaderName::from_bytes(f.name.as_bytes()).map_err(|_| Malformed::Field)?;
         let value = HeaderValue::from_bytes(f.value).map_err(|_| Malformed::Field)?;
