@@ -8,6 +8,7 @@
 use super::{Carry, Filter, FilterCtx, FilterFuture, Flow, Stage};
 use crate::error::{error_reply, ErrorKind, ProxyError};
 use crate::limit::{key, Answer, Permit, Policy, Verdict};
+use futures_util::FutureExt;
 use http::{request, response, HeaderName, HeaderValue};
 use prometheus_client::metrics::counter::Counter;
 use std::sync::Arc;
@@ -116,23 +117,6 @@ impl RateLimit {
                 continue;
             }
             let answer = c.policy.check(&run.key).await;
-            if let Some(refused) = self.take(i, answer, &mut run, head, ctx) {
-                return refused;
-            }
-        }
-        run.finish(head)
-    }
-
-    /// The same for a route whose policies all count here: no future to allocate.
-    fn check_now(&self, head: &mut request::Parts, ctx: &FilterCtx<'_>) -> Flow {
-        let mut run = Run::default();
-        for (i, c) in self.checks.iter().enumerate() {
-            if !run.key(c, head, ctx) {
-                continue;
-            }
-            let Some(answer) = c.policy.check_now(&run.key) else {
-                continue;
-            };
             if let Some(refused) = self.take(i, answer, &mut run, head, ctx) {
                 return refused;
             }
@@ -307,7 +291,11 @@ impl Filter for RateLimit {
         ctx: &'a FilterCtx<'a>,
     ) -> FilterFuture<'a> {
         if self.local {
-            return FilterFuture::ready(self.check_now(head, ctx));
+            // Policies that count here answer at the first poll: the check needs no
+            // boxed future.
+            if let Some(flow) = self.check(head, ctx).now_or_never() {
+                return FilterFuture::ready(flow);
+            }
         }
         FilterFuture::waiting(self.check(head, ctx))
     }

@@ -168,13 +168,13 @@ impl Policy {
         self.spec.kind.advertised().map_or(0, |(q, _)| q)
     }
 
-    /// Counts one request under `key`.
+    /// Counts one request under `key`. A policy that counts here answers at the first
+    /// poll (what the rate-limit filter relies on to decide without a boxed future).
     pub async fn check(&self, key: &str) -> Answer {
-        if let Some(a) = self.check_now(key) {
-            return a;
-        }
-        let Some(store) = &self.redis else {
-            return Answer::Counted(self.check_local(key));
+        let store = match (&self.meter, &self.redis) {
+            (Meter::Concurrency(t), _) => return Answer::Place(t.acquire(key)),
+            (_, None) => return Answer::Counted(self.check_local(key)),
+            (_, Some(store)) => store,
         };
         match self.check_redis(store, key, true).await {
             Ok(v) => Answer::Counted(v),
@@ -186,16 +186,6 @@ impl Policy {
                 }
             }
         }
-    }
-
-    /// The answer without waiting, for a policy that counts in this process; `None`
-    /// for one that counts in Redis.
-    pub fn check_now(&self, key: &str) -> Option<Answer> {
-        if let Meter::Concurrency(t) = &self.meter {
-            return Some(Answer::Place(t.acquire(key)));
-        }
-        self.counts_here()
-            .then(|| Answer::Counted(self.check_local(key)))
     }
 
     /// Whether this policy counts in this process (not in Redis).
