@@ -44,6 +44,9 @@ pub struct ConnState {
     /// The last write or flush could not finish (the client reads slowly): bytes may
     /// sit in hyper's buffer, so the connection is not idle.
     write_blocked: AtomicBool,
+    /// The last request said the client sends nothing after it (see
+    /// `edge::client_closes`) and had no body: a close need not linger.
+    client_done: AtomicBool,
     /// Requests that reached the service, ever.
     served: AtomicU64,
     /// Woken by the first request (a drain waits for it: see `server::drive`).
@@ -80,6 +83,7 @@ impl ConnState {
             upgraded: AtomicBool::new(false),
             parking: AtomicBool::new(false),
             write_blocked: AtomicBool::new(false),
+            client_done: AtomicBool::new(false),
             served: AtomicU64::new(0),
             first: tokio::sync::Notify::new(),
             head_since: AtomicU64::new(head_since),
@@ -133,6 +137,12 @@ impl ConnState {
             && self.open.load(Ordering::Acquire) == 0
             && !self.write_blocked.load(Ordering::Relaxed)
             && !self.upgraded.load(Ordering::Relaxed)
+    }
+
+    /// A request said it is the client's last and carries no body (see `Activity`'s
+    /// close).
+    pub fn client_done(&self) {
+        self.client_done.store(true, Ordering::Relaxed);
     }
 
     /// Marks (or unmarks) the hyper connection's shutdown as a parking one.
@@ -214,6 +224,8 @@ pub struct Activity<I> {
     linger: Option<(Pin<Box<tokio::time::Sleep>>, usize)>,
     /// This side's copy of `ConnState::write_blocked`, so that only a change is stored.
     write_blocked: bool,
+    /// A read found the client's end of stream.
+    eof: bool,
 }
 
 /// How long a close lingers, reading and dropping what the client still sends, and
@@ -229,6 +241,7 @@ impl<I> Activity<I> {
             swapped: None,
             linger: None,
             write_blocked: false,
+            eof: false,
         }
     }
 
@@ -254,17 +267,42 @@ impl<I: AsyncRead + Unpin> Activity<I> {
         let (deadline, read) = self
             .linger
             .get_or_insert_with(|| (Box::pin(tokio::time::sleep(LINGER)), 0));
-        let mut scratch = [0u8; 4096];
+        // Not zeroed: a zeroed 4 KiB was most of a close's user-space cost.
+        let mut scratch = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
         loop {
             if std::future::Future::poll(deadline.as_mut(), cx).is_ready() || *read > LINGER_BYTES {
                 return Poll::Ready(Ok(()));
             }
-            let mut rb = ReadBuf::new(&mut scratch);
+            let mut rb = ReadBuf::uninit(&mut scratch);
             match Pin::new(&mut self.inner).poll_read(cx, &mut rb) {
                 Poll::Ready(Ok(())) if !rb.filled().is_empty() => *read += rb.filled().len(),
                 Poll::Ready(_) => return Poll::Ready(Ok(())),
                 Poll::Pending => return Poll::Pending,
             }
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> Activity<I> {
+    /// After our FIN: whether the client is known to send nothing more, so the close
+    /// need not linger. It has closed its side, or its last request said it was the
+    /// last (and had no body), and no byte has come since. This is NGINX's rule too:
+    /// it lingers only when the client may still be sending. Bytes that did come are
+    /// dropped, as the linger would, and the linger runs.
+    fn client_finished(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.eof && !self.state.client_done.load(Ordering::Relaxed) {
+            return false;
+        }
+        let mut scratch = [std::mem::MaybeUninit::<u8>::uninit(); 512];
+        let mut rb = ReadBuf::uninit(&mut scratch);
+        // Pending costs no syscall when the last read drained the socket.
+        match Pin::new(&mut self.inner).poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) if !rb.filled().is_empty() => {
+                let late = rb.filled().len();
+                self.linger = Some((Box::pin(tokio::time::sleep(LINGER)), late));
+                false
+            }
+            _ => true,
         }
     }
 }
@@ -309,9 +347,14 @@ impl<I: AsyncRead + Unpin> AsyncRead for Activity<I> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        let room = buf.remaining();
+        let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if r.is_ready() {
             self.count();
+            if matches!(r, Poll::Ready(Ok(()))) && room > 0 && buf.filled().len() == before {
+                self.eof = true;
+            }
         }
         r
     }
@@ -370,7 +413,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Activity<I> {
         }
         if self.linger.is_none() {
             std::task::ready!(Pin::new(&mut self.inner).poll_shutdown(cx))?;
-            if self.state.upgraded.load(Ordering::Relaxed) {
+            if self.state.upgraded.load(Ordering::Relaxed) || self.client_finished(cx) {
                 return Poll::Ready(Ok(()));
             }
         }

@@ -313,6 +313,26 @@ fn drop_h2c(headers: &mut http::HeaderMap) {
 }
 
 /// Whether a comma-separated header value lists `token` (case-insensitive).
+/// Whether a message's `Connection` field lists `close` (RFC 9112 9.6).
+pub fn asks_close(h: &http::HeaderMap) -> bool {
+    h.get_all(header::CONNECTION)
+        .iter()
+        .any(|v| has_token(v, "close"))
+}
+
+/// Whether a client's HTTP/1 request says it will send nothing after it: `close`, or
+/// HTTP/1.0 without `keep-alive` (RFC 9112 9.3).
+pub fn client_closes<B>(req: &Request<B>) -> bool {
+    let h = req.headers();
+    if req.version() == Version::HTTP_10 {
+        return !h
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|v| has_token(v, "keep-alive"));
+    }
+    h.contains_key(header::CONNECTION) && asks_close(h)
+}
+
 pub fn has_token(v: &HeaderValue, token: &str) -> bool {
     v.to_str()
         .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))

@@ -57,7 +57,7 @@ impl<I, F, Fut> H2Conn<I, F, Fut>
 where
     I: AsyncRead + AsyncWrite + Unpin,
     F: Fn(Request<ClientBody>) -> Fut,
-    Fut: Future<Output = Result<Response<ResponseBody>, Infallible>>,
+    Fut: Future<Output = Result<Response<ResponseBody>, Infallible>> + Unpin,
 {
     /// Serves `io`, whose connection preface is known to be valid (see [`preface`]).
     pub fn new(io: I, settings: Settings, service: F) -> Self {
@@ -116,7 +116,7 @@ impl<I, F, Fut> Future for H2Conn<I, F, Fut>
 where
     I: AsyncRead + AsyncWrite + Unpin,
     F: Fn(Request<ClientBody>) -> Fut + Unpin,
-    Fut: Future<Output = Result<Response<ResponseBody>, Infallible>>,
+    Fut: Future<Output = Result<Response<ResponseBody>, Infallible>> + Unpin,
 {
     type Output = Result<(), h2::Error>;
 
@@ -146,14 +146,16 @@ struct Stream<Fut> {
 }
 
 enum Step<Fut> {
-    Waiting(Pin<Box<Fut>>),
+    /// The request's future: `Unpin`, as it boxes what must not move (see
+    /// `server::Counted`), so it is held here without a box of its own.
+    Waiting(Fut),
     Piping(SendStream<Bytes>, ResponseBody),
     Done,
 }
 
 impl<Fut> Stream<Fut>
 where
-    Fut: Future<Output = Result<Response<ResponseBody>, Infallible>>,
+    Fut: Future<Output = Result<Response<ResponseBody>, Infallible>> + Unpin,
 {
     fn new<F>(req: Request<RecvStream>, respond: SendResponse<Bytes>, service: &F) -> Self
     where
@@ -173,7 +175,7 @@ where
         let length = content_length(req.headers());
         let req = req.map(|recv| ClientBody::Http2(RecvBody::new(recv, length, tx)));
         Stream {
-            step: Step::Waiting(Box::pin(service(req))),
+            step: Step::Waiting(service(req)),
             respond,
             wants_body,
         }
@@ -195,7 +197,7 @@ where
                 }
             }
         }
-        let resp = match fut.as_mut().poll(cx) {
+        let resp = match Pin::new(fut).poll(cx) {
             Poll::Ready(Ok(resp)) => resp,
             Poll::Ready(Err(never)) => match never {},
             Poll::Pending => {
@@ -218,12 +220,12 @@ where
 
 impl<Fut> Future for Stream<Fut>
 where
-    Fut: Future<Output = Result<Response<ResponseBody>, Infallible>>,
+    Fut: Future<Output = Result<Response<ResponseBody>, Infallible>> + Unpin,
 {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        // Unpin: the request future, the one part that must not move, is boxed.
+        // Unpin: the request future boxes the part that must not move.
         let this = self.get_mut();
         ready!(this.poll_response(cx));
         if let Step::Piping(tx, body) = &mut this.step {

@@ -44,14 +44,27 @@ pub struct Forwarding<'a> {
 /// `Connection: upgrade` / `Upgrade` pair is kept so an upgrade can pass through.
 /// `TE: trailers` is kept (gRPC needs it); any other TE is dropped.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    // Most messages carry none of these: one pass of cheap name comparisons instead of
-    // a hashed removal per name (callgrind: ~1,000 instructions a message before).
-    let present =
-        |k: &HeaderName| HOP_BY_HOP.contains(k) || k == header::TE || k == header::UPGRADE;
-    if !upgrade && !headers.keys().any(present) {
+    // One pass of cheap name comparisons notes which of these the message carries
+    // (bit i: `HOP_BY_HOP[i]`); only those are removed, each a hashed look-up. Most
+    // messages carry none, or only `Connection` (callgrind: ~2,400 instructions for
+    // a `Connection: close` request before, when every name was removed blindly).
+    const TE: u8 = 1 << 6; // after HOP_BY_HOP's six
+    const UPGRADE: u8 = TE << 1;
+    let mut found = 0u8;
+    for k in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == k) {
+            found |= 1 << i;
+        } else if k == header::TE {
+            found |= TE;
+        } else if k == header::UPGRADE {
+            found |= UPGRADE;
+        }
+    }
+    if found == 0 && !upgrade {
         return;
     }
-    // Every Connection line counts (RFC 9110 7.6.1), not just the first.
+    // Every Connection line counts (RFC 9110 7.6.1), not just the first. Only the
+    // names the message carries are kept: `close` and `keep-alive` name none.
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -59,6 +72,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         .flat_map(|s| s.split(','))
         .map(str::trim)
         .filter(|t| !(t.is_empty() || upgrade && t.eq_ignore_ascii_case("upgrade")))
+        .filter(|t| headers.contains_key(*t))
         .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         // Framing and the Host are not the sender's to drop: a message naming them is
         // forwarded with them.
@@ -67,20 +81,24 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     for n in named {
         headers.remove(n);
     }
-    for h in HOP_BY_HOP.iter() {
-        headers.remove(h);
+    for (i, h) in HOP_BY_HOP.iter().enumerate() {
+        if found & (1 << i) != 0 {
+            headers.remove(h);
+        }
     }
-    let te_trailers = headers
-        .get_all(header::TE)
-        .iter()
-        .any(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    headers.remove(header::TE);
-    if te_trailers {
-        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    if found & TE != 0 {
+        let te_trailers = headers
+            .get_all(header::TE)
+            .iter()
+            .any(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+        headers.remove(header::TE);
+        if te_trailers {
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
     }
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
+    } else if found & UPGRADE != 0 {
         headers.remove(header::UPGRADE);
     }
 }
@@ -223,7 +241,29 @@ pub fn unindexed(v: &HeaderValue) -> HeaderValue {
 
 /// An IP address as header text, for X-Forwarded-For.
 pub fn ip_text(ip: IpAddr) -> HeaderValue {
-    HeaderValue::from_str(&ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+    let mut s = String::with_capacity(15);
+    write_ip(ip, &mut s);
+    HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+/// Writes `ip` as text. An IPv4 address is four numbers by `itoa`: `Ipv4Addr`'s
+/// `Display` (the formatting machinery) cost more than the rest of accepting a
+/// connection's bookkeeping, and was most of a rate-limit key's cost.
+pub fn write_ip(ip: IpAddr, out: &mut String) {
+    match ip {
+        IpAddr::V4(a) => {
+            let mut b = itoa::Buffer::new();
+            for (i, o) in a.octets().iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                out.push_str(b.format(*o));
+            }
+        }
+        IpAddr::V6(a) => {
+            let _ = write!(out, "{a}");
+        }
+    }
 }
 
 /// A fresh random request id.

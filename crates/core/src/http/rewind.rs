@@ -1,8 +1,7 @@
 //! A client connection's I/O after its first bytes were read to choose the protocol
 //! (see `server::sniff`): those bytes are read again first, by hyper or h2, which parse
-//! them as if nothing had been taken. Held inline, so a connection costs no allocation.
-//! A parked HTTP/1 connection (see `park`) also puts back here the part of a request
-//! head hyper had read when it was taken down.
+//! them as if nothing had been taken. A parked HTTP/1 connection (see `park`) also puts
+//! back here the part of a request head hyper had read when it was taken down.
 
 use super::park::ReadReady;
 use bytes::{Buf, Bytes};
@@ -11,32 +10,16 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// The most bytes sniffing reads: the HTTP/2 connection preface.
-pub const MAX: usize = 24;
-
 pub struct Rewind<I> {
     inner: I,
-    first: [u8; MAX],
-    /// The part of `first` not yet read again.
-    at: u8,
-    len: u8,
-    /// Bytes put back after `first` was read (see [`Rewind::put_back`]).
+    /// Bytes to be read before the socket is read again.
     rest: Bytes,
 }
 
 impl<I> Rewind<I> {
-    /// `inner` with `first` (at most [`MAX`] bytes) to be read again before it.
-    pub fn new(inner: I, first: &[u8]) -> Rewind<I> {
-        let n = first.len().min(MAX);
-        let mut buf = [0u8; MAX];
-        buf[..n].copy_from_slice(&first[..n]);
-        Rewind {
-            inner,
-            first: buf,
-            at: 0,
-            len: n as u8,
-            rest: Bytes::new(),
-        }
+    /// `inner` with `first` to be read again before it.
+    pub fn new(inner: I, first: Bytes) -> Rewind<I> {
+        Rewind { inner, rest: first }
     }
 
     /// Puts `bytes` back in front of what is still to be read.
@@ -44,12 +27,9 @@ impl<I> Rewind<I> {
         if bytes.is_empty() {
             return;
         }
-        let (at, len) = (usize::from(self.at), usize::from(self.len));
-        let mut all = Vec::with_capacity(bytes.len() + len - at + self.rest.len());
+        let mut all = Vec::with_capacity(bytes.len() + self.rest.len());
         all.extend_from_slice(bytes);
-        all.extend_from_slice(&self.first[at..len]);
         all.extend_from_slice(&self.rest);
-        self.at = self.len;
         self.rest = Bytes::from(all);
     }
 }
@@ -67,17 +47,14 @@ impl<I: AsyncRead + Unpin> AsyncRead for Rewind<I> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if self.at < self.len {
-            let (at, len) = (usize::from(self.at), usize::from(self.len));
-            let n = (len - at).min(buf.remaining());
-            buf.put_slice(&self.first[at..at + n]);
-            self.at += n as u8;
-            return Poll::Ready(Ok(()));
-        }
         if !self.rest.is_empty() {
             let n = self.rest.len().min(buf.remaining());
             buf.put_slice(&self.rest[..n]);
             self.rest.advance(n);
+            if self.rest.is_empty() {
+                // An empty view still holds its allocation, for the connection's life.
+                self.rest = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)
@@ -122,7 +99,7 @@ mod tests {
     #[tokio::test]
     async fn the_first_bytes_come_again_before_the_rest() {
         let rest: &[u8] = b" / HTTP/1.1\r\n";
-        let mut r = Rewind::new(rest, b"GET");
+        let mut r = Rewind::new(rest, Bytes::from_static(b"GET"));
         let mut one = [0u8; 2];
         r.read_exact(&mut one).await.unwrap();
         assert_eq!(&one, b"GE");
@@ -133,7 +110,7 @@ mod tests {
 
     #[tokio::test]
     async fn bytes_put_back_come_before_the_unread_rest() {
-        let mut r = Rewind::new(&b"\r\n\r\n"[..], b"GET / HTTP/1.1");
+        let mut r = Rewind::new(&b"\r\n\r\n"[..], Bytes::from_static(b"GET / HTTP/1.1"));
         let mut one = [0u8; 4];
         r.read_exact(&mut one).await.unwrap();
         r.put_back(b">>");

@@ -8,7 +8,7 @@
 use super::conn_state::{Activity, ConnState, HeadClock, Open};
 use super::h2::{self, H2Conn};
 use super::park::{self, ReadReady, Wake};
-use super::rewind::{self, Rewind};
+use super::rewind::Rewind;
 use crate::body::{ClientBody, Hyper, ResponseBody};
 use crate::drain::Watch;
 use crate::proxy::{self, ConnCtx};
@@ -25,7 +25,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 /// How the connection's protocol is chosen.
@@ -90,7 +90,7 @@ pub async fn serve<I>(
             (first.http2, first)
         }
     };
-    let io = Rewind::new(io, &first.bytes[..first.len]);
+    let io = Rewind::new(io, first.bytes);
     let st = state.clone();
     if http2 {
         state.stop_head_clock();
@@ -98,14 +98,17 @@ pub async fn serve<I>(
             max_concurrent_streams: 256,
             max_header_list_size: u32::try_from(l.spec.limits.max_header_size).unwrap_or(u32::MAX),
         };
-        let svc = move |req| counted(Open::enter(&st), proxy::handle(req, ctx.clone()));
+        let svc = move |req| Counted::new(Open::enter(&st), proxy::handle(req, ctx.clone()));
         // Boxed, as the HTTP/1 side is: the task keeps no room for either.
         let mut conn = Box::pin(H2Conn::new(io, settings, svc));
         Box::pin(drive(conn.as_mut(), &state, &limits, &mut watch)).await;
     } else {
         state.head_wait_begins();
         let svc = service_fn(move |req: Request<Incoming>| {
-            counted(
+            if http_body::Body::is_end_stream(req.body()) && super::edge::client_closes(&req) {
+                st.client_done();
+            }
+            Counted::new(
                 Open::enter(&st),
                 proxy::handle(req.map(|b| ClientBody::Http1(Hyper(b))), ctx.clone()),
             )
@@ -166,8 +169,9 @@ async fn http1<I, S>(
 /// The first bytes of a connection, read to choose its protocol.
 #[derive(Default)]
 struct Sniffed {
-    bytes: [u8; rewind::MAX],
-    len: usize,
+    /// Everything the reads took: often the whole first request, so that hyper's first
+    /// read is served from here and costs no syscall of its own.
+    bytes: bytes::Bytes,
     http2: bool,
     /// They began as the HTTP/2 preface does but were not it.
     bad_preface: bool,
@@ -180,26 +184,37 @@ struct Sniffed {
 async fn sniff<I: AsyncRead + Unpin>(io: &mut I, h2_only: bool) -> Option<Sniffed> {
     /// `PRI * HTTP/2.0\r\n\r\n`: an HTTP/1 head cannot go on past this.
     const PAST_REQUEST_LINE: usize = 18;
-    let mut s = Sniffed::default();
+    let mut got = Vec::new();
     loop {
-        let n = io.read(&mut s.bytes[s.len..]).await.ok()?;
+        let n = read_some(io, &mut got).await.ok()?;
         if n == 0 {
             return None;
         }
-        s.len += n;
-        let differs = s.bytes[..s.len]
-            .iter()
-            .zip(h2::PREFACE)
-            .position(|(a, b)| a != b);
+        let differs = got.iter().zip(h2::PREFACE).position(|(a, b)| a != b);
+        let mut s = Sniffed::default();
         if let Some(at) = differs {
             s.bad_preface = h2_only || at >= PAST_REQUEST_LINE;
-            return Some(s);
-        }
-        if s.len == h2::PREFACE.len() {
+        } else if got.len() >= h2::PREFACE.len() {
             s.http2 = true;
-            return Some(s);
+        } else {
+            continue;
         }
+        s.bytes = got.into();
+        return Some(s);
     }
+}
+
+/// One read of as much as a stack buffer takes, appended to `out`. The buffer lives for
+/// one poll only, so the connection's future keeps no room for it.
+async fn read_some<I: AsyncRead + Unpin>(io: &mut I, out: &mut Vec<u8>) -> std::io::Result<usize> {
+    std::future::poll_fn(|cx| {
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+        let mut rb = tokio::io::ReadBuf::uninit(&mut buf);
+        std::task::ready!(Pin::new(&mut *io).poll_read(cx, &mut rb))?;
+        out.extend_from_slice(rb.filled());
+        Poll::Ready(Ok(rb.filled().len()))
+    })
+    .await
 }
 
 /// The connection timeouts the driver enforces.
@@ -244,7 +259,7 @@ impl<I, F, Fut> Graceful for H2Conn<I, F, Fut>
 where
     I: AsyncRead + AsyncWrite + Unpin,
     F: Fn(Request<ClientBody>) -> Fut + Unpin,
-    Fut: Future<Output = Result<http::Response<ResponseBody>, Infallible>>,
+    Fut: Future<Output = Result<http::Response<ResponseBody>, Infallible>> + Unpin,
 {
     const PARKS: bool = false;
     fn graceful(self: Pin<&mut Self>) {
@@ -372,19 +387,35 @@ fn http1_builder(l: &ListenerRt, tls: bool) -> http1::Builder {
     b
 }
 
-/// Runs a request's future with its [`Open`] mark, which the response body then holds
-/// until it ends.
-async fn counted<F>(mut open: Open, fut: F) -> Result<http::Response<ResponseBody>, Infallible>
-where
-    F: Future<Output = Result<http::Response<ResponseBody>, Infallible>>,
-{
-    let r = fut.await;
-    open.answered();
-    r.map(|mut resp| {
-        if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-            open.upgraded();
+/// A request's future with its [`Open`] mark, which the response body then holds
+/// until it ends. A pointer and a mark: cheap to move, and `Unpin`.
+pub struct Counted {
+    open: Option<Open>,
+    fut: proxy::Handling,
+}
+
+impl Counted {
+    fn new(open: Open, fut: proxy::Handling) -> Counted {
+        Counted {
+            open: Some(open),
+            fut,
         }
-        resp.body_mut().hold(open);
-        resp
-    })
+    }
+}
+
+impl Future for Counted {
+    type Output = Result<http::Response<ResponseBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let Ok(mut resp) = std::task::ready!(this.fut.as_mut().poll(cx));
+        if let Some(mut open) = this.open.take() {
+            open.answered();
+            if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                open.upgraded();
+            }
+            resp.body_mut().hold(open);
+        }
+        Poll::Ready(Ok(resp))
+    }
 }

@@ -84,22 +84,13 @@ fn escape(v: &str, out: &mut String) {
 }
 
 fn write_masked(ip: IpAddr, v4: u8, v6: u8, out: &mut String) {
-    use std::fmt::Write;
-    let _ = match ip {
-        // Four numbers by hand: `Ipv4Addr`'s Display was most of a key's cost.
-        IpAddr::V4(a) if v4 >= 32 => {
-            let mut b = itoa::Buffer::new();
-            for (i, o) in a.octets().iter().enumerate() {
-                if i > 0 {
-                    out.push('.');
-                }
-                out.push_str(b.format(*o));
-            }
-            Ok(())
+    match ip {
+        IpAddr::V4(_) if v4 >= 32 => crate::http::headers::write_ip(ip, out),
+        IpAddr::V6(a) if v6 >= 128 && a.to_ipv4_mapped().is_none() => {
+            crate::http::headers::write_ip(ip, out)
         }
-        IpAddr::V6(a) if v6 >= 128 && a.to_ipv4_mapped().is_none() => write!(out, "{a}"),
-        _ => write!(out, "{}", masked(ip, v4, v6)),
-    };
+        _ => out.push_str(&masked(ip, v4, v6)),
+    }
 }
 
 /// The network of `ip` at the part's prefix length (`10.1.2.0/24`), or the address.

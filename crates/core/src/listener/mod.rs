@@ -201,6 +201,7 @@ impl Listeners {
 pub fn adopt(fd: OwnedFd) -> std::io::Result<std::net::TcpListener> {
     let l = std::net::TcpListener::from(fd);
     l.set_nonblocking(true)?;
+    socket2::SockRef::from(&l).set_tcp_nodelay(true)?;
     Ok(l)
 }
 
@@ -211,6 +212,9 @@ fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
         sock.set_only_v6(true)?;
     }
     sock.set_nonblocking(true)?;
+    // Accepted sockets inherit it (Linux copies the listener's TCP options): one
+    // setsockopt per listener instead of one per connection.
+    sock.set_tcp_nodelay(true)?;
     sock.bind(&addr.into())?;
     sock.listen(4096)?;
     Ok(sock.into())
@@ -231,7 +235,7 @@ async fn accept_loop(
     sock: std::net::TcpListener,
     name: Arc<str>,
     store: Arc<ConfigStore>,
-    mut watch: Watch,
+    watch: Watch,
     max: usize,
 ) {
     let listener = match TcpListener::from_std(sock) {
@@ -242,20 +246,33 @@ async fn accept_loop(
         }
     };
     let limit = Arc::new(Semaphore::new(max));
+    // One drain future for the loop's life: making one per accept was a tenth of a
+    // connection's own cost.
+    let mut own = watch.clone();
+    let stop = own.signaled();
+    tokio::pin!(stop);
     loop {
         let permit = tokio::select! {
+            biased;
+            _ = &mut stop => return,
             p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            _ = watch.signaled() => return,
         };
         let accepted = tokio::select! {
+            biased;
+            _ = &mut stop => return,
             r = listener.accept() => r,
-            _ = watch.signaled() => return,
         };
         match accepted {
             Ok((stream, peer)) => {
                 let (name, store, watch) = (name.clone(), store.clone(), watch.clone());
+                // The task's future is a pointer: the connection's own (over 2 KiB) is
+                // boxed as it is made, not moved into the task and then moved again.
                 tokio::spawn(async move {
-                    connection(stream, peer, name, store, watch).await;
+                    let conn = Box::write(
+                        Box::new_uninit(),
+                        connection(stream, peer, name, store, watch),
+                    );
+                    Box::into_pin(conn).await;
                     drop(permit);
                 });
             }
@@ -275,7 +292,6 @@ async fn connection(
     store: Arc<ConfigStore>,
     watch: Watch,
 ) {
-    let _ = stream.set_nodelay(true);
     let snap = store.load();
     let Some(l) = snap.listeners.get(&*name).cloned() else {
         return;
@@ -405,6 +421,25 @@ async fn layer4(
             l4::passthrough::serve(io, s, t, watch).await
         }
         _ => tracing::debug!(listener = %l.name, "layer-4 listener has no upstream"),
+    }
+}
+
+#[cfg(test)]
+mod socket_tests {
+    /// Accepted connections get TCP_NODELAY from the listening socket, bound here or
+    /// handed over, so that no connection pays a setsockopt for it.
+    #[tokio::test]
+    async fn accepted_connections_inherit_nodelay() {
+        let bound = super::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let handed = super::adopt(std::os::fd::OwnedFd::from(plain)).unwrap();
+        for l in [bound, handed] {
+            let addr = l.local_addr().unwrap();
+            let l = tokio::net::TcpListener::from_std(l).unwrap();
+            let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (accepted, _) = l.accept().await.unwrap();
+            assert!(accepted.nodelay().unwrap());
+        }
     }
 }
 

@@ -97,15 +97,20 @@ impl PathIndex {
         };
         // Segments as `matcher::template_matches` splits them: no leading `/`, then `/`.
         let segments = path.strip_prefix('/').unwrap_or(path);
-        self.templates.walk(Some(segments), &mut |i| {
-            if rest_ok(&i) {
-                best.offer(i);
-            }
-        });
+        if !self.templates.is_empty() {
+            self.templates.walk(Some(segments), &mut |i| {
+                if rest_ok(&i) {
+                    best.offer(i);
+                }
+            });
+        }
         if let Some(i) = best.take() {
             return Some(i);
         }
-        for pre in prefix_candidates(path) {
+        // A bucket with no prefix routes does not split the path (most buckets hold
+        // one or two path classes); `""` is one look-up in the empty map.
+        let prefixes = if self.prefixes.is_empty() { "" } else { path };
+        for pre in prefix_candidates(prefixes) {
             if let Some(i) = self
                 .prefixes
                 .get(pre)
@@ -172,6 +177,13 @@ fn literal_prefixes(pattern: &str) -> Vec<Vec<u8>> {
 // === impl Node ===
 
 impl Node {
+    fn is_empty(&self) -> bool {
+        self.literal.is_empty()
+            && self.param.is_none()
+            && self.rest.is_empty()
+            && self.end.is_empty()
+    }
+
     fn insert(&mut self, segs: &[Segment], i: usize) {
         match segs.split_first() {
             None => self.end.push(i),

@@ -44,7 +44,7 @@ pub fn compile(
         &openapi,
         metrics,
     );
-    let mut listeners = HashMap::new();
+    let mut listeners = HashMap::default();
     for (i, l) in spec.listeners.iter().enumerate() {
         let tls = match &l.kind {
             ListenerKind::Https(t) => match crate::tls::server_config(t, l.http2) {

@@ -33,7 +33,9 @@ pub struct Runtime {
     pub hash: String,
     pub loaded_at: SystemTime,
     pub spec: Spec,
-    pub listeners: HashMap<String, Arc<ListenerRt>>,
+    /// Looked up by name on every request and connection: foldhash, not SipHash (the
+    /// names are config, not client input).
+    pub listeners: HashMap<String, Arc<ListenerRt>, foldhash::fast::RandomState>,
     pub upstreams: HashMap<String, Arc<UpstreamGroup>>,
     pub access_log: Option<Arc<AccessLog>>,
     pub trusted_proxies: Vec<IpNet>,

@@ -10,7 +10,7 @@ use crate::body::{BodyError, BodyTooLarge, UpstreamBody};
 use crate::error::{ErrorKind, ProxyError};
 use crate::upstream::Endpoint;
 use bytes::{Buf, Bytes, BytesMut};
-use http::{header, HeaderMap, Method, Request, Response};
+use http::{Method, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use std::future::{poll_fn, Future};
 use std::io;
@@ -288,7 +288,7 @@ impl Prepared {
             bytes,
             sender,
             head_request: parts.method == Method::HEAD,
-            close: asks_close(&parts.headers),
+            close: crate::http::edge::asks_close(&parts.headers),
         }
     }
 }
@@ -463,12 +463,6 @@ fn poll_head(
             Err(e) => return Poll::Ready(Err(upstream_io(e))),
         }
     }
-}
-
-fn asks_close(h: &HeaderMap) -> bool {
-    h.get_all(header::CONNECTION)
-        .iter()
-        .any(|v| crate::http::edge::has_token(v, "close"))
 }
 
 /// The upstream did not send a valid response head: `source` says how (a
