@@ -107,3 +107,36 @@ async fn a_new_connection_gets_its_first_request_served_during_a_drain() {
     drop(fresh);
     assert!(shutdown.await.unwrap());
 }
+
+/// Which closes linger (read and drop what the client still sends) and which end at
+/// once, as NGINX's rule: a client whose bodiless request said `Connection: close`, or
+/// that closed its own side, sends nothing more, so its connection ends as soon as the
+/// response is out; one that may still be sending (a body not read to its end) gets the
+/// linger, which a test in e2e_edge shows keeps the response whole. The `active` gauge
+/// tells whether the server still holds the socket.
+#[tokio::test(start_paused = true)]
+async fn only_a_close_the_client_may_still_send_on_lingers() {
+    use tokio::io::AsyncWriteExt;
+    let gw = TestGateway::start(&local_gateway("")).await;
+    let addr = gw.addr("web");
+    let active = || gw.gw.snapshot().listeners["web"].active.get();
+    let asked = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+    let old = b"GET / HTTP/1.0\r\nHost: a\r\n\r\n";
+    for request in [&asked[..], &old[..]] {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(request).await.unwrap();
+        assert!(read_to_close(&mut s).await.ends_with("hi"));
+        // Our side stays open: only the server's own decision is seen.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(active(), 0, "no linger after {:?}", String::from_utf8_lossy(request));
+    }
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let unread = b"POST / HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: 9\r\n\r\nhalf";
+    s.write_all(unread).await.unwrap();
+    assert!(read_to_close(&mut s).await.ends_with("hi"));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(active(), 1, "its body may still be coming: it lingers");
+    drop(s);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(active(), 0, "the client's close ends the linger");
+}
