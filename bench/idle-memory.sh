@@ -23,7 +23,7 @@ ulimit -n "$(ulimit -Hn)"
 WS_N=$(( N < ($(ulimit -n) - 500) / 2 ? N : ($(ulimit -n) - 500) / 2 ))
 
 [ -n "${NO_BUILD:-}" ] || cargo build --release --locked -p gatehouse -p gatehouse-test-support --bins >&2
-GH="$root/target/release/gatehouse"
+GH="${GH_BIN:-$root/target/release/gatehouse}"
 IDLE="$root/target/release/idle_conns"
 # shellcheck source=bench/lib.sh
 . "$root/bench/lib.sh"
@@ -96,13 +96,20 @@ http {
 }
 EOF
 
-# RSS in KiB of a process and its children.
+# RSS in KiB of a process and its children (FIELD=RssAnon for anonymous memory only).
 rss() {
   local total=0 p
   for p in "$1" $(pgrep -P "$1" || true); do
-    total=$((total + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status")))
+    total=$((total + $(awk -v f="^${FIELD:-VmRSS}:" '$0 ~ f {print $2}' "/proc/$p/status")))
   done
   echo "$total"
+}
+# One request answered and closed, so that the code serving it is paged in before the
+# first figure: what a connection costs, not what a process's first request does.
+warm() {
+  curl -s -o /dev/null "http://127.0.0.1:$PLAIN/" || true
+  curl -sk -o /dev/null "https://127.0.0.1:$TLS/" || true
+  curl -sk --http2 -o /dev/null "https://127.0.0.1:$TLS/" || true
 }
 # Open descriptors of a process and its children.
 fds() {
@@ -137,6 +144,8 @@ measure() { # proxy kind
   [ "$2" = ws ] && n=$WS_N
   case $2 in tls | h2) port=$TLS ca="$run/cert.pem" ;; esac
   start "$1"
+  warm
+  sleep "${SETTLE:-3}"
   local before fds0 with after
   before=$(rss "$proxy") fds0=$(fds "$proxy")
   coproc HOLD { "$IDLE" hold "$2" "127.0.0.1:$port" "$n" $ca; }

@@ -26,13 +26,27 @@ const V2_SIG: &[u8] = v2::PROTOCOL_PREFIX;
 /// A client connection as the rest of the gateway reads it: the socket, with any bytes
 /// already read past a PROXY header served first.
 pub struct ClientStream {
-    inner: TcpStream,
+    inner: Sock,
     /// Bytes read ahead of the consumer, served before the socket is read again.
     pending: Vec<u8>,
     at: usize,
     /// An untrusted peer on a PROXY listener: its first bytes are held back until they
     /// show they do not begin a PROXY header.
     guard: bool,
+}
+
+/// The socket: in tokio's reactor while the connection is served, out of it while the
+/// connection is parked (see `http::park`).
+enum Sock {
+    Live(TcpStream),
+    Parked(std::net::TcpStream),
+    /// A move between the two failed: the socket is gone, and the connection with it.
+    Gone,
+}
+
+/// Reads and writes on a parked or lost socket fail: nothing should try them.
+fn not_live() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "the socket is parked")
 }
 
 /// What the PROXY header said.
@@ -66,7 +80,7 @@ impl ClientStream {
     /// A stream read as it comes (no PROXY protocol on its listener).
     pub fn plain(inner: TcpStream) -> Self {
         ClientStream {
-            inner,
+            inner: Sock::Live(inner),
             pending: Vec::new(),
             at: 0,
             guard: false,
@@ -82,8 +96,58 @@ impl ClientStream {
         }
     }
 
-    pub fn get_ref(&self) -> &TcpStream {
-        &self.inner
+    /// The address the client reached.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        match &self.inner {
+            Sock::Live(s) => s.local_addr(),
+            Sock::Parked(s) => s.local_addr(),
+            Sock::Gone => Err(not_live()),
+        }
+    }
+
+    fn live(&mut self) -> io::Result<&mut TcpStream> {
+        match &mut self.inner {
+            Sock::Live(s) => Ok(s),
+            _ => Err(not_live()),
+        }
+    }
+
+    /// Takes the socket out of tokio's reactor, for a parked connection whose stream
+    /// stays whole around it (TLS).
+    pub fn detach(&mut self) -> io::Result<()> {
+        if let Sock::Live(s) = std::mem::replace(&mut self.inner, Sock::Gone) {
+            self.inner = Sock::Parked(s.into_std()?);
+        }
+        Ok(())
+    }
+
+    /// Puts a detached socket back in tokio's reactor.
+    pub fn attach(&mut self) -> io::Result<()> {
+        if let Sock::Parked(s) = std::mem::replace(&mut self.inner, Sock::Gone) {
+            self.inner = Sock::Live(TcpStream::from_std(s)?);
+        }
+        Ok(())
+    }
+
+    /// The socket of a detached stream, for the lot's epoll set.
+    pub fn parked_fd(&self) -> io::Result<std::os::fd::BorrowedFd<'_>> {
+        match &self.inner {
+            Sock::Parked(s) => Ok(std::os::fd::AsFd::as_fd(s)),
+            _ => Err(not_live()),
+        }
+    }
+
+    /// The bare socket out of tokio's reactor, for a parked plain connection. Only a
+    /// stream with nothing held back can be parked so: its reads are the socket's.
+    pub fn into_parked(mut self) -> io::Result<std::net::TcpStream> {
+        if self.guard || self.holds_bytes() {
+            return Err(io::Error::other("the stream holds bytes"));
+        }
+        self.detach()?;
+        match self.inner {
+            Sock::Parked(s) => Ok(s),
+            _ => Err(not_live()),
+        }
     }
 
     /// Whether bytes read ahead are waiting to be read.
@@ -109,7 +173,7 @@ impl ClientStream {
             }
             let mut tmp = [0u8; 64];
             let mut rb = ReadBuf::new(&mut tmp);
-            ready!(Pin::new(&mut self.inner).poll_read(cx, &mut rb))?;
+            ready!(Pin::new(self.live()?).poll_read(cx, &mut rb))?;
             if rb.filled().is_empty() {
                 // End of stream: whatever came is not a header.
                 self.guard = false;
@@ -153,7 +217,7 @@ impl AsyncRead for ClientStream {
             }
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
+        Pin::new(this.live()?).poll_read(cx, buf)
     }
 }
 
@@ -163,7 +227,7 @@ impl AsyncWrite for ClientStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        Pin::new(self.get_mut().live()?).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -171,19 +235,22 @@ impl AsyncWrite for ClientStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        Pin::new(self.get_mut().live()?).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        match &self.inner {
+            Sock::Live(s) => s.is_write_vectored(),
+            _ => false,
+        }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        Pin::new(self.get_mut().live()?).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        Pin::new(self.get_mut().live()?).poll_shutdown(cx)
     }
 }
 

@@ -71,12 +71,16 @@ pub enum HeadClock {
 
 impl ConnState {
     pub fn new(clock: HeadClock) -> Arc<ConnState> {
+        Arc::new(ConnState::at(clock, Instant::now(), 0))
+    }
+
+    fn at(clock: HeadClock, born: Instant, served: u64) -> ConnState {
         let head_since = match clock {
             HeadClock::FromStart => 0,
             HeadClock::FromFirstByte => NOT_YET,
             HeadClock::Off => OFF,
         };
-        Arc::new(ConnState {
+        ConnState {
             activity: AtomicU64::new(0),
             busy: AtomicUsize::new(0),
             open: AtomicUsize::new(0),
@@ -84,11 +88,25 @@ impl ConnState {
             parking: AtomicBool::new(false),
             write_blocked: AtomicBool::new(false),
             client_done: AtomicBool::new(false),
-            served: AtomicU64::new(0),
+            served: AtomicU64::new(served),
             first: tokio::sync::Notify::new(),
             head_since: AtomicU64::new(head_since),
-            born: Instant::now(),
-        })
+            born,
+        }
+    }
+
+    /// The state of a parked connection served again (see `park`): it has served
+    /// requests, and its wait for the next head began at `head_since`.
+    pub fn resumed(head_since: Instant) -> Arc<ConnState> {
+        Arc::new(ConnState::at(HeadClock::FromStart, head_since, 1))
+    }
+
+    /// When the current wait for a request head began, if one is running.
+    pub fn head_since(&self) -> Option<Instant> {
+        match self.head_since.load(Ordering::Acquire) {
+            NOT_YET | OFF => None,
+            ns => Some(self.born + Duration::from_nanos(ns)),
+        }
     }
 
     /// Reads and writes so far; unchanged over a period means no byte moved.
@@ -245,6 +263,11 @@ impl<I> Activity<I> {
         }
     }
 
+    /// The stream, for parking (see `park`).
+    pub fn into_inner(self) -> I {
+        self.inner
+    }
+
     fn count(&self) {
         self.state.activity.fetch_add(1, Ordering::Relaxed);
     }
@@ -332,12 +355,6 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Activity<I> {
         self.swapped = None;
         self.count();
         Some(Poll::Ready(Ok(buf.len())))
-    }
-}
-
-impl<I: super::park::ReadReady> super::park::ReadReady for Activity<I> {
-    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.inner.poll_read_ready(cx)
     }
 }
 

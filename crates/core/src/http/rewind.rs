@@ -1,9 +1,8 @@
 //! A client connection's I/O after its first bytes were read to choose the protocol
 //! (see `server::sniff`): those bytes are read again first, by hyper or h2, which parse
-//! them as if nothing had been taken. A parked HTTP/1 connection (see `park`) also puts
-//! back here the part of a request head hyper had read when it was taken down.
+//! them as if nothing had been taken. A parked HTTP/1 connection (see `park`) served
+//! again reads here first the part of a request head hyper had read before the parking.
 
-use super::park::ReadReady;
 use bytes::{Buf, Bytes};
 use std::io;
 use std::pin::Pin;
@@ -22,22 +21,9 @@ impl<I> Rewind<I> {
         Rewind { inner, rest: first }
     }
 
-    /// Puts `bytes` back in front of what is still to be read.
-    pub fn put_back(&mut self, bytes: &[u8]) {
-        if bytes.is_empty() {
-            return;
-        }
-        let mut all = Vec::with_capacity(bytes.len() + self.rest.len());
-        all.extend_from_slice(bytes);
-        all.extend_from_slice(&self.rest);
-        self.rest = Bytes::from(all);
-    }
-}
-
-/// Bytes put back were read before: only new ones on the socket make it ready.
-impl<I: ReadReady> ReadReady for Rewind<I> {
-    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.inner.poll_read_ready(cx)
+    /// The stream, and the bytes not read again yet.
+    pub fn into_parts(self) -> (I, Bytes) {
+        (self.inner, self.rest)
     }
 }
 
@@ -106,16 +92,5 @@ mod tests {
         let mut all = Vec::new();
         r.read_to_end(&mut all).await.unwrap();
         assert_eq!(all, b"T / HTTP/1.1\r\n");
-    }
-
-    #[tokio::test]
-    async fn bytes_put_back_come_before_the_unread_rest() {
-        let mut r = Rewind::new(&b"\r\n\r\n"[..], Bytes::from_static(b"GET / HTTP/1.1"));
-        let mut one = [0u8; 4];
-        r.read_exact(&mut one).await.unwrap();
-        r.put_back(b">>");
-        let mut all = Vec::new();
-        r.read_to_end(&mut all).await.unwrap();
-        assert_eq!(all, b">>/ HTTP/1.1\r\n\r\n");
     }
 }

@@ -7,11 +7,12 @@
 
 use super::conn_state::{Activity, ConnState, HeadClock, Open};
 use super::h2::{self, H2Conn};
-use super::park::{self, ReadReady, Wake};
+use super::park::{Lot, Park, Parked, Socket};
 use super::rewind::Rewind;
 use crate::body::{ClientBody, Hyper, ResponseBody};
 use crate::drain::Watch;
 use crate::proxy::{self, ConnCtx};
+use crate::proxy_protocol::ClientStream;
 use crate::runtime::ListenerRt;
 use crate::wake_gate::Gated;
 use http::Request;
@@ -25,7 +26,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
 /// How the connection's protocol is chosen.
@@ -37,17 +38,20 @@ pub enum Proto {
     Http2,
 }
 
-/// Serves a connection until it closes, times out idle, or drains.
+/// Serves a connection until it closes, times out idle, or drains. An idle HTTP/1
+/// connection is parked in `lot` (see `park`) and this returns; its next request is
+/// served by [`resume`].
 pub async fn serve<I>(
     io: I,
     ctx: Arc<ConnCtx>,
     l: &ListenerRt,
     proto: Proto,
     tls: bool,
-    mut watch: Watch,
+    lot: Option<Arc<Lot>>,
 ) where
-    I: AsyncRead + AsyncWrite + ReadReady + Unpin + Send + 'static,
+    I: Park + AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let mut watch = ctx.drain.clone();
     let proto = match proto {
         Proto::Sniff if !l.spec.http2 => Proto::Http1,
         p => p,
@@ -59,10 +63,7 @@ pub async fn serve<I>(
     };
     let state = ConnState::new(clock);
     let mut io = Activity::new(io, state.clone());
-    let limits = Limits {
-        idle: l.spec.idle_timeout,
-        header_read: l.spec.header_read_timeout,
-    };
+    let limits = Limits::of(l, lot.is_some());
     let (http2, first) = match proto {
         Proto::Http1 => (false, Sniffed::default()),
         Proto::Http2 | Proto::Sniff => {
@@ -91,79 +92,142 @@ pub async fn serve<I>(
         }
     };
     let io = Rewind::new(io, first.bytes);
-    let st = state.clone();
     if http2 {
         state.stop_head_clock();
         let settings = h2::Settings {
             max_concurrent_streams: 256,
             max_header_list_size: u32::try_from(l.spec.limits.max_header_size).unwrap_or(u32::MAX),
         };
+        let st = state.clone();
         let svc = move |req| Counted::new(Open::enter(&st), proxy::handle(req, ctx.clone()));
         // Boxed, as the HTTP/1 side is: the task keeps no room for either.
         let mut conn = Box::pin(H2Conn::new(io, settings, svc));
         Box::pin(drive(conn.as_mut(), &state, &limits, &mut watch)).await;
     } else {
         state.head_wait_begins();
-        let svc = service_fn(move |req: Request<Incoming>| {
-            if http_body::Body::is_end_stream(req.body()) && super::edge::client_closes(&req) {
-                st.client_done();
-            }
-            Counted::new(
-                Open::enter(&st),
-                proxy::handle(req.map(|b| ClientBody::Http1(Hyper(b))), ctx.clone()),
-            )
-        });
-        http1(io, svc, l, tls, &state, limits, watch).await
+        http1(io, ctx, l, tls, &state, limits, lot).await
     }
 }
 
-/// Serves HTTP/1 requests on `io` until the connection closes, parking it (see `park`)
-/// whenever it goes idle between requests.
-async fn http1<I, S>(
-    mut io: Rewind<Activity<I>>,
-    svc: S,
-    l: &ListenerRt,
-    tls: bool,
-    state: &ConnState,
-    limits: Limits,
-    mut watch: Watch,
-) where
-    I: AsyncRead + AsyncWrite + ReadReady + Unpin + Send + 'static,
-    S: hyper::service::HttpService<Incoming, ResBody = ResponseBody> + Clone + Unpin,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    S::Future: Send + 'static,
-{
-    loop {
-        // Boxed, so that a parked connection's task does not keep its room.
-        let mut conn = Box::pin(
-            http1_builder(l, tls)
-                .serve_connection(TokioIo::new(io), svc.clone())
-                .with_upgrades(),
-        );
-        let idle_for = match Box::pin(drive(conn.as_mut(), state, &limits, &mut watch)).await {
-            Ended::Closed => return,
-            Ended::Idle(idle_for) => idle_for,
-        };
-        let Some(parts) = Pin::into_inner(conn).into_parts() else {
-            return;
-        };
-        io = parts.io.into_inner();
-        // A head begun but not finished: kept, in a buffer of its own size.
-        io.put_back(&parts.read_buf);
-        drop(parts.read_buf);
-        state.set_parking(false);
-        let idle_end = Instant::now() + limits.idle.saturating_sub(idle_for);
-        let until = state
-            .head_deadline(limits.header_read)
-            .map_or(idle_end, |head| head.min(idle_end));
-        l.parked.inc();
-        let wake = park::wait(&io, until, &mut watch).await;
-        l.parked.dec();
-        if wake == Wake::Close {
-            let _ = io.shutdown().await;
-            return;
+/// Serves a parked connection again, from a task of its own, now that its next bytes
+/// came (see `park`).
+pub(super) fn resume(p: Parked, lot: Arc<Lot>) {
+    tokio::spawn(async move {
+        // Written into its box: the task holds a pointer (see `listener::accept_loop`).
+        let fut = Box::write(Box::new_uninit(), serve_parked(p, lot));
+        Box::into_pin(fut).await;
+    });
+}
+
+async fn serve_parked(p: Parked, lot: Arc<Lot>) {
+    let Some(l) = p
+        .ctx
+        .store()
+        .load()
+        .listeners
+        .get(p.ctx.listener())
+        .cloned()
+    else {
+        return;
+    };
+    let ctx = Arc::new(p.ctx.resume());
+    let state = ConnState::resumed(p.head_since);
+    let limits = Limits::of(&l, true);
+    match p.socket {
+        Socket::Plain(s) => {
+            let Ok(tcp) = tokio::net::TcpStream::from_std(s) else {
+                return;
+            };
+            let io = Rewind::new(
+                Activity::new(ClientStream::plain(tcp), state.clone()),
+                p.begun,
+            );
+            http1(io, ctx, &l, false, &state, limits, Some(lot)).await
+        }
+        Socket::Tls(mut tls) => {
+            if tls.get_mut().0.attach().is_err() {
+                return;
+            }
+            let io = Rewind::new(Activity::new(tls, state.clone()), p.begun);
+            http1(io, ctx, &l, true, &state, limits, Some(lot)).await
         }
     }
+}
+
+/// Serves HTTP/1 requests on `io` until the connection closes or goes idle; an idle one
+/// is parked in `lot`.
+async fn http1<I>(
+    io: Rewind<Activity<I>>,
+    ctx: Arc<ConnCtx>,
+    l: &ListenerRt,
+    tls: bool,
+    state: &Arc<ConnState>,
+    limits: Limits,
+    lot: Option<Arc<Lot>>,
+) where
+    I: Park + AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut watch = ctx.drain.clone();
+    let st = state.clone();
+    let conn_ctx = ctx.clone();
+    let svc = service_fn(move |req: Request<Incoming>| {
+        if http_body::Body::is_end_stream(req.body()) && super::edge::client_closes(&req) {
+            st.client_done();
+        }
+        Counted::new(
+            Open::enter(&st),
+            proxy::handle(req.map(|b| ClientBody::Http1(Hyper(b))), conn_ctx.clone()),
+        )
+    });
+    // Boxed: the task keeps no room for it once the connection is parked.
+    let mut conn = Box::pin(
+        http1_builder(l, tls)
+            .serve_connection(TokioIo::new(io), svc)
+            .with_upgrades(),
+    );
+    let idle_for = match Box::pin(drive(conn.as_mut(), state, &limits, &mut watch)).await {
+        Ended::Closed => return,
+        Ended::Idle(idle_for) => idle_for,
+    };
+    let (Some(parts), Some(lot)) = (Pin::into_inner(conn).into_parts(), lot) else {
+        return;
+    };
+    let http1::Parts {
+        io,
+        read_buf,
+        service,
+        ..
+    } = parts;
+    // It holds a reference to the context, which the lot takes over.
+    drop(service);
+    let (io, rest) = io.into_inner().into_parts();
+    // A head begun but not finished: kept, in a buffer of its own size.
+    let begun = if read_buf.is_empty() {
+        rest
+    } else {
+        bytes::Bytes::from([&read_buf[..], &rest[..]].concat())
+    };
+    let now = Instant::now();
+    let idle_end = now + limits.idle.saturating_sub(idle_for);
+    let until = state
+        .head_deadline(limits.header_read)
+        .map_or(idle_end, |head| head.min(idle_end));
+    // No request holds the context while the connection is idle.
+    let Ok(ctx) = Arc::try_unwrap(ctx) else {
+        return;
+    };
+    let ctx = ctx.park();
+    let Ok(socket) = io.into_inner().detach() else {
+        return;
+    };
+    let parked = Parked {
+        socket,
+        begun,
+        ctx,
+        head_since: state.head_since().unwrap_or(now),
+        until,
+    };
+    lot.park(parked);
 }
 
 /// The first bytes of a connection, read to choose its protocol.
@@ -217,10 +281,22 @@ async fn read_some<I: AsyncRead + Unpin>(io: &mut I, out: &mut Vec<u8>) -> std::
     .await
 }
 
-/// The connection timeouts the driver enforces.
+/// The connection timeouts the driver enforces, and whether an idle HTTP/1 connection
+/// may be parked (its listener has a lot).
 struct Limits {
     idle: Duration,
     header_read: Duration,
+    parks: bool,
+}
+
+impl Limits {
+    fn of(l: &ListenerRt, parks: bool) -> Limits {
+        Limits {
+            idle: l.spec.idle_timeout,
+            header_read: l.spec.header_read_timeout,
+            parks,
+        }
+    }
 }
 
 /// A connection the driver can wind down: stop taking requests, finish those open.
@@ -339,7 +415,7 @@ where
                     tracing::debug!("closing idle client connection");
                     return Ended::Closed;
                 }
-                if C::PARKS && still > 0 && !draining && state.parkable() {
+                if C::PARKS && limits.parks && still > 0 && !draining && state.parkable() {
                     if let Some(ended) = take_down(conn.as_mut(), state, idle_for).await {
                         return ended;
                     }

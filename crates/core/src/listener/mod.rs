@@ -6,6 +6,7 @@
 //! and hand it to `l4::udp`, which has no accept.
 
 use crate::drain::{Drain, Watch};
+use crate::http::park::Lot;
 use crate::http::server::{self, Proto};
 use crate::l4::{self, L4Target, Session};
 use crate::proxy::ConnCtx;
@@ -13,6 +14,7 @@ use crate::proxy_protocol::{self, ClientStream, Proxied};
 use crate::runtime::{ConfigStore, ListenerRt, Runtime};
 use crate::upgrade::{Handed, Inherited};
 use gatehouse_config::spec::ListenerKind;
+use prometheus_client::metrics::gauge::Gauge;
 use socket2::{Domain, Socket as Socket2, Type};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -20,7 +22,7 @@ use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The running listeners, by name.
 #[derive(Default)]
@@ -246,6 +248,21 @@ async fn accept_loop(
         }
     };
     let limit = Arc::new(Semaphore::new(max));
+    // HTTP listeners park their idle connections (see `http::park`); without a lot
+    // (no epoll set could be made) connections simply stay whole while idle.
+    let lot = store
+        .load()
+        .listeners
+        .get(&*name)
+        .filter(|l| l.spec.kind.is_http())
+        .map(|l| l.parked.clone())
+        .and_then(|gauge| match Lot::start(watch.clone(), gauge) {
+            Ok(lot) => Some(lot),
+            Err(e) => {
+                tracing::warn!(listener = %name, error = %e, "idle connections will not be parked");
+                None
+            }
+        });
     // One drain future for the loop's life: making one per accept was a tenth of a
     // connection's own cost.
     let mut own = watch.clone();
@@ -265,15 +282,20 @@ async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 let (name, store, watch) = (name.clone(), store.clone(), watch.clone());
+                let lot = lot.clone();
                 // The task's future is a pointer: the connection's own (over 2 KiB) is
                 // boxed as it is made, not moved into the task and then moved again.
                 tokio::spawn(async move {
+                    let accepted = Accepted {
+                        stream,
+                        peer,
+                        permit,
+                    };
                     let conn = Box::write(
                         Box::new_uninit(),
-                        connection(stream, peer, name, store, watch),
+                        connection(accepted, name, store, watch, lot),
                     );
                     Box::into_pin(conn).await;
-                    drop(permit);
                 });
             }
             Err(e) => {
@@ -285,34 +307,78 @@ async fn accept_loop(
     }
 }
 
-async fn connection(
+/// A connection just accepted, with its place under the listener's `max_connections`.
+struct Accepted {
     stream: TcpStream,
     peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+}
+
+/// A connection's place under its listener's `max_connections`, and its count in the
+/// `active` gauge, for as long as the connection lives (parked included).
+pub struct Admitted {
+    _permit: OwnedSemaphorePermit,
+    active: Gauge,
+}
+
+impl Admitted {
+    fn new(permit: OwnedSemaphorePermit, active: &Gauge) -> Admitted {
+        active.inc();
+        Admitted {
+            _permit: permit,
+            active: active.clone(),
+        }
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.active.dec();
+    }
+}
+
+async fn connection(
+    accepted: Accepted,
     name: Arc<str>,
     store: Arc<ConfigStore>,
     watch: Watch,
+    lot: Option<Arc<Lot>>,
 ) {
+    let Accepted {
+        stream,
+        peer,
+        permit,
+    } = accepted;
     let snap = store.load();
     let Some(l) = snap.listeners.get(&*name).cloned() else {
         return;
     };
     l.connections.inc();
-    l.active.inc();
-    if let Some((io, p)) = client_stream(stream, peer, &l, &snap).await {
-        if l.spec.kind.is_http() {
-            drop(snap);
-            http(io, p.client, name, store, watch, &l).await;
-        } else {
-            // The address the client reached: from the PROXY header, else our own.
-            let local = p.local.or_else(|| io.get_ref().local_addr().ok());
-            if let Some(local) = local {
-                // Boxed: the task of every HTTP connection would otherwise have room
-                // for a layer-4 session (see `size_tests`).
-                Box::pin(layer4(io, p.client, local, &l, snap, watch)).await;
-            }
+    let admitted = Admitted::new(permit, &l.active);
+    let Some((io, p)) = client_stream(stream, peer, &l, &snap).await else {
+        return;
+    };
+    if l.spec.kind.is_http() {
+        drop(snap);
+        let conn = Conn {
+            client: p.client,
+            name,
+            store,
+            watch,
+            admitted,
+            lot,
+        };
+        http(io, conn, &l).await;
+    } else {
+        // The address the client reached: from the PROXY header, else our own.
+        let local = p.local.or_else(|| io.local_addr().ok());
+        if let Some(local) = local {
+            // Boxed: the task of every HTTP connection would otherwise have room
+            // for a layer-4 session (see `size_tests`).
+            Box::pin(layer4(io, p.client, local, &l, snap, watch)).await;
         }
+        drop(admitted);
     }
-    l.active.dec();
 }
 
 /// The client's stream and address: with `proxy_protocol` on, a trusted peer must open
@@ -344,26 +410,37 @@ async fn client_stream(
     }
 }
 
-async fn http(
-    stream: ClientStream,
-    peer: SocketAddr,
+/// What an HTTP connection's context is made of.
+struct Conn {
+    client: SocketAddr,
     name: Arc<str>,
     store: Arc<ConfigStore>,
     watch: Watch,
-    l: &ListenerRt,
-) {
+    admitted: Admitted,
+    lot: Option<Arc<Lot>>,
+}
+
+async fn http(stream: ClientStream, c: Conn, l: &ListenerRt) {
+    let Conn {
+        client: peer,
+        name,
+        store,
+        watch,
+        admitted,
+        lot,
+    } = c;
     let ctx = |client_cert| {
-        Arc::new(ConnCtx {
+        Arc::new(ConnCtx::new(
             peer,
-            peer_ip: crate::http::headers::ip_text(peer.ip()),
-            listener: name,
+            name,
             store,
-            drain: watch.clone(),
+            watch,
             client_cert,
-        })
+            admitted,
+        ))
     };
     match &l.tls {
-        None => server::serve(stream, ctx(None), l, Proto::Sniff, false, watch).await,
+        None => server::serve(stream, ctx(None), l, Proto::Sniff, false, lot).await,
         Some(acceptor) => {
             // The handshake and the session are boxed (the session is 1.2 KiB), so the
             // task holds one pointer to it instead of room for it at every step.
@@ -384,7 +461,7 @@ async fn http(
                 .and_then(|c| c.first())
                 .map(|der| Arc::new(crate::tls::ClientCert::from_der(der)));
             let proto = if h2 { Proto::Http2 } else { Proto::Http1 };
-            server::serve(tls, ctx(cert), l, proto, true, watch).await
+            server::serve(tls, ctx(cert), l, proto, true, lot).await
         }
     }
 }

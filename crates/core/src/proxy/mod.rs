@@ -39,6 +39,83 @@ pub struct ConnCtx {
     pub drain: Watch,
     /// The client certificate the listener verified (mTLS), read once.
     pub client_cert: Option<Arc<crate::tls::ClientCert>>,
+    /// The connection's place under its listener's limit, released with the context.
+    pub _admitted: crate::listener::Admitted,
+}
+
+/// A parked connection's context (see `http::park`): a [`ConnCtx`] without what is
+/// made again when the connection is served, so that a parked connection is small.
+pub struct ParkedCtx {
+    peer: SocketAddr,
+    listener: Arc<str>,
+    store: Arc<ConfigStore>,
+    drain: Watch,
+    client_cert: Option<Arc<crate::tls::ClientCert>>,
+    admitted: crate::listener::Admitted,
+}
+
+impl ConnCtx {
+    pub fn new(
+        peer: SocketAddr,
+        listener: Arc<str>,
+        store: Arc<ConfigStore>,
+        drain: Watch,
+        client_cert: Option<Arc<crate::tls::ClientCert>>,
+        admitted: crate::listener::Admitted,
+    ) -> ConnCtx {
+        ConnCtx {
+            peer,
+            peer_ip: headers::ip_text(peer.ip()),
+            listener,
+            store,
+            drain,
+            client_cert,
+            _admitted: admitted,
+        }
+    }
+
+    pub fn park(self) -> ParkedCtx {
+        let ConnCtx {
+            peer,
+            listener,
+            store,
+            drain,
+            client_cert,
+            _admitted: admitted,
+            ..
+        } = self;
+        ParkedCtx {
+            peer,
+            listener,
+            store,
+            drain,
+            client_cert,
+            admitted,
+        }
+    }
+}
+
+impl ParkedCtx {
+    pub fn resume(self) -> ConnCtx {
+        ConnCtx::new(
+            self.peer,
+            self.listener,
+            self.store,
+            self.drain,
+            self.client_cert,
+            self.admitted,
+        )
+    }
+
+    /// The listener the connection came on.
+    pub fn listener(&self) -> &str {
+        &self.listener
+    }
+
+    /// The config store, to find the listener's current settings.
+    pub fn store(&self) -> &Arc<ConfigStore> {
+        &self.store
+    }
 }
 
 /// Per-request facts shared by the steps below.

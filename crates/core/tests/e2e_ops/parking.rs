@@ -127,3 +127,64 @@ async fn a_parked_tls_connection_serves_its_next_request() {
     ok_on(&mut s, GET).await;
     assert_eq!(gw.gw.snapshot().listeners["web"].connections.get(), 1);
 }
+
+/// A parked connection holds no task of its own (its listener's lot serves all of
+/// them), still counts as active and still holds its place under `max_connections`:
+/// a second connection waits until the parked one closes.
+#[tokio::test(start_paused = true)]
+async fn a_parked_connection_holds_no_task_but_keeps_its_place() {
+    let extra = "max_connections = 1\ntimeouts = { header_read = \"60s\" }";
+    let gw = TestGateway::start(&local_gateway(extra)).await;
+    let tasks = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    let mut first = connect(&gw).await;
+    ok_on(&mut first, GET).await;
+    let live = tasks();
+    sleep(Duration::from_secs(3)).await;
+    assert_eq!(parked(&gw), 1);
+    assert_eq!(tasks(), live - 1, "the parked connection has no task");
+    assert_eq!(gw.gw.snapshot().listeners["web"].active.get(), 1);
+    let mut second = connect(&gw).await;
+    second.write_all(GET).await.unwrap();
+    let mut byte = [0u8; 1];
+    let waiting = tokio::time::timeout(Duration::from_secs(5), second.read(&mut byte)).await;
+    assert!(
+        waiting.is_err(),
+        "served while the parked one holds the place"
+    );
+    // Served again after its parking, then closed: the place passes on.
+    ok_on(&mut first, GET).await;
+    drop(first);
+    let r = read_response(&mut second).await.expect("a response");
+    assert_eq!(r.status, 200);
+}
+
+/// Many connections in one lot (more than a chunk of slots): each wakes on its own
+/// bytes, in any order, and parks again; when all have left, the lot is empty.
+#[tokio::test(start_paused = true)]
+async fn many_parked_connections_wake_in_any_order() {
+    let gw = TestGateway::start(&local_gateway("timeouts = { header_read = \"60s\" }")).await;
+    let mut conns = Vec::new();
+    for _ in 0..300 {
+        let mut s = connect(&gw).await;
+        ok_on(&mut s, GET).await;
+        conns.push(s);
+    }
+    sleep(Duration::from_secs(3)).await;
+    assert_eq!(parked(&gw), 300);
+    // Every third one, from the back: slots are freed out of order.
+    for s in conns.iter_mut().rev().step_by(3) {
+        ok_on(s, GET).await;
+    }
+    assert_eq!(parked(&gw), 200);
+    sleep(Duration::from_secs(3)).await;
+    assert_eq!(parked(&gw), 300, "parked again, in freed slots");
+    for s in &mut conns {
+        ok_on(s, GET).await;
+    }
+    assert_eq!(parked(&gw), 0);
+    assert_eq!(gw.gw.snapshot().listeners["web"].connections.get(), 300);
+}

@@ -128,10 +128,16 @@ async fn only_a_close_the_client_may_still_send_on_lingers() {
         assert!(read_to_close(&mut s).await.ends_with("hi"));
         // Our side stays open: only the server's own decision is seen.
         tokio::time::sleep(Duration::from_millis(10)).await;
-        assert_eq!(active(), 0, "no linger after {:?}", String::from_utf8_lossy(request));
+        assert_eq!(
+            active(),
+            0,
+            "no linger after {:?}",
+            String::from_utf8_lossy(request)
+        );
     }
     let mut s = TcpStream::connect(addr).await.unwrap();
-    let unread = b"POST / HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: 9\r\n\r\nhalf";
+    let unread =
+        b"POST / HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: 9\r\n\r\nhalf";
     s.write_all(unread).await.unwrap();
     assert!(read_to_close(&mut s).await.ends_with("hi"));
     tokio::time::sleep(Duration::from_millis(10)).await;

@@ -206,6 +206,10 @@ impl AsyncRead for Wire {
             let n = this.buf.len().min(out.remaining());
             out.put_slice(&this.buf[..n]);
             this.buf.advance(n);
+            if this.buf.is_empty() {
+                // A tunnel's side holds no buffer once its early bytes are read.
+                this.buf = BytesMut::new();
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut this.io).poll_read(cx, out)
@@ -575,7 +579,11 @@ impl Sender {
 impl H1Body {
     /// The connection, for a tunnel after `101 Switching Protocols`.
     pub fn into_wire(mut self) -> Option<Box<Wire>> {
-        self.wire.take()
+        let mut wire = self.wire.take()?;
+        // A tunnel reads through the copy's scratch buffer: the read buffer (16 KiB
+        // reserved, a page of it written by the head) keeps only bytes read past the 101.
+        wire.buf = BytesMut::from(&wire.buf[..]);
+        Some(wire)
     }
 
     /// Puts the connection back in its pool if the response was read exactly to its end,
