@@ -252,20 +252,29 @@ impl Connector {
         }
     }
 
-    /// Sends `req` on a lease and reads the response head.
+    /// Sends `req` on a lease and reads the response head, by `until` if given (the
+    /// error then has a [`conn::TimedOut`] source).
     pub async fn send(
         &self,
         ep: &Arc<Endpoint>,
         lease: Lease,
         req: Request<UpstreamBody>,
+        until: Option<Instant>,
     ) -> Result<Sent, ProxyError> {
         match lease {
-            Lease::H1(wire, _) => Ok(conn::send(wire, req, ep).await?.map(Received::H1)),
-            Lease::H2(mut tx) => Ok(tx
-                .send_request(req)
-                .await
-                .map_err(response_error)?
-                .map(|b| Received::H2(Hyper(b)))),
+            Lease::H1(wire, _) => Ok(conn::send(wire, req, ep, until).await?.map(Received::H1)),
+            Lease::H2(mut tx) => {
+                let sent = tx.send_request(req);
+                let resp = match until {
+                    Some(t) => tokio::time::timeout_at(t, sent)
+                        .await
+                        .map_err(|_| conn::timed_out())?,
+                    None => sent.await,
+                };
+                Ok(resp
+                    .map_err(response_error)?
+                    .map(|b| Received::H2(Hyper(b))))
+            }
         }
     }
 
@@ -274,9 +283,10 @@ impl Connector {
         &self,
         ep: &Arc<Endpoint>,
         req: Request<UpstreamBody>,
+        until: Option<Instant>,
     ) -> Result<Sent, ProxyError> {
         let wire = self.connect_h1(ep).await?;
-        Ok(conn::send(wire, req, ep).await?.map(Received::H1))
+        Ok(conn::send(wire, req, ep, until).await?.map(Received::H1))
     }
 
     /// A new connection, outside the pool (health checks).

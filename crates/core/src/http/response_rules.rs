@@ -1,37 +1,44 @@
 //! What an HTTP/1 upstream response head must be to reach the client, beyond what
-//! hyper's client already refuses (a bad status line or version, HTTP/0.9 replies, bad
-//! header tokens, two different Content-Lengths, heads past its buffer). A response
-//! that breaks one of these rules is a 502, and its connection is never reused. No I/O.
+//! httparse already refuses (a bad status line or version, bad header tokens). A
+//! response that breaks one of these rules is a 502, and its connection is never
+//! reused. No I/O.
 //!
 //! - `101 Switching Protocols` only when the client asked, and only to a protocol it
-//!   offered (RFC 9110 7.8, 15.2.2);
+//!   offered (RFC 9110 7.8, 15.2.2): [`check`], by the exchange, which knows the offer;
 //! - one Content-Length line holding one number (RFC 9112 6.3: a list or a repeat is
 //!   a framing the client's parser may read otherwise);
 //! - Transfer-Encoding only as a lone `chunked`, never with Content-Length (RFC 9112 6.1,
 //!   6.3): another coding would reach the client decoded from chunked but still coded.
+//!
+//! The framing rules are [`framing_fields`], applied by the upstream HTTP/1.1 reader
+//! (`h1::decode`) as it reads a head: every HTTP/1 response comes through it.
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{StatusCode, Version};
 
-/// Checks a response head; `offered` is the Upgrade the client sent, if it asked for one.
+/// Checks a response head the reader has framed; `offered` is the Upgrade the client
+/// sent, if it asked for one.
 pub fn check(
     status: StatusCode,
     version: Version,
     headers: &HeaderMap,
     offered: Option<&HeaderValue>,
 ) -> Result<(), &'static str> {
-    if version == Version::HTTP_2 {
+    if version == Version::HTTP_2 || status != StatusCode::SWITCHING_PROTOCOLS {
         return Ok(());
     }
-    if status == StatusCode::SWITCHING_PROTOCOLS {
-        switch(headers, offered)?;
-    }
-    framing_fields(headers)
+    switch(headers, offered)
 }
 
-/// The Content-Length and Transfer-Encoding rules above: shared with the own client's
-/// reader (`h1::decode`), so the two cannot disagree on what may pass.
-pub fn framing_fields(headers: &HeaderMap) -> Result<(), &'static str> {
+/// What the framing fields said, once they passed.
+pub struct Framed<'a> {
+    pub length: Option<&'a HeaderValue>,
+    pub chunked: bool,
+}
+
+/// The Content-Length and Transfer-Encoding rules above, with what they found, so that
+/// the reader frames the body from the same look-ups.
+pub fn framing_fields(headers: &HeaderMap) -> Result<Framed<'_>, &'static str> {
     let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
     let length = lengths.next();
     if lengths.next().is_some() {
@@ -41,16 +48,22 @@ pub fn framing_fields(headers: &HeaderMap) -> Result<(), &'static str> {
         return Err("the upstream sent a list as Content-Length");
     }
     let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
-    if let Some(te) = codings.next() {
-        if codings.next().is_some() || !te.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked")
-        {
-            return Err("the upstream sent a transfer coding other than a lone chunked");
-        }
-        if length.is_some() {
-            return Err("the upstream sent both Transfer-Encoding and Content-Length");
-        }
+    let Some(te) = codings.next() else {
+        return Ok(Framed {
+            length,
+            chunked: false,
+        });
+    };
+    if codings.next().is_some() || !te.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked") {
+        return Err("the upstream sent a transfer coding other than a lone chunked");
     }
-    Ok(())
+    if length.is_some() {
+        return Err("the upstream sent both Transfer-Encoding and Content-Length");
+    }
+    Ok(Framed {
+        length: None,
+        chunked: true,
+    })
 }
 
 fn switch(headers: &HeaderMap, offered: Option<&HeaderValue>) -> Result<(), &'static str> {
@@ -104,10 +117,12 @@ mod tests {
         offered: Option<&'static str>,
     ) -> Result<(), &'static str> {
         let offered = offered.map(HeaderValue::from_static);
+        let h = heads(pairs);
+        framing_fields(&h)?;
         check(
             StatusCode::from_u16(status).unwrap(),
             Version::HTTP_11,
-            &heads(pairs),
+            &h,
             offered.as_ref(),
         )
     }

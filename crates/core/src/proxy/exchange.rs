@@ -12,6 +12,7 @@
 use crate::body::UpstreamBody;
 use crate::error::{ErrorKind, ProxyError};
 use crate::http::client::{broke_before_response, Lease, Received, Sent};
+use crate::http::h1::conn::TimedOut;
 use crate::http::response_rules;
 use crate::runtime::ProxyAction;
 use crate::upstream::endpoint::InFlight;
@@ -131,10 +132,8 @@ pub(super) async fn exchange(p: &ProxyAction, out: &mut Outgoing) -> Result<Exch
         let spare = (out.offered.is_none())
             .then(|| spare(&lease, &req, &replay))
             .flatten();
-        let failure = match tokio::time::timeout_at(until, send(group, &ep, lease, req, spare))
-            .await
-        {
-            Ok(Ok(resp)) => {
+        let failure = match send(group, &ep, lease, req, spare, until).await {
+            Ok(resp) => {
                 if let Some(t) = sent {
                     ep.health.observe_latency(t.elapsed());
                 }
@@ -176,7 +175,7 @@ pub(super) async fn exchange(p: &ProxyAction, out: &mut Outgoing) -> Result<Exch
                     (Failure::Status, None)
                 }
             }
-            Ok(Err(e)) => {
+            Err(e) if crate::body::find_cause::<TimedOut>(&e).is_none() => {
                 in_flight.failed();
                 group.record(&ep, Outcome::Failure);
                 (Failure::Protocol, Some(e))
@@ -246,11 +245,15 @@ async fn send(
     req: Request<UpstreamBody>,
     // Boxed: it is rare, and futures are moved whole on every request.
     spare: Option<Box<Request<UpstreamBody>>>,
+    until: Instant,
 ) -> Result<Sent, ProxyError> {
-    match (group.connector.send(ep, lease, req).await, spare) {
+    match (
+        group.connector.send(ep, lease, req, Some(until)).await,
+        spare,
+    ) {
         (Err(e), Some(again)) if broke_before_response(&e) => {
             tracing::debug!(endpoint = %ep.label, error = %e.message(), "stale pooled connection: sending again on a new one");
-            Box::pin(group.connector.resend_h1(ep, *again)).await
+            Box::pin(group.connector.resend_h1(ep, *again, Some(until))).await
         }
         (r, _) => r,
     }

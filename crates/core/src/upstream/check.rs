@@ -110,7 +110,7 @@ impl Probe {
         let req = self.request(c, host).map_err(|e| e.to_string())?;
         let resp = self
             .connector
-            .send(&self.ep, lease, req)
+            .send(&self.ep, lease, req, None)
             .await
             .map_err(|e| e.message())?;
         let status = resp.status().as_u16();

@@ -79,10 +79,9 @@ pub struct Head {
 /// `None` while more bytes are needed; `head_request` when the request was HEAD.
 pub fn read_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Malformed> {
     loop {
-        let Some((head, used)) = parse_head(buf, head_request)? else {
+        let Some(head) = parse_head(buf, head_request)? else {
             return Ok(None);
         };
-        buf.advance(used);
         let s = head.status;
         if !s.is_informational() || s == StatusCode::SWITCHING_PROTOCOLS {
             return Ok(Some(head));
@@ -90,8 +89,11 @@ pub fn read_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>,
     }
 }
 
-/// Parses one head from the front of `buf`: the head and its length in bytes.
-fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<(Head, usize)>, Malformed> {
+/// A field's name and value, as offsets into the head.
+type Span = (std::ops::Range<usize>, std::ops::Range<usize>);
+
+/// Parses one head and takes it off the front of `buf`.
+fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Malformed> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
     let mut resp = httparse::Response::new(&mut fields);
     let used = match resp.parse(buf) {
@@ -112,29 +114,47 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<(Head, usize)>, M
     } else {
         Version::HTTP_11
     };
-    let headers = to_map(resp.headers)?;
+    let spans = spans(buf, resp.headers);
+    let head = buf.split_to(used).freeze();
+    let headers = to_map(&head, &spans)?;
     let framing = framing(status, head_request, &headers)?;
     let keep_alive = framing != Framing::UntilClose
         && status != StatusCode::SWITCHING_PROTOCOLS
         && keeps_alive(version, &headers);
-    let head = Head {
+    Ok(Some(Head {
         status,
         version,
         headers,
         framing,
         keep_alive,
-    };
-    Ok(Some((head, used)))
+    }))
 }
 
-fn to_map(fields: &[httparse::Header<'_>]) -> Result<HeaderMap, Malformed> {
+/// Where each field lies in `buf`, which httparse read them from: a value becomes a
+/// view of the head's bytes, not a copy of its own (an allocation a field less). A
+/// vector of the fields' number: an array of `MAX_FIELDS` spans cost more to clear
+/// than the copies saved.
+fn spans(buf: &[u8], fields: &[httparse::Header<'_>]) -> Vec<Span> {
+    let base = buf.as_ptr() as usize;
+    let at = |s: &[u8]| {
+        let start = (s.as_ptr() as usize).saturating_sub(base);
+        start..start + s.len()
+    };
+    fields
+        .iter()
+        .map(|f| (at(f.name.as_bytes()), at(f.value)))
+        .collect()
+}
+
+fn to_map(head: &Bytes, spans: &[Span]) -> Result<HeaderMap, Malformed> {
     // Room for the fields the proxy adds on the way back (Via, a request id, rate limit
     // and CORS fields): a map filled to its size grows, rehashing every field, on the
     // first insert.
-    let mut map = HeaderMap::with_capacity(fields.len() + 4);
-    for f in fields {
-        let name = HeaderName::from_bytes(f.name.as_bytes()).map_err(|_| Malformed::Field)?;
-        let value = HeaderValue::from_bytes(f.value).map_err(|_| Malformed::Field)?;
+    let mut map = HeaderMap::with_capacity(spans.len() + 4);
+    for (name, value) in spans {
+        let name = HeaderName::from_bytes(&head[name.clone()]).map_err(|_| Malformed::Field)?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value.clone()))
+            .map_err(|_| Malformed::Field)?;
         map.append(name, value);
     }
     Ok(map)
@@ -146,6 +166,12 @@ fn framing(
     head_request: bool,
     headers: &HeaderMap,
 ) -> Result<Framing, Malformed> {
+    // Interim heads are skipped unread; every head that reaches the client passes the
+    // framing rules, bodiless or not.
+    if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+        return Ok(Framing::None);
+    }
+    let framed = response_rules::framing_fields(headers).map_err(Malformed::Framing)?;
     if head_request
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -153,11 +179,10 @@ fn framing(
     {
         return Ok(Framing::None);
     }
-    response_rules::framing_fields(headers).map_err(Malformed::Framing)?;
-    if headers.contains_key(header::TRANSFER_ENCODING) {
+    if framed.chunked {
         return Ok(Framing::Chunked);
     }
-    match headers.get(header::CONTENT_LENGTH) {
+    match framed.length {
         Some(v) => digits(v.as_bytes())
             .map(Framing::Length)
             .ok_or(Malformed::BadLength),
@@ -368,10 +393,8 @@ fn chunk_size(buf: &mut BytesMut) -> Result<Option<u64>, Malformed> {
 /// The trailer section after the last chunk, through its closing empty line.
 fn trailers(buf: &mut BytesMut) -> Result<Option<HeaderMap>, Malformed> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
-    let (used, map) = match httparse::parse_headers(buf, &mut fields) {
-        Ok(httparse::Status::Complete((used, fields))) => {
-            (used, to_map(fields).map_err(|_| Malformed::Trailers)?)
-        }
+    let (used, spans) = match httparse::parse_headers(buf, &mut fields) {
+        Ok(httparse::Status::Complete((used, fields))) => (used, spans(buf, fields)),
         Ok(httparse::Status::Partial) if buf.len() >= MAX_TRAILERS => {
             return Err(Malformed::Trailers)
         }
@@ -381,7 +404,8 @@ fn trailers(buf: &mut BytesMut) -> Result<Option<HeaderMap>, Malformed> {
     if used > MAX_TRAILERS {
         return Err(Malformed::Trailers);
     }
-    buf.advance(used);
+    let section = buf.split_to(used).freeze();
+    let map = to_map(&section, &spans).map_err(|_| Malformed::Trailers)?;
     Ok(Some(map))
 }
 
