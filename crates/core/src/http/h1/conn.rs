@@ -22,8 +22,12 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-/// Bytes asked of the socket per read once the buffer has less than [`LOW_WATER`] free.
-const READ_SIZE: usize = 16 * 1024;
+/// Room made in the buffer once it has less than [`LOW_WATER`] free: it starts at
+/// [`MIN_READ`] (a page: most responses are small, and every connection in the pool
+/// keeps its buffer), doubles while reads fill it, up to [`MAX_READ`], and halves
+/// again when reads take a small part of it.
+const MIN_READ: u32 = 4 * 1024;
+const MAX_READ: u32 = 64 * 1024;
 const LOW_WATER: usize = 1024;
 
 /// A socket to an upstream, plain or TLS.
@@ -46,6 +50,8 @@ pub struct Wire {
     /// Deadlines only move later, so it is left as it is between requests; should it
     /// fire while the connection is pooled, it wakes the last task that used it once.
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The room the next read asks for (see [`MIN_READ`]).
+    read_size: u32,
     _open: OpenGuard,
 }
 
@@ -179,6 +185,7 @@ impl Wire {
             io,
             buf: BytesMut::new(),
             timer: None,
+            read_size: MIN_READ,
             _open: OpenGuard::new(open),
         })
     }
@@ -217,9 +224,22 @@ impl Wire {
     /// Reads more bytes into the buffer; 0 at the end of the stream.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         if self.buf.capacity() - self.buf.len() < LOW_WATER {
-            self.buf.reserve(READ_SIZE);
+            self.buf.reserve(self.read_size as usize);
         }
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+        let room = self.buf.capacity() - self.buf.len();
+        let r = ready!(tokio_util::io::poll_read_buf(
+            Pin::new(&mut self.io),
+            cx,
+            &mut self.buf
+        ));
+        if let Ok(n) = r {
+            if n == room {
+                self.read_size = (self.read_size * 2).min(MAX_READ);
+            } else if n < self.read_size as usize / 8 {
+                self.read_size = (self.read_size / 2).max(MIN_READ);
+            }
+        }
+        Poll::Ready(r)
     }
 }
 
