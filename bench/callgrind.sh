@@ -14,7 +14,10 @@
 #
 #   CG_CONF=bench/gatehouse-limits.toml CG_PATH=/chain \
 #     CG_HEADER='x-api-key: bench-api-key-0123456789' bench/callgrind.sh BIN 20000
-# Needs valgrind, h2load (nghttp2-client) and cargo for the
+# CG_LOAD=close opens a connection per request instead (wrk, `Connection: close`, 16
+# connections for CG_SECONDS, default 5): the figure is then instructions a connection.
+# CG_LOAD=h2 is HTTP/2 over TLS (h2load -c 16 -m 4), as the bench's h2-1k.
+# Needs valgrind, h2load (nghttp2-client), wrk, openssl and cargo for the
 # bench backend (../shared/bench/backend).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -40,20 +43,43 @@ if grep -q @REDIS@ "$conf"; then
   redis-server --port "${redis#*:}" --bind 127.0.0.1 --save "" --appendonly no --dir "$run" >/dev/null 2>&1 &
   pids+=($!)
 fi
-sed -e "s/@LISTEN@/127.0.0.1:$listen/" -e "s/@B1@/127.0.0.1:$b1/" -e "s/@B2@/127.0.0.1:$b2/" \
-  -e "s/@REDIS@/$redis/" -e '/\[\[tls:/d' "$conf" > "$run/gatehouse.toml"
+load=${CG_LOAD:-h1}
+scheme=http
+if [ "$load" = h2 ]; then
+  scheme=https
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+    -subj /CN=127.0.0.1 -keyout "$run/key.pem" -out "$run/cert.pem" 2>/dev/null
+  sed -e "s/@LISTEN@/127.0.0.1:$listen/" -e "s/@B1@/127.0.0.1:$b1/" -e "s/@B2@/127.0.0.1:$b2/" \
+    -e "s/@REDIS@/$redis/" -e 's/^\[\[tls: \(.*\)\]\]$/\1/' -e "s#@CERT@#$run/cert.pem#" \
+    -e "s#@KEY@#$run/key.pem#" "$conf" > "$run/gatehouse.toml"
+else
+  sed -e "s/@LISTEN@/127.0.0.1:$listen/" -e "s/@B1@/127.0.0.1:$b1/" -e "s/@B2@/127.0.0.1:$b2/" \
+    -e "s/@REDIS@/$redis/" -e '/\[\[tls:/d' "$conf" > "$run/gatehouse.toml"
+fi
+url="$scheme://127.0.0.1:$listen$path"
 cd "$run"
 valgrind --tool=callgrind --callgrind-out-file="$run/cg.out" \
   "$bin" run --config "$run/gatehouse.toml" >"$run/gw.log" 2>&1 &
 gw=$!
 pids+=($gw)
 for _ in $(seq 1 300); do
-  curl -fs "${hdr[@]}" "http://127.0.0.1:$listen$path" >/dev/null 2>&1 && break
+  curl -kfs "${hdr[@]}" "$url" >/dev/null 2>&1 && break
   sleep 0.1
 done
-h2load --h1 -n 2000 -c 16 "${hdr[@]}" "http://127.0.0.1:$listen$path" >/dev/null
+case $load in
+  h1) h2load --h1 -n 2000 -c 16 "${hdr[@]}" "$url" >/dev/null ;;
+  h2) h2load -n 2000 -c 16 -m 4 "${hdr[@]}" "$url" >/dev/null ;;
+  close) wrk -t1 -c16 -d2s -H 'Connection: close' "${hdr[@]}" "$url" >/dev/null ;;
+esac
 callgrind_control -z "$gw" >/dev/null
-h2load --h1 -n "$n" -c 16 "${hdr[@]}" "http://127.0.0.1:$listen$path" | grep -E "^requests:|^status codes:"
+case $load in
+  h1) h2load --h1 -n "$n" -c 16 "${hdr[@]}" "$url" | grep -E "^requests:|^status codes:" ;;
+  h2) h2load -n "$n" -c 16 -m 4 "${hdr[@]}" "$url" | grep -E "^requests:|^status codes:" ;;
+  close)
+    n=$(wrk -t1 -c16 -d"${CG_SECONDS:-5}"s -H 'Connection: close' "${hdr[@]}" "$url" |
+      grep -oE '[0-9]+ requests in' | awk '{print $1}')
+    echo "requests: $n" ;;
+esac
 callgrind_control -d "$gw" >/dev/null
 # The dump is the newest cg.out.N; its summary line is the instruction count.
 dump=$(ls -t "$run"/cg.out.* | head -1)

@@ -53,6 +53,15 @@ impl<F: Future> Gated<F> {
     }
 }
 
+impl<F> Gated<F> {
+    /// The inner future, to change it (a timer moved): the next poll reaches it, so
+    /// that it registers again.
+    pub fn rearm(&mut self) -> Pin<&mut F> {
+        self.gate.woken.store(true, Ordering::Release);
+        self.fut.as_mut()
+    }
+}
+
 impl<F: Future> Future for Gated<F> {
     type Output = F::Output;
 

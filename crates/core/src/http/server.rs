@@ -358,20 +358,27 @@ where
     E: std::fmt::Display,
 {
     let period = (limits.idle / 4).min(TICK).max(Duration::from_millis(1));
-    let mut tick = tokio::time::interval_at(Instant::now() + period, period);
-    // One timer for every head wait: when it fires it closes the connection or is
-    // re-armed for the wait now running, or a full `header_read` on.
-    let head = tokio::time::sleep_until(
+    let mut next_tick = Instant::now() + period;
+    let mut head_on = !state.head_clock_off();
+    // When the head wait now running must end, or when to look again.
+    let head_due = |now: Instant| {
         state
             .head_deadline(limits.header_read)
-            .unwrap_or_else(|| Instant::now() + limits.header_read),
-    );
-    tokio::pin!(head);
-    let mut head_on = !state.head_clock_off();
+            .unwrap_or(now + limits.header_read)
+    };
+    // One timer for the tick and every head wait, at whichever is due first; and one
+    // drain future. Both are made once and gated: the connection's own wake-ups
+    // (every read and write) do not poll them (see `wake_gate`). A connection that
+    // lives for one request pays for one timer, not two and a gate each per tick.
+    let first = if head_on {
+        next_tick.min(head_due(Instant::now()))
+    } else {
+        next_tick
+    };
+    let mut clock = Gated::new(tokio::time::sleep_until(first));
+    let mut drained = Gated::new(watch.signaled());
     let (mut last, mut still, mut draining, mut waiting_first) = (0, 0u32, false, false);
     loop {
-        // The side branches are gated: the connection's own wake-ups (every read and
-        // write) do not poll them (see `wake_gate`).
         tokio::select! {
             biased;
             r = conn.as_mut() => {
@@ -380,7 +387,7 @@ where
                 }
                 return Ended::Closed;
             }
-            _ = Gated::new(watch.signaled()), if !draining => {
+            _ = &mut drained, if !draining => {
                 draining = true;
                 // An HTTP/1 connection that has not had its first request is not idle:
                 // the client is sending it. It gets that request served (with a close),
@@ -394,32 +401,33 @@ where
                 waiting_first = false;
                 conn.as_mut().graceful();
             }
-            _ = Gated::new(head.as_mut()), if head_on => {
+            _ = &mut clock => {
                 let now = Instant::now();
-                match state.head_deadline(limits.header_read) {
-                    Some(d) if d <= now => {
+                if head_on {
+                    if state.head_deadline(limits.header_read).is_some_and(|d| d <= now) {
                         tracing::debug!("no request head within header_read: closing");
                         return Ended::Closed;
                     }
-                    Some(d) => head.as_mut().reset(d),
-                    None => head.as_mut().reset(now + limits.header_read),
+                    head_on = !state.head_clock_off();
                 }
-                head_on = !state.head_clock_off();
-            }
-            _ = Gated::new(tick.tick()) => {
-                let now = state.activity();
-                still = if now == last && !state.busy() { still + 1 } else { 0 };
-                last = now;
-                let idle_for = period * still;
-                if idle_for >= limits.idle {
-                    tracing::debug!("closing idle client connection");
-                    return Ended::Closed;
-                }
-                if C::PARKS && limits.parks && still > 0 && !draining && state.parkable() {
-                    if let Some(ended) = take_down(conn.as_mut(), state, idle_for).await {
-                        return ended;
+                if now >= next_tick {
+                    next_tick = now + period;
+                    let moved = state.activity();
+                    still = if moved == last && !state.busy() { still + 1 } else { 0 };
+                    last = moved;
+                    let idle_for = period * still;
+                    if idle_for >= limits.idle {
+                        tracing::debug!("closing idle client connection");
+                        return Ended::Closed;
+                    }
+                    if C::PARKS && limits.parks && still > 0 && !draining && state.parkable() {
+                        if let Some(ended) = take_down(conn.as_mut(), state, idle_for).await {
+                            return ended;
+                        }
                     }
                 }
+                let due = if head_on { next_tick.min(head_due(now)) } else { next_tick };
+                clock.rearm().reset(due);
             }
         }
     }
