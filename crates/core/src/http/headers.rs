@@ -135,6 +135,10 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 
 /// Writes X-Forwarded-*, optional `Forwarded`, and `Via`.
 pub fn add_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
+    // Room for every field below at once: the map of a connection's first request is
+    // made to fit the client's fields, and each insert past its room rehashes the map
+    // (a connection per request paid for two such growths).
+    headers.reserve(3 + usize::from(f.forwarded) + usize::from(f.via.is_some()));
     if f.trusted {
         append_or_set(
             headers,

@@ -72,7 +72,10 @@ pub async fn serve<I>(
             let sniffed = {
                 let sniffing = sniff(&mut io, proto == Proto::Http2);
                 tokio::pin!(sniffing);
+                // Biased: the bytes are mostly there already, and then the drain's
+                // watch is never polled (its waiter registered and removed again).
                 tokio::select! {
+                    biased;
                     r = tokio::time::timeout(limits.idle, &mut sniffing) => r,
                     _ = watch.signaled() => {
                         tokio::time::timeout(limits.header_read, &mut sniffing).await

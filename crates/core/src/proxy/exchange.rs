@@ -80,18 +80,17 @@ pub(super) async fn exchange(p: &ProxyAction, out: &mut Outgoing) -> Result<Exch
         group.budget.request();
     }
     let (deadline, key, preferred) = (out.deadline, out.key, out.preferred);
-    let replay = match (policy, out.req.take()) {
-        // Boxed: only retrying groups need it, and it holds a body collector.
-        (Some(s), Some(req)) => {
-            let (next, replay) = Box::pin(prepare_replay(req, s)).await?;
+    // The request is taken out only where a replay is prepared: taking it and putting it
+    // back copies it twice.
+    let mut replay = None;
+    if let Some(s) = policy {
+        if let Some(req) = out.req.take() {
+            // Boxed: only retrying groups need it, and it holds a body collector.
+            let (next, r) = Box::pin(prepare_replay(req, s)).await?;
             out.req = next;
-            replay
+            replay = r;
         }
-        (_, req) => {
-            out.req = req;
-            None
-        }
-    };
+    }
     let mut tried: Vec<usize> = Vec::new();
     let mut retries = 0u32;
     let ewma = group.spec.balancer == gatehouse_config::spec::BalancerKind::PowerOfTwo;

@@ -147,12 +147,11 @@ pub fn handle(req: Request<ClientBody>, conn: Arc<ConnCtx>) -> Handling {
 }
 
 async fn serve_request(
-    req: Request<ClientBody>,
+    mut req: Request<ClientBody>,
     conn: Arc<ConnCtx>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let start = Instant::now();
     let snap = conn.store.load();
-    let mut req = req;
     let request_id = if snap.spec.global.request_id {
         OnceLock::from(headers::request_id(req.headers_mut()))
     } else {
