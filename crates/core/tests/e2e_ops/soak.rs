@@ -1,13 +1,47 @@
 //! The short soak (the long one is `bench/soak.sh`): after bursts of mixed traffic,
-//! once the clients are gone, the process holds as many descriptors as it did after
-//! the warm-up: nothing leaks a socket per request or per connection.
+//! once the clients are gone, the process holds as many sockets to the gateway and its
+//! upstream as it did after the warm-up: nothing leaks a socket per request or per
+//! connection.
 
 use crate::*;
 use gatehouse_test_support::{Conn, Proto, TestGateway, Upstream};
 use std::sync::atomic::Ordering;
 
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
+/// This process's descriptors that are TCP sockets with an end on one of `ports`. The
+/// other tests of this binary run in this process at the same time: counting every
+/// descriptor counted their sockets too, and failed when they opened some meanwhile.
+fn open_sockets(ports: &[u16]) -> usize {
+    let port = |addr: &str| {
+        let hex = addr.rsplit(':').next()?;
+        u16::from_str_radix(hex, 16).ok()
+    };
+    let mut inodes = std::collections::HashSet::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() > 9
+                && [f[1], f[2]]
+                    .into_iter()
+                    .any(|a| port(a).is_some_and(|p| ports.contains(&p)))
+            {
+                inodes.insert(f[9].to_owned());
+            }
+        }
+    }
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter(|l| {
+            l.to_str()
+                .and_then(|l| l.strip_prefix("socket:[")?.strip_suffix(']'))
+                .is_some_and(|i| inodes.contains(i))
+        })
+        .count()
 }
 
 /// `rounds` of: 8 clients, half on a connection per request, half kept alive, over
@@ -51,16 +85,17 @@ async fn descriptors_come_back_after_bursts_of_traffic() {
     let ep = gw.gw.snapshot().upstreams["backend"].endpoints()[0].clone();
     // Pooled upstream connections stay, as they should; this process holds both of
     // their ends (the gateway's and the test upstream's), so they are counted apart.
-    let held = || open_fds() - 2 * ep.pool.open();
+    let ports = [gw.addr("web").port(), up.addr.port()];
+    let held = || open_sockets(&ports) - 2 * ep.pool.open();
     burst(&gw, 1).await;
     let warm = held();
     burst(&gw, 10).await;
     let after = held();
     println!(
-        "soak: {warm} descriptors after the warm-up, {after} after 10 more bursts ({} requests), pooled upstream connections aside ({} open)",
+        "soak: {warm} sockets after the warm-up, {after} after 10 more bursts ({} requests), pooled upstream connections aside ({} open)",
         up.count(),
         ep.pool.open()
     );
-    assert!(after <= warm + 1, "descriptors grew from {warm} to {after}");
+    assert!(after <= warm + 1, "sockets grew from {warm} to {after}");
     assert_eq!(ep.in_flight.load(Ordering::Relaxed), 0);
 }

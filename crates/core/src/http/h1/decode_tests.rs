@@ -181,3 +181,39 @@ fn good_responses_read_the_same_at_every_split() {
         same_at_every_split(r, false);
     }
 }
+
+/// A head is parsed into room for a few fields first and again with room for all:
+/// a head past the first room reads the same, whole or cut anywhere, and one past
+/// `MAX_FIELDS` is refused.
+#[test]
+fn heads_with_many_fields_read_whole_and_past_the_limit_are_refused() {
+    let head = |n: usize| {
+        let mut h = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for i in 0..n {
+            h.extend_from_slice(format!("x-f{i}: {i}\r\n").as_bytes());
+        }
+        h.extend_from_slice(b"content-length: 2\r\n\r\nok");
+        h
+    };
+    for n in [FEW_FIELDS - 1, FEW_FIELDS, FEW_FIELDS + 1, MAX_FIELDS - 1] {
+        let w = whole(&head(n)).unwrap();
+        assert_eq!(w.head.headers.len(), n + 1, "{n} fields and a length");
+        assert_eq!(w.head.headers["x-f0"], "0");
+        same_at_every_split(&head(n), false);
+    }
+    assert_eq!(
+        whole(&head(MAX_FIELDS)).unwrap_err(),
+        Malformed::Head(httparse::Error::TooManyHeaders)
+    );
+    // Nothing read yet, or only the start of a long head: more is needed.
+    let mut buf = BytesMut::new();
+    assert!(read_head(&mut buf, false).unwrap().is_none());
+    let long = head(FEW_FIELDS + 10);
+    let mut buf = BytesMut::from(&long[..long.len() / 2]);
+    assert!(read_head(&mut buf, false).unwrap().is_none());
+    assert_eq!(
+        buf.len(),
+        long.len() / 2,
+        "nothing taken off a partial head"
+    );
+}
