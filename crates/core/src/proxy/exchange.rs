@@ -174,19 +174,15 @@ pub(super) async fn exchange(p: &ProxyAction, out: &mut Outgoing) -> Result<Exch
                     (Failure::Status, None)
                 }
             }
-            Err(e) if crate::body::find_cause::<TimedOut>(&e).is_none() => {
+            Err(e) => {
                 in_flight.failed();
                 group.record(&ep, Outcome::Failure);
-                (Failure::Protocol, Some(e))
-            }
-            Err(_) => {
-                in_flight.failed();
-                group.record(&ep, Outcome::Failure);
-                let e = ProxyError::new(
-                    kind,
-                    format!("upstream {} did not answer in time", ep.label),
-                );
-                (Failure::Timeout, Some(e))
+                if crate::body::find_cause::<TimedOut>(&e).is_some() {
+                    let msg = format!("upstream {} did not answer in time", ep.label);
+                    (Failure::Timeout, Some(ProxyError::new(kind, msg)))
+                } else {
+                    (Failure::Protocol, Some(e))
+                }
             }
         };
         if let (how, Some(e)) = failure {

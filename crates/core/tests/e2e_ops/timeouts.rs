@@ -3,7 +3,9 @@
 //! the response, and while its body streams).
 
 use crate::*;
-use gatehouse_test_support::{channel_body, Conn, Proto, TestGateway, Upstream, UpstreamOptions};
+use gatehouse_test_support::{
+    channel_body, full, Conn, Proto, TestGateway, Upstream, UpstreamOptions,
+};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -260,6 +262,54 @@ async fn upstream_response_timeout_is_504() {
     assert!(
         t >= Duration::from_secs(2) && t < Duration::from_millis(2100),
         "{t:?}"
+    );
+}
+
+/// The response deadline is a timer kept on the pooled upstream connection and moved by
+/// each request on it: one that passed while the connection waited in the pool does not
+/// end the next request, which still ends at its own deadline.
+#[tokio::test(start_paused = true)]
+async fn a_pooled_connection_times_each_request_from_its_own_start() {
+    let up = Upstream::start(UpstreamOptions::default(), |req| async move {
+        let wait = req
+            .headers()
+            .get("x-wait-ms")
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        http::Response::new(full("ok"))
+    })
+    .await;
+    let gw = TestGateway::start(&config(
+        up.addr,
+        "[routes.timeouts]\nupstream_response = \"1s\"",
+        "",
+    ))
+    .await;
+    let client = reqwest::Client::new();
+    let get = |wait: u64| {
+        client
+            .get(gw.url("web", "/"))
+            .header("x-wait-ms", wait.to_string())
+            .send()
+    };
+    assert_eq!(get(0).await.unwrap().status(), 200);
+    // The first request's deadline passes while its connection is pooled.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(get(800).await.unwrap().status(), 200);
+    let start = Instant::now();
+    let resp = get(5000).await.unwrap();
+    let t = since(start);
+    expect_error(resp, 504, "upstream_timeout").await;
+    assert!(
+        t >= Duration::from_secs(1) && t < Duration::from_millis(1100),
+        "{t:?}"
+    );
+    assert_eq!(up.count(), 3);
+    assert_eq!(
+        up.connections(),
+        1,
+        "the three went on one pooled connection"
     );
 }
 

@@ -350,7 +350,7 @@ impl Prepared {
 }
 
 async fn exchange(
-    wire: Box<Wire>,
+    mut wire: Box<Wire>,
     p: Prepared,
     endpoint: Arc<Endpoint>,
     until: Option<Instant>,
@@ -361,7 +361,6 @@ async fn exchange(
         head_request,
         close,
     } = p;
-    let mut wire = wire;
     if let Some(t) = until {
         wire.arm(t);
     }
