@@ -6,6 +6,7 @@
 mod big_body;
 mod common;
 mod grpc;
+mod h2_quiet;
 mod matrix;
 mod reload_torture;
 mod routing;
