@@ -3,9 +3,7 @@
 //! the response, and while its body streams).
 
 use crate::*;
-use gatehouse_test_support::{
-    channel_body, full, Conn, Proto, TestGateway, Upstream, UpstreamOptions,
-};
+use gatehouse_test_support::{channel_body, Conn, Proto, TestGateway, Upstream, UpstreamOptions};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -277,7 +275,7 @@ async fn a_pooled_connection_times_each_request_from_its_own_start() {
             .and_then(|v| v.to_str().ok()?.parse().ok())
             .unwrap_or(0);
         tokio::time::sleep(Duration::from_millis(wait)).await;
-        http::Response::new(full("ok"))
+        ok("ok")
     })
     .await;
     let gw = TestGateway::start(&config(
