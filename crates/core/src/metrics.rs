@@ -2,6 +2,7 @@
 //! passed in (no global statics). Request-path handles (per route, per listener) are
 //! created at compile time so a request only touches atomics.
 
+use crate::http::conn_count::Closed;
 use crate::upstream::UpstreamGroup;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -27,6 +28,14 @@ pub struct UpstreamLabels {
 pub struct BreakerLabels {
     pub upstream: String,
     pub state: &'static str,
+}
+
+/// Upstream connections closed, by endpoint and why (`http::conn_count::Closed`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClosedLabels {
+    pub upstream: String,
+    pub endpoint: String,
+    pub reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -281,6 +290,8 @@ fn upstream_registry<'a>(groups: impl Iterator<Item = &'a UpstreamGroup>) -> Reg
     let (requests, failures, transitions, ejections) = (counter(), counter(), counter(), counter());
     let healthy = Family::<EndpointLabels, Gauge>::default();
     let in_flight = Family::<EndpointLabels, Gauge>::default();
+    let (open, opened) = (Family::<EndpointLabels, Gauge>::default(), counter());
+    let closed = Family::<ClosedLabels, Counter>::default();
     let retries = Family::<UpstreamLabels, Counter>::default();
     let breaker = Family::<BreakerLabels, Gauge>::default();
     for g in groups {
@@ -301,6 +312,17 @@ fn upstream_registry<'a>(groups: impl Iterator<Item = &'a UpstreamGroup>) -> Reg
             in_flight
                 .get_or_create(&l)
                 .set(e.in_flight.load(Relaxed) as i64);
+            let count = e.pool.count();
+            open.get_or_create(&l).set(count.open() as i64);
+            opened.get_or_create(&l).inc_by(count.opened());
+            for why in Closed::ALL {
+                let c = ClosedLabels {
+                    upstream: l.upstream.clone(),
+                    endpoint: l.endpoint.clone(),
+                    reason: why.label(),
+                };
+                closed.get_or_create(&c).inc_by(count.closed(why));
+            }
         }
         let u = UpstreamLabels {
             upstream: g.name.to_string(),
@@ -331,6 +353,21 @@ fn upstream_registry<'a>(groups: impl Iterator<Item = &'a UpstreamGroup>) -> Reg
     r.register("ejections", "Outlier ejections by endpoint", ejections);
     r.register("healthy", "1 when the endpoint takes new requests", healthy);
     r.register("in_flight", "Requests in flight by endpoint", in_flight);
+    r.register(
+        "connections",
+        "Connections open to each endpoint, idle or busy",
+        open,
+    );
+    r.register(
+        "connections_opened",
+        "Connections opened to each endpoint",
+        opened,
+    );
+    r.register(
+        "connections_closed",
+        "Connections closed, by endpoint and why",
+        closed,
+    );
     r.register(
         "retries",
         "Retries granted by the retry budget, by upstream",

@@ -5,6 +5,7 @@
 
 use super::{json_reply, Reply};
 use crate::gateway::Gateway;
+use crate::http::conn_count::{Closed, ConnCount};
 use crate::upstream::{Endpoint, UpstreamGroup};
 use http::StatusCode;
 use serde_json::{json, Value};
@@ -65,7 +66,18 @@ fn endpoint(e: &Endpoint, slow_start: std::time::Duration) -> Value {
         "failures": e.failures.load(Relaxed),
         "open_connections": e.pool.open(),
         "idle_connections": e.pool.idle(),
+        "opened_connections": e.pool.count().opened(),
+        "closed_connections": closed_connections(e.pool.count()),
     })
+}
+
+/// Connections closed, by why (read after `idle`, whose sweep closes some).
+fn closed_connections(count: &ConnCount) -> Value {
+    Closed::ALL
+        .iter()
+        .map(|why| (why.label().to_string(), json!(count.closed(*why))))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }
 
 /// `POST /upstreams/{name}/endpoints/{address}/{drain|undrain}`; `None` when `path`

@@ -8,7 +8,8 @@
 
 use crate::body::{Hyper, UpstreamBody};
 use crate::error::{ErrorKind, ProxyError};
-use crate::http::h1::conn::{self, H1Body, Io, NoResponse, OpenGuard, Wire};
+use crate::http::conn_count::{Closed, ConnCount, OpenGuard};
+use crate::http::h1::conn::{self, H1Body, Io, NoResponse, Wire};
 use crate::upstream::Endpoint;
 use gatehouse_config::spec::{PoolSpec, UpstreamProtocol};
 use hyper::client::conn::http2;
@@ -16,7 +17,6 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls_pki_types::ServerName;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -44,8 +44,8 @@ pub struct Pool {
     spec: PoolSpec,
     idle: Mutex<Vec<Idle>>,
     h2: Mutex<Option<http2::SendRequest<UpstreamBody>>>,
-    /// Open connections, idle or busy.
-    open: Arc<AtomicUsize>,
+    /// Connections open, opened and closed (see `conn_count`).
+    count: Arc<ConnCount>,
 }
 
 struct Idle {
@@ -70,13 +70,18 @@ impl Pool {
             spec,
             idle: Mutex::new(Vec::new()),
             h2: Mutex::new(None),
-            open: Arc::new(AtomicUsize::new(0)),
+            count: Arc::default(),
         }
     }
 
     /// Open connections to this endpoint.
     pub fn open(&self) -> usize {
-        self.open.load(Ordering::Relaxed)
+        self.count.open()
+    }
+
+    /// Connections opened and closed, by why.
+    pub fn count(&self) -> &ConnCount {
+        &self.count
     }
 
     /// Idle HTTP/1.1 connections still usable (those the upstream closed are let go).
@@ -92,36 +97,42 @@ impl Pool {
         let mut idle = self.idle.lock().ok()?;
         while let Some(mut c) = idle.pop() {
             let idle_for = c.since.elapsed();
-            if idle_for < self.spec.idle_timeout && !c.wire.is_stale() {
-                return Some((c.wire, idle_for));
+            if c.unusable(idle_for, self.spec.idle_timeout) {
+                continue;
             }
+            return Some((c.wire, idle_for));
         }
         None
     }
 
     /// Takes back a connection whose exchange ended exactly.
-    pub(crate) fn put(&self, wire: Box<Wire>) {
+    pub(crate) fn put(&self, mut wire: Box<Wire>) {
         if let Ok(mut idle) = self.idle.lock() {
             if idle.len() < self.spec.max_idle_per_endpoint {
                 idle.push(Idle {
                     wire,
                     since: Instant::now(),
                 });
+                return;
             }
         }
+        wire.close_as(Closed::PoolFull);
     }
 
     /// Closes idle connections past their idle timeout or closed by the upstream.
     pub fn sweep(&self) {
         if let Ok(mut idle) = self.idle.lock() {
             let max = self.spec.idle_timeout;
-            idle.retain_mut(|c| c.since.elapsed() < max && !c.wire.is_stale());
+            idle.retain_mut(|c| !c.unusable(c.since.elapsed(), max));
         }
     }
 
     /// Closes every idle connection (a drained endpoint).
     pub fn close_idle(&self) {
         if let Ok(mut idle) = self.idle.lock() {
+            for c in idle.iter_mut() {
+                c.wire.close_as(Closed::Drained);
+            }
             idle.clear();
         }
         if let Ok(mut h2) = self.h2.lock() {
@@ -141,6 +152,25 @@ impl Pool {
     fn at_capacity(&self) -> bool {
         let max = self.spec.max_connections_per_endpoint;
         max != 0 && self.open() >= max
+    }
+}
+
+// === impl Idle ===
+
+impl Idle {
+    /// Whether a pooled connection, idle for `idle_for`, can no longer carry a request:
+    /// idle past `max`, or closed by the upstream. It is marked with why, to be counted
+    /// when dropped.
+    fn unusable(&mut self, idle_for: Duration, max: Duration) -> bool {
+        let why = if idle_for >= max {
+            Closed::IdleTimeout
+        } else if self.wire.is_stale() {
+            Closed::UpstreamClosed
+        } else {
+            return false;
+        };
+        self.wire.close_as(why);
+        true
     }
 }
 
@@ -304,7 +334,7 @@ impl Connector {
 
     async fn connect_h1(&self, ep: &Arc<Endpoint>) -> Result<Box<Wire>, ProxyError> {
         let io = self.connect_io(ep).await?;
-        Ok(Wire::new(io, ep.pool.open.clone()))
+        Ok(Wire::new(io, ep.pool.count.clone()))
     }
 
     async fn connect_h2(
@@ -312,7 +342,7 @@ impl Connector {
         ep: &Arc<Endpoint>,
     ) -> Result<http2::SendRequest<UpstreamBody>, ProxyError> {
         let io = self.connect_io(ep).await?;
-        handshake_h2(TokioIo::new(io), ep.pool.open.clone()).await
+        handshake_h2(TokioIo::new(io), ep.pool.count.clone()).await
     }
 
     /// TCP connect (and TLS handshake) within the connect timeout.
@@ -377,7 +407,7 @@ pub(crate) async fn resolve(ep: &Endpoint) -> Result<SocketAddr, ProxyError> {
 
 async fn handshake_h2<I>(
     io: I,
-    open: Arc<AtomicUsize>,
+    count: Arc<ConnCount>,
 ) -> Result<http2::SendRequest<UpstreamBody>, ProxyError>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
@@ -392,7 +422,7 @@ where
                 .with_source(e)
                 .retryable()
         })?;
-    let guard = OpenGuard::new(open);
+    let guard = OpenGuard::new(count, Closed::Http2Ended);
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "upstream HTTP/2 connection ended with an error");

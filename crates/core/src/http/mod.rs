@@ -1,10 +1,11 @@
 //! HTTP glue on both sides of the proxy: the server side ([`server`]), upstream
-//! connections and their pools ([`client`]), the edge's request rules ([`edge`]),
-//! proxy header rules ([`headers`]), idle HTTP/1 connections ([`park`]), and what an upstream response must be to pass
-//! ([`response_rules`]).
+//! connections, their pools ([`client`]) and their counts ([`conn_count`]), the edge's
+//! request rules ([`edge`]), proxy header rules ([`headers`]), idle HTTP/1 connections
+//! ([`park`]), and what an upstream response must be to pass ([`response_rules`]).
 
 pub mod bare_reply;
 pub mod client;
+pub mod conn_count;
 pub mod conn_state;
 pub mod date;
 pub mod edge;

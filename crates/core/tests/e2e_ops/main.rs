@@ -14,6 +14,7 @@ mod admin;
 mod auth;
 mod auth_services;
 mod balancing;
+mod conn_counts;
 mod cors;
 mod discovery;
 mod draining;

@@ -1,5 +1,6 @@
 //! The upstream side's idle timeout: a pooled connection unused for `pool.idle_timeout`
-//! is closed (paused clock), and a later request opens a new one.
+//! is closed (paused clock), counted as closed for it, and a later request opens a new
+//! one.
 
 use crate::*;
 use gatehouse_test_support::{TestGateway, Upstream};
@@ -41,6 +42,10 @@ async fn idle_pooled_connections_close_after_the_idle_timeout() {
     // ...closed by the pool sweep once it has passed.
     tokio::time::advance(Duration::from_secs(20)).await;
     wait_open(&gw, 0, "the idle connection to close").await;
+    assert_eq!(
+        crate::conn_counts::counts(&gw, "idle_timeout").await,
+        (1, 1)
+    );
     get_ok(&c, &gw).await;
     wait_open(&gw, 1, "a new pooled connection").await;
 }

@@ -8,6 +8,7 @@ use super::decode::{self, Decoder, Malformed, Step};
 use super::encode::{self, BodyLength, Encoding};
 use crate::body::{BodyError, BodyTooLarge, UpstreamBody};
 use crate::error::{ErrorKind, ProxyError};
+use crate::http::conn_count::{Closed, ConnCount, OpenGuard};
 use crate::upstream::Endpoint;
 use bytes::{Buf, Bytes, BytesMut};
 use http::{Method, Request, Response};
@@ -15,7 +16,6 @@ use http_body::{Body, Frame, SizeHint};
 use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll, Waker};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -38,9 +38,6 @@ pub enum Io {
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
-/// Counts a connection as open for as long as it lives.
-pub struct OpenGuard(Arc<AtomicUsize>);
-
 /// An upstream HTTP/1.1 connection between requests (in the pool) or during one.
 pub struct Wire {
     io: Io,
@@ -54,7 +51,7 @@ pub struct Wire {
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The room the next read asks for (see [`MIN_READ`]).
     read_size: u32,
-    _open: OpenGuard,
+    counted: OpenGuard,
 }
 
 /// No response head came before the deadline (see `exchange::try_deadline`).
@@ -164,32 +161,24 @@ impl AsyncWrite for Io {
     }
 }
 
-// === impl OpenGuard ===
-
-impl OpenGuard {
-    pub fn new(c: Arc<AtomicUsize>) -> Self {
-        c.fetch_add(1, Ordering::Relaxed);
-        OpenGuard(c)
-    }
-}
-
-impl Drop for OpenGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 // === impl Wire ===
 
 impl Wire {
-    pub fn new(io: Io, open: Arc<AtomicUsize>) -> Box<Wire> {
+    /// A connection just opened. Unless told another reason ([`Wire::close_as`]), it
+    /// is counted as closed because its exchange did not end exactly.
+    pub fn new(io: Io, count: Arc<ConnCount>) -> Box<Wire> {
         Box::new(Wire {
             io,
             buf: BytesMut::new(),
             timer: None,
             read_size: MIN_READ,
-            _open: OpenGuard::new(open),
+            counted: OpenGuard::new(count, Closed::Unfinished),
         })
+    }
+
+    /// The reason the connection is counted under when it is dropped.
+    pub fn close_as(&mut self, why: Closed) {
+        self.counted.close_as(why);
     }
 
     /// Whether a pooled connection can no longer carry a request: the upstream closed
@@ -482,6 +471,7 @@ async fn finish(mut wire: Box<Wire>, head_request: bool, endpoint: Arc<Endpoint>
         return;
     };
     if !head.keep_alive {
+        wire.close_as(Closed::NotReusable);
         return;
     }
     let (mut decoder, mut read, mut eof) = (Decoder::new(head.framing), 0u64, false);
@@ -652,6 +642,7 @@ impl H1Body {
     pub fn into_wire(mut self) -> Option<Box<Wire>> {
         let mut wire = self.wire.take()?;
         wire.timer = None;
+        wire.close_as(Closed::Upgraded);
         // A tunnel reads through the copy's scratch buffer: the read buffer (16 KiB
         // reserved, a page of it written by the head) keeps only bytes read past the 101.
         wire.buf = BytesMut::from(&wire.buf[..]);
@@ -661,9 +652,16 @@ impl H1Body {
     /// Puts the connection back in its pool if the response was read exactly to its end,
     /// the request went out whole and nothing follows in the buffer; otherwise closes it.
     pub fn release(&mut self) {
-        let Some(wire) = self.wire.take() else { return };
-        if self.decoder.is_done() && self.reusable && self.sender.is_none() && wire.buf.is_empty() {
+        let Some(mut wire) = self.wire.take() else {
+            return;
+        };
+        if !(self.decoder.is_done() && self.sender.is_none() && wire.buf.is_empty()) {
+            return;
+        }
+        if self.reusable {
             self.endpoint.pool.put(wire);
+        } else {
+            wire.close_as(Closed::NotReusable);
         }
     }
 
