@@ -10,7 +10,7 @@ use gatehouse_test_support::upstream::UpstreamOptions;
 use gatehouse_test_support::{TestGateway, Upstream};
 
 /// The admin API's view of the only endpoint of `backend`.
-async fn endpoint_view(gw: &TestGateway) -> serde_json::Value {
+pub async fn endpoint_view(gw: &TestGateway) -> serde_json::Value {
     let v = json(fresh_client().get(gw.admin_url("/upstreams"))).await;
     v["upstreams"][0]["endpoints"][0].clone()
 }
@@ -141,13 +141,7 @@ async fn a_client_leaving_mid_body_leaves_its_connection_counted_unfinished() {
     s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
         .await
         .unwrap();
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !String::from_utf8_lossy(&seen).contains("part") {
-        let n = s.read(&mut buf).await.unwrap();
-        assert!(n > 0, "closed before the body's first bytes");
-        seen.extend_from_slice(&buf[..n]);
-    }
+    read_until(&mut s, &mut Vec::new(), b"part").await;
     drop(s);
     one_closed_for(&gw, "unfinished", 1).await;
 }

@@ -200,6 +200,20 @@ pub fn stalling_body(first: &'static str) -> TestBody {
     BodyExt::boxed(http_body_util::StreamBody::new(s))
 }
 
+/// Reads from `s` until `want` has arrived (after what `seen` already holds), within
+/// 10 s.
+pub async fn read_until(s: &mut TcpStream, seen: &mut Vec<u8>, want: &[u8]) {
+    let mut b = [0u8; 4096];
+    while !seen.windows(want.len()).any(|w| w == want) {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut b))
+            .await
+            .unwrap_or_else(|_| panic!("{:?} did not come", String::from_utf8_lossy(want)))
+            .unwrap();
+        assert_ne!(n, 0, "closed before {:?}", String::from_utf8_lossy(want));
+        seen.extend_from_slice(&b[..n]);
+    }
+}
+
 /// A 200 response with `body`.
 pub fn ok(body: &'static str) -> http::Response<TestBody> {
     http::Response::new(full(body))

@@ -2,17 +2,12 @@
 //! is closed (paused clock), counted as closed for it, and a later request opens a new
 //! one.
 
+use crate::conn_counts::{counts, endpoint_view};
 use crate::*;
 use gatehouse_test_support::{TestGateway, Upstream};
 
 async fn open_connections(gw: &TestGateway) -> u64 {
-    let v: serde_json::Value = reqwest::get(gw.admin_url("/upstreams"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["upstreams"][0]["endpoints"][0]["open_connections"]
+    endpoint_view(gw).await["open_connections"]
         .as_u64()
         .unwrap()
 }
@@ -42,10 +37,7 @@ async fn idle_pooled_connections_close_after_the_idle_timeout() {
     // ...closed by the pool sweep once it has passed.
     tokio::time::advance(Duration::from_secs(20)).await;
     wait_open(&gw, 0, "the idle connection to close").await;
-    assert_eq!(
-        crate::conn_counts::counts(&gw, "idle_timeout").await,
-        (1, 1)
-    );
+    assert_eq!(counts(&gw, "idle_timeout").await, (1, 1));
     get_ok(&c, &gw).await;
     wait_open(&gw, 1, "a new pooled connection").await;
 }

@@ -58,19 +58,6 @@ async fn echo_upstream() -> Upstream {
     .await
 }
 
-/// Reads from `s` until `want` has arrived (after what `seen` already holds).
-async fn read_until(s: &mut TcpStream, seen: &mut Vec<u8>, want: &[u8]) {
-    let mut b = [0u8; 4096];
-    while !seen.windows(want.len()).any(|w| w == want) {
-        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut b))
-            .await
-            .expect("the echo did not come back while the upload was open")
-            .unwrap();
-        assert_ne!(n, 0, "closed before {:?}", String::from_utf8_lossy(want));
-        seen.extend_from_slice(&b[..n]);
-    }
-}
-
 #[tokio::test]
 async fn an_upload_and_its_echo_flow_at_once() {
     let up = echo_upstream().await;
