@@ -89,6 +89,9 @@ pub struct ListenerConf {
     pub sni: Option<Vec<SniConf>>,
     /// Read a PROXY protocol (v1 or v2) header from trusted peers.
     pub proxy_protocol: Option<bool>,
+    /// HTTP listeners: have the kernel hand a connection over only once its first bytes
+    /// came (`TCP_DEFER_ACCEPT`). On by default.
+    pub defer_accept: Option<bool>,
     /// Client networks let in (all when absent) and kept out, checked on every request.
     pub ip_allow: Option<Vec<String>>,
     pub ip_deny: Option<Vec<String>>,

@@ -112,6 +112,9 @@ pub struct ListenerSpec {
     /// Read a PROXY protocol header from peers in `global.trusted_proxies` (required
     /// from them, refused from anyone else).
     pub proxy_protocol: bool,
+    /// The kernel hands a connection over only once its first bytes came
+    /// (`TCP_DEFER_ACCEPT`): HTTP listeners, unless turned off; never layer-4 ones.
+    pub defer_accept: bool,
     /// Checked on every request, on the client address after trusted forwarding.
     pub ip_rules: IpRulesSpec,
 }

@@ -173,6 +173,12 @@ pub fn no_http_keys(l: &ListenerConf, path: &str, kind: &ListenerKind, errs: &mu
             format!("a {word} listener does not speak HTTP; remove limits"),
         );
     }
+    if l.defer_accept.is_some() {
+        errs.push(
+            format!("{path}.defer_accept"),
+            format!("a {word} listener accepts at once (its server may speak first); remove defer_accept"),
+        );
+    }
     if kind.is_udp() {
         if l.proxy_protocol == Some(true) {
             errs.push(

@@ -133,6 +133,7 @@ fn listener(
     if limits.max_headers == 0 {
         errs.push(format!("{path}.limits.max_headers"), "must be at least 1");
     }
+    let defer_accept = kind.is_http() && l.defer_accept.unwrap_or(true);
     Some(ListenerSpec {
         name: l.name.clone(),
         addr: addr?,
@@ -153,6 +154,7 @@ fn listener(
             .unwrap_or(DEFAULT_TLS_HANDSHAKE_TIMEOUT),
         limits,
         proxy_protocol: l.proxy_protocol.unwrap_or(false),
+        defer_accept,
         ip_rules: super::auth::ip_rules(l.ip_allow.as_ref(), l.ip_deny.as_ref(), path, errs),
     })
 }

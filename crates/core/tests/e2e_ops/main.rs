@@ -16,6 +16,7 @@ mod auth_services;
 mod balancing;
 mod conn_counts;
 mod cors;
+mod defer_accept;
 mod discovery;
 mod draining;
 mod failures;

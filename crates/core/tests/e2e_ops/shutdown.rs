@@ -73,7 +73,8 @@ async fn shutdown_reports_a_drain_that_ran_out_of_time() {
 #[tokio::test]
 async fn a_new_connection_gets_its_first_request_served_during_a_drain() {
     use tokio::io::AsyncWriteExt;
-    let gw = TestGateway::start(&local_gateway("")).await;
+    // Accepted while silent: deferred accept would leave it to the kernel.
+    let gw = TestGateway::start(&local_gateway("defer_accept = false")).await;
     let addr = gw.addr("web");
     let mut idle = TcpStream::connect(addr).await.unwrap();
     idle.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")

@@ -356,10 +356,12 @@ async fn request_timeout_cuts_a_stalled_response_body() {
 
 /// A new connection that sends nothing at all is idle: it is closed at the idle timeout
 /// (the protocol is not known before its first bytes, so no header deadline runs yet).
+/// Deferred accept is off: with it the kernel would hold the connection a second of
+/// real time first (see `defer_accept.rs`).
 #[tokio::test(start_paused = true)]
 async fn silent_new_connection_is_closed_at_idle() {
-    let gw = TestGateway::start(&gateway_with_listener(
-        "idle = \"8s\"\nheader_read = \"2s\"",
+    let gw = TestGateway::start(&local_gateway(
+        "defer_accept = false\n[listeners.timeouts]\nidle = \"8s\"\nheader_read = \"2s\"",
     ))
     .await;
     let mut s = TcpStream::connect(gw.addr("web")).await.unwrap();

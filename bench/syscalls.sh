@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Syscalls a request, by kind: Gatehouse (the binary given) or NGINX (`nginx`, the
+# bench harness's own config) pinned to CPU 0 in front of the two bench backends, 64
+# wrk connections for 3 s after a 1 s warm-up, plain HTTP/1.1, a connection per request
+# (`close`, close-1k's shape) or kept alive (`keepalive`, h1-1k's). The counts are the
+# kernel's syscall tracepoints on the proxy's processes (`perf stat`), divided by the
+# requests wrk completed; only the kinds a proxy makes are printed.
+#
+#   bench/syscalls.sh target/release/gatehouse close
+#   bench/syscalls.sh nginx close
+#
+# Needs perf (linux-perf), wrk, nginx and cargo for the bench backend.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+source "$here/lib.sh"
+who=$1
+mode=${2:-close}
+bench_dir="$here/../../shared/bench"
+(cd "$bench_dir/backend" && cargo build --release -q)
+backend="$bench_dir/backend/target/release/bench-backend"
+
+b1=$(free_port) b2=$(free_port) listen=$(free_port)
+for p in "$b1" "$b2"; do
+  taskset -c 1 "$backend" --host 127.0.0.1 --port "$p" --body 1k --id "b$p" >/dev/null 2>&1 &
+  pids+=($!)
+done
+if [ "$who" = nginx ]; then
+  sed -e "s#@LISTEN@#127.0.0.1:$listen#" -e "s#@B1@#127.0.0.1:$b1#" -e "s#@B2@#127.0.0.1:$b2#" \
+    -e "s#@RUN@#$run#g" -e 's/\[\[tls: [^]]*\]\]//' -e 's/\[\[plain: \([^]]*\)\]\]/\1/' \
+    "$bench_dir/configs/nginx.conf" > "$run/nginx.conf"
+  taskset -c 0 nginx -e stderr -p "$run" -c "$run/nginx.conf" >"$run/proxy.log" 2>&1 &
+  pids+=($!)
+else
+  sed -e "s/@LISTEN@/127.0.0.1:$listen/" -e "s/@B1@/127.0.0.1:$b1/" -e "s/@B2@/127.0.0.1:$b2/" \
+    -e '/\[\[tls:/d' "$here/gatehouse.toml" > "$run/gatehouse.toml"
+  taskset -c 0 "$(realpath "$who")" run --config "$run/gatehouse.toml" >"$run/proxy.log" 2>&1 &
+  pids+=($!)
+fi
+proxy=$!
+for _ in $(seq 100); do
+  curl -sf -o /dev/null "http://127.0.0.1:$listen/" && break
+  sleep 0.1
+done
+# NGINX serves from its worker; Gatehouse from the process started.
+procs=$proxy
+[ "$who" = nginx ] && procs=$(pgrep -P "$proxy" | paste -sd,)
+hdr=()
+[ "$mode" = close ] && hdr=(-H "Connection: close")
+url="http://127.0.0.1:$listen/"
+taskset -c 1 wrk -t1 -c64 -d1s "${hdr[@]}" "$url" >/dev/null
+events=""
+for s in read write readv writev recvfrom sendto recvmsg sendmsg epoll_wait epoll_ctl \
+  accept4 close shutdown getsockopt setsockopt futex; do
+  events+="syscalls:sys_enter_$s,"
+done
+perf stat -x, -o "$run/perf.txt" -e "${events%,}" -p "$procs" -- sleep 3.2 &
+stat=$!
+out=$(taskset -c 1 wrk -t1 -c64 -d3s "${hdr[@]}" "$url")
+wait "$stat"
+n=$(echo "$out" | awk '/requests in/ {print $1}')
+echo "$who, $mode: $n requests"
+awk -F, -v n="$n" '$1 + 0 > 0 {
+  k = $3; sub(/.*sys_enter_/, "", k); printf "  %-11s %6.3f\n", k, $1 / n; t += $1
+} END { printf "  %-11s %6.2f\n", "all", t / n }' "$run/perf.txt"
