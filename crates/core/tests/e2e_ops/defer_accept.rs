@@ -1,7 +1,8 @@
-//! Deferred accept on client-first listeners (`TCP_DEFER_ACCEPT`, see
-//! `listener::defer_accept`): the kernel hands a connection over only once its first
-//! bytes came. Raw TCP listeners, where the server may speak first, are shown to accept
-//! at once by `e2e_l4`'s `echo_through_the_proxy` (its upstream greets first).
+//! Deferred accept on HTTP listeners (`TCP_DEFER_ACCEPT`, see `listener::defer_accept`):
+//! the kernel hands a connection over only once its first bytes came. Raw TCP
+//! listeners, where the server may speak first, are shown to accept at once by
+//! `e2e_l4`'s `echo_through_the_proxy` (its upstream greets first); the listener key
+//! that turns it off, by the unit test beside `listener::defer_accept`.
 
 use crate::*;
 use gatehouse_test_support::raw::read_response;
