@@ -12,9 +12,6 @@ here=$(cd "$(dirname "$0")" && pwd)
 source "$here/lib.sh"
 bin=$(realpath "$1")
 rate=${2:-20000} seconds=${3:-5} rounds=${4:-5}
-backend_dir="$here/../../shared/bench/backend"
-(cd "$backend_dir" && cargo build --release -q)
-backend="$backend_dir/target/release/bench-backend"
 
 # An RS256 token, signed with openssl: header.claims, base64url, then the signature.
 openssl genrsa -out "$run/key.pem" 2048 2>/dev/null
@@ -26,11 +23,8 @@ body=$(printf '{"iss":"https://idp.bench","aud":"bench","sub":"bench","exp":%d}'
 sig=$(printf '%s.%s' "$head" "$body" | openssl dgst -sha256 -sign "$run/key.pem" | b64url)
 token="$head.$body.$sig"
 
-b1=$(free_port) b2=$(free_port) listen=$(free_port)
-for p in "$b1" "$b2"; do
-  taskset -c 1 "$backend" --host 127.0.0.1 --port "$p" --body 1k --id "b$p" >/dev/null 2>&1 &
-  pids+=($!)
-done
+start_backends
+listen=$(free_port)
 sed -e "s/@LISTEN@/127.0.0.1:$listen/" -e "s/@B1@/127.0.0.1:$b1/" -e "s/@B2@/127.0.0.1:$b2/" \
   -e "s#@PEM@#$run/pub.pem#" "$here/gatehouse-auth.toml" > "$run/gatehouse.toml"
 taskset -c 0 "$bin" run --config "$run/gatehouse.toml" >"$run/gw.log" 2>&1 &

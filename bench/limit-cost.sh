@@ -14,15 +14,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 source "$here/lib.sh"
 bin=$(realpath "$1")
 rate=${2:-20000} seconds=${3:-5} rounds=${4:-5}
-backend_dir="$here/../../shared/bench/backend"
-(cd "$backend_dir" && cargo build --release -q)
-backend="$backend_dir/target/release/bench-backend"
-
-b1=$(free_port) b2=$(free_port) listen=$(free_port) rport=$(free_port)
-for p in "$b1" "$b2"; do
-  taskset -c 1 "$backend" --host 127.0.0.1 --port "$p" --body 1k --id "b$p" >/dev/null 2>&1 &
-  pids+=($!)
-done
+start_backends
+listen=$(free_port) rport=$(free_port)
 taskset -c 1 redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no \
   --logfile "$run/redis.log" &
 redis=$!

@@ -13,15 +13,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 source "$here/lib.sh"
 bin=$(realpath "$1")
 rate=${2:-10000} seconds=${3:-5} rounds=${4:-5}
-backend_dir="$here/../../shared/bench/backend"
-(cd "$backend_dir" && cargo build --release -q)
-backend="$backend_dir/target/release/bench-backend"
-
-b1=$(free_port) b2=$(free_port) listen=$(free_port)
-for p in "$b1" "$b2"; do
-  taskset -c 1 "$backend" --host 127.0.0.1 --port "$p" --body 1k --id "b$p" >/dev/null 2>&1 &
-  pids+=($!)
-done
+start_backends
+listen=$(free_port)
 sed -e "s/@LISTEN@/127.0.0.1:$listen/" -e "s/@B1@/127.0.0.1:$b1/" -e "s/@B2@/127.0.0.1:$b2/" \
   "$here/gatehouse-mediation.toml" > "$run/gatehouse.toml"
 taskset -c 0 "$bin" run --config "$run/gatehouse.toml" >"$run/gw.log" 2>&1 &

@@ -19,22 +19,12 @@ here=$(cd "$(dirname "$0")" && pwd)
 source "$here/lib.sh"
 who=$1
 rps=${RPS:-469}
-bench_dir="$here/../../shared/bench"
-(cd "$bench_dir/backend" && cargo build --release -q)
-backend="$bench_dir/backend/target/release/bench-backend"
-
-b1=$(free_port) b2=$(free_port) listen=$(free_port)
-for p in "$b1" "$b2"; do
-  taskset -c 1 "$backend" --host 127.0.0.1 --port "$p" --body 1k --id "b$p" >/dev/null 2>&1 &
-  pids+=($!)
-done
+start_backends
+listen=$(free_port)
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
   -subj /CN=127.0.0.1 -keyout "$run/key.pem" -out "$run/cert.pem" 2>/dev/null
 if [ "$who" = nginx ]; then
-  sed -e "s#@LISTEN@#127.0.0.1:$listen#" -e "s#@B1@#127.0.0.1:$b1#" -e "s#@B2@#127.0.0.1:$b2#" \
-    -e "s#@RUN@#$run#g" -e "s#@CERT@#$run/cert.pem#" -e "s#@KEY@#$run/key.pem#" \
-    -e 's/\[\[plain: [^]]*\]\]//' -e 's/\[\[tls: \([^]]*\)\]\]/\1/' \
-    "$bench_dir/configs/nginx.conf" > "$run/nginx.conf"
+  nginx_conf tls
   taskset -c 0 nginx -e stderr -p "$run" -c "$run/nginx.conf" >"$run/proxy.log" 2>&1 &
 else
   sed -e "s/@LISTEN@/127.0.0.1:$listen/" -e "s/@B1@/127.0.0.1:$b1/" -e "s/@B2@/127.0.0.1:$b2/" \
@@ -44,10 +34,7 @@ else
 fi
 pids+=($!)
 url="https://127.0.0.1:$listen/"
-for _ in $(seq 100); do
-  curl -skf -o /dev/null "$url" && break
-  sleep 0.1
-done
+wait_ready -k "$url"
 load=(taskset -c 1 h2load -t1 -c64 -m1 --h1 --rps "$rps" --tls13-ciphers TLS_AES_128_GCM_SHA256)
 "${load[@]}" -D 2 "$url" >/dev/null
 "${load[@]}" -D 4 --log-file "$run/requests.log" "$url" | grep -E "^requests:"

@@ -15,19 +15,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 source "$here/lib.sh"
 who=$1
 mode=${2:-close}
-bench_dir="$here/../../shared/bench"
-(cd "$bench_dir/backend" && cargo build --release -q)
-backend="$bench_dir/backend/target/release/bench-backend"
-
-b1=$(free_port) b2=$(free_port) listen=$(free_port)
-for p in "$b1" "$b2"; do
-  taskset -c 1 "$backend" --host 127.0.0.1 --port "$p" --body 1k --id "b$p" >/dev/null 2>&1 &
-  pids+=($!)
-done
+start_backends
+listen=$(free_port)
 if [ "$who" = nginx ]; then
-  sed -e "s#@LISTEN@#127.0.0.1:$listen#" -e "s#@B1@#127.0.0.1:$b1#" -e "s#@B2@#127.0.0.1:$b2#" \
-    -e "s#@RUN@#$run#g" -e 's/\[\[tls: [^]]*\]\]//' -e 's/\[\[plain: \([^]]*\)\]\]/\1/' \
-    "$bench_dir/configs/nginx.conf" > "$run/nginx.conf"
+  nginx_conf plain
   taskset -c 0 nginx -e stderr -p "$run" -c "$run/nginx.conf" >"$run/proxy.log" 2>&1 &
   pids+=($!)
 else
@@ -37,10 +28,7 @@ else
   pids+=($!)
 fi
 proxy=$!
-for _ in $(seq 100); do
-  curl -sf -o /dev/null "http://127.0.0.1:$listen/" && break
-  sleep 0.1
-done
+wait_ready "http://127.0.0.1:$listen/"
 # NGINX serves from its worker; Gatehouse from the process started.
 procs=$proxy
 [ "$who" = nginx ] && procs=$(pgrep -P "$proxy" | paste -sd,)

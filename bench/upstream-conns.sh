@@ -15,15 +15,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/lib.sh"
 bin=$(realpath "$1")
-backend_dir="$here/../../shared/bench/backend"
-(cd "$backend_dir" && cargo build --release -q)
-backend="$backend_dir/target/release/bench-backend"
-
-b1=$(free_port) b2=$(free_port) listen=$(free_port) admin=$(free_port)
-for p in "$b1" "$b2"; do
-  taskset -c 1 "$backend" --host 127.0.0.1 --port "$p" --body 1k --id "b$p" >/dev/null 2>&1 &
-  pids+=($!)
-done
+start_backends
+listen=$(free_port) admin=$(free_port)
 sed -e "s/@LISTEN@/127.0.0.1:$listen/" -e "s/@B1@/127.0.0.1:$b1/" -e "s/@B2@/127.0.0.1:$b2/" \
   -e '/\[\[tls:/d' "$here/gatehouse.toml" > "$run/gatehouse.toml"
 printf '\n[admin]\nlisten = "127.0.0.1:%s"\n' "$admin" >> "$run/gatehouse.toml"
