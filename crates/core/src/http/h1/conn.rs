@@ -43,6 +43,8 @@ pub struct Wire {
     io: Io,
     /// Bytes read and not yet used; empty whenever the connection is in the pool.
     buf: BytesMut,
+    /// The field names of the last response, found again in the next one.
+    names: decode::Names,
     /// The response deadline of the request on the connection, kept from one request
     /// to the next: moving a registered timer later is one atomic store, where a timer
     /// per request was a wheel insert and removal (about 1,000 instructions a request).
@@ -170,6 +172,7 @@ impl Wire {
         Box::new(Wire {
             io,
             buf: BytesMut::new(),
+            names: decode::Names::default(),
             timer: None,
             read_size: MIN_READ,
             counted: OpenGuard::new(count, Closed::Unfinished),
@@ -506,7 +509,7 @@ fn poll_head(
     answered: &mut bool,
 ) -> Poll<Result<decode::Head, ProxyError>> {
     loop {
-        match decode::read_head(&mut wire.buf, head_request) {
+        match decode::read_head(&mut wire.buf, head_request, &mut wire.names) {
             Ok(Some(h)) => return Poll::Ready(Ok(h)),
             Ok(None) => {}
             Err(m) => return Poll::Ready(Err(invalid(m))),

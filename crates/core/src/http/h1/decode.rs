@@ -77,9 +77,53 @@ pub struct Head {
     pub keep_alive: bool,
 }
 
+/// The field names of the last head read on a connection, by position, as the upstream
+/// spelled them. An upstream sends the same names in the same order response after
+/// response; a name found again at its place is a clone (a copy for a standard name, a
+/// reference count for another), where parsing it maps every byte to lower case,
+/// searches the standard names and allocates any other (callgrind: about 150
+/// instructions a field). A name is a function of its bytes alone, so a hit is the
+/// same name a parse would give; any other spelling, case included, is parsed.
+#[derive(Default)]
+pub struct Names {
+    seen: Vec<(Box<[u8]>, HeaderName)>,
+}
+
+/// The fields of a head whose names are kept: enough for the common heads, and a
+/// bound on what an idle pooled connection holds.
+const NAMES_KEPT: usize = 32;
+
+impl Names {
+    fn name(&mut self, i: usize, raw: &[u8]) -> Result<HeaderName, Malformed> {
+        if let Some((r, n)) = self.seen.get(i) {
+            if **r == *raw {
+                return Ok(n.clone());
+            }
+        }
+        let n = parse_name(raw)?;
+        let kept = || (Box::from(raw), n.clone());
+        let len = self.seen.len();
+        if i < len {
+            self.seen[i] = kept();
+        } else if i == len && i < NAMES_KEPT {
+            self.seen.push(kept());
+        }
+        Ok(n)
+    }
+}
+
+fn parse_name(raw: &[u8]) -> Result<HeaderName, Malformed> {
+    HeaderName::from_bytes(raw).map_err(|_| Malformed::Field)
+}
+
 /// Takes the final response head off the front of `buf`, skipping 1xx heads before it.
-/// `None` while more bytes are needed; `head_request` when the request was HEAD.
-pub fn read_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Malformed> {
+/// `None` while more bytes are needed; `head_request` when the request was HEAD;
+/// `names`, the connection's (see [`Names`]).
+pub fn read_head(
+    buf: &mut BytesMut,
+    head_request: bool,
+    names: &mut Names,
+) -> Result<Option<Head>, Malformed> {
     loop {
         // Polled before the response comes, and again on the wake-up that finds nothing
         // read yet: an empty buffer holds no head, and a parse would first write out the
@@ -87,7 +131,7 @@ pub fn read_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>,
         if buf.is_empty() {
             return Ok(None);
         }
-        let Some(head) = parse_some(buf, head_request)? else {
+        let Some(head) = parse_some(buf, head_request, names)? else {
             return Ok(None);
         };
         let s = head.status;
@@ -103,10 +147,14 @@ type Span = (std::ops::Range<usize>, std::ops::Range<usize>);
 /// Parses one head into room for [`FEW_FIELDS`] fields, and again into room for
 /// [`MAX_FIELDS`] only when it has more: the array is written whole before each parse
 /// (about 250 instructions for 100 fields), and most heads have a handful.
-fn parse_some(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Malformed> {
-    match parse_head::<FEW_FIELDS>(buf, head_request) {
+fn parse_some(
+    buf: &mut BytesMut,
+    head_request: bool,
+    names: &mut Names,
+) -> Result<Option<Head>, Malformed> {
+    match parse_head::<FEW_FIELDS>(buf, head_request, names) {
         Err(Malformed::Head(httparse::Error::TooManyHeaders)) => {
-            parse_head::<MAX_FIELDS>(buf, head_request)
+            parse_head::<MAX_FIELDS>(buf, head_request, names)
         }
         r => r,
     }
@@ -116,6 +164,7 @@ fn parse_some(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Ma
 fn parse_head<const N: usize>(
     buf: &mut BytesMut,
     head_request: bool,
+    names: &mut Names,
 ) -> Result<Option<Head>, Malformed> {
     let mut fields = [httparse::EMPTY_HEADER; N];
     let mut resp = httparse::Response::new(&mut fields);
@@ -139,7 +188,7 @@ fn parse_head<const N: usize>(
     };
     let spans = spans(buf, resp.headers);
     let head = buf.split_to(used).freeze();
-    let headers = to_map(&head, &spans)?;
+    let headers = to_map(&head, &spans, |i, raw| names.name(i, raw))?;
     let framing = framing(status, head_request, &headers)?;
     let keep_alive = framing != Framing::UntilClose
         && status != StatusCode::SWITCHING_PROTOCOLS
@@ -169,13 +218,18 @@ fn spans(buf: &[u8], fields: &[httparse::Header<'_>]) -> Vec<Span> {
         .collect()
 }
 
-fn to_map(head: &Bytes, spans: &[Span]) -> Result<HeaderMap, Malformed> {
+/// The fields of `head` as a map, each name from `name` (its position, its bytes).
+fn to_map(
+    head: &Bytes,
+    spans: &[Span],
+    mut name: impl FnMut(usize, &[u8]) -> Result<HeaderName, Malformed>,
+) -> Result<HeaderMap, Malformed> {
     // Room for the fields the proxy adds on the way back (Via, a request id, rate limit
     // and CORS fields): a map filled to its size grows, rehashing every field, on the
     // first insert.
     let mut map = HeaderMap::with_capacity(spans.len() + 4);
-    for (name, value) in spans {
-        let name = HeaderName::from_bytes(&head[name.clone()]).map_err(|_| Malformed::Field)?;
+    for (i, (n, value)) in spans.iter().enumerate() {
+        let name = name(i, &head[n.clone()])?;
         let value = HeaderValue::from_maybe_shared(head.slice(value.clone()))
             .map_err(|_| Malformed::Field)?;
         map.append(name, value);
@@ -428,7 +482,8 @@ fn trailers(buf: &mut BytesMut) -> Result<Option<HeaderMap>, Malformed> {
         return Err(Malformed::Trailers);
     }
     let section = buf.split_to(used).freeze();
-    let map = to_map(&section, &spans).map_err(|_| Malformed::Trailers)?;
+    let map =
+        to_map(&section, &spans, |_, raw| parse_name(raw)).map_err(|_| Malformed::Trailers)?;
     Ok(Some(map))
 }
 
@@ -446,6 +501,16 @@ pub struct Whole {
 
 #[doc(hidden)]
 pub fn read_whole(pieces: &[&[u8]], head_request: bool) -> Result<Whole, Malformed> {
+    read_whole_with(pieces, head_request, &mut Names::default())
+}
+
+/// [`read_whole`] with the names of an earlier response on the same connection.
+#[doc(hidden)]
+pub fn read_whole_with(
+    pieces: &[&[u8]],
+    head_request: bool,
+    names: &mut Names,
+) -> Result<Whole, Malformed> {
     let mut buf = BytesMut::new();
     let mut whole: Option<(Whole, Decoder)> = None;
     for i in 0..=pieces.len() {
@@ -454,7 +519,7 @@ pub fn read_whole(pieces: &[&[u8]], head_request: bool) -> Result<Whole, Malform
             buf.extend_from_slice(p);
         }
         if whole.is_none() {
-            match read_head(&mut buf, head_request)? {
+            match read_head(&mut buf, head_request, names)? {
                 Some(head) => {
                     let dec = Decoder::new(head.framing);
                     let w = Whole {

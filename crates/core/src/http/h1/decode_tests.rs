@@ -207,13 +207,52 @@ fn heads_with_many_fields_read_whole_and_past_the_limit_are_refused() {
     );
     // Nothing read yet, or only the start of a long head: more is needed.
     let mut buf = BytesMut::new();
-    assert!(read_head(&mut buf, false).unwrap().is_none());
+    assert!(read_head(&mut buf, false, &mut Names::default())
+        .unwrap()
+        .is_none());
     let long = head(FEW_FIELDS + 10);
     let mut buf = BytesMut::from(&long[..long.len() / 2]);
-    assert!(read_head(&mut buf, false).unwrap().is_none());
+    assert!(read_head(&mut buf, false, &mut Names::default())
+        .unwrap()
+        .is_none());
     assert_eq!(
         buf.len(),
         long.len() / 2,
         "nothing taken off a partial head"
     );
+}
+
+/// Heads read one after another on a connection, through its [`Names`], read as each
+/// would alone: the same names again, another case, another name or an invalid one at
+/// a kept place, fewer fields, and more than are kept.
+#[test]
+fn names_of_earlier_heads_change_nothing() {
+    let many: String = (0..NAMES_KEPT + 3)
+        .map(|i| format!("X-F{i}: {i}\r\n"))
+        .collect();
+    let heads = [
+        "HTTP/1.1 200 OK\r\nServer: s\r\nX-Backend: a\r\nContent-Length: 2\r\n\r\nok".to_string(),
+        "HTTP/1.1 200 OK\r\nServer: s\r\nX-Backend: b\r\nContent-Length: 2\r\n\r\nok".to_string(),
+        "HTTP/1.1 200 OK\r\nserver: s\r\nX-Other: b\r\nContent-Length: 2\r\n\r\nok".to_string(),
+        "HTTP/1.1 200 OK\r\nserver: s\r\nX Other: b\r\nContent-Length: 2\r\n\r\nok".to_string(),
+        "HTTP/1.1 200 OK\r\nserver: s\r\nX-Other: b\r\nContent-Length: 2\r\n\r\nok".to_string(),
+        "HTTP/1.1 204 No Content\r\nServer: s\r\n\r\n".to_string(),
+        format!("HTTP/1.1 200 OK\r\n{many}Content-Length: 2\r\n\r\nok"),
+        format!("HTTP/1.1 200 OK\r\n{many}Content-Length: 2\r\n\r\nok"),
+        "HTTP/1.1 200 OK\r\nServer: s\r\nX-Backend: a\r\nContent-Length: 2\r\n\r\nok".to_string(),
+    ];
+    let mut names = Names::default();
+    for h in &heads {
+        let alone = format!("{:?}", read_whole(&[h.as_bytes()], false));
+        let after = format!("{:?}", read_whole_with(&[h.as_bytes()], false, &mut names));
+        assert_eq!(alone, after, "{h}");
+    }
+    assert_eq!(
+        names.seen.len(),
+        NAMES_KEPT,
+        "names past the kept ones are parsed"
+    );
+    let w = read_whole_with(&[heads[0].as_bytes()], false, &mut names).unwrap();
+    assert_eq!(w.head.headers["x-backend"], "a");
+    assert!(read_whole_with(&[heads[3].as_bytes()], false, &mut names).is_err());
 }
