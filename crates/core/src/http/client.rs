@@ -11,11 +11,13 @@ use crate::error::{ErrorKind, ProxyError};
 use crate::http::conn_count::{Closed, ConnCount, OpenGuard};
 use crate::http::h1::conn::{self, H1Body, Io, NoResponse, Wire};
 use crate::upstream::Endpoint;
+use futures_util::future::{Either, FutureExt as _};
 use gatehouse_config::spec::{PoolSpec, UpstreamProtocol};
 use hyper::client::conn::http2;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls_pki_types::ServerName;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -283,27 +285,26 @@ impl Connector {
     }
 
     /// Sends `req` on a lease and reads the response head, by `until` if given (the
-    /// error then has a [`conn::TimedOut`] source).
-    pub async fn send(
+    /// error then has a [`conn::TimedOut`] source). The request is handed to the
+    /// connection before the returned future exists, so the future holds no copy of it:
+    /// it is part of every request's future (an async fn keeps room for each argument
+    /// for its whole life, rust-lang/rust#62958).
+    pub fn send(
         &self,
         ep: &Arc<Endpoint>,
         lease: Lease,
         req: Request<UpstreamBody>,
         until: Option<Instant>,
-    ) -> Result<Sent, ProxyError> {
+    ) -> impl Future<Output = Result<Sent, ProxyError>> + Send + 'static {
         match lease {
-            Lease::H1(wire, _) => Ok(conn::send(wire, req, ep, until).await?.map(Received::H1)),
+            Lease::H1(wire, _) => {
+                Either::Left(conn::send(wire, req, ep, until).map(|r| Ok(r?.map(Received::H1))))
+            }
+            // Boxed: hyper's future for it and its timeout are about 800 bytes, which
+            // every HTTP/1 request's future would otherwise make room for.
             Lease::H2(mut tx) => {
                 let sent = tx.send_request(req);
-                let resp = match until {
-                    Some(t) => tokio::time::timeout_at(t, sent)
-                        .await
-                        .map_err(|_| conn::timed_out())?,
-                    None => sent.await,
-                };
-                Ok(resp
-                    .map_err(response_error)?
-                    .map(|b| Received::H2(Hyper(b))))
+                Either::Right(Box::pin(h2_response(sent, tx, until)))
             }
         }
     }
@@ -430,6 +431,25 @@ where
         drop(guard);
     });
     Ok(tx)
+}
+
+/// The response to a request sent on an HTTP/2 connection, by `until` if given. The
+/// connection's handle is kept until the response comes, as when the request was sent
+/// from inside the future.
+async fn h2_response(
+    sent: impl Future<Output = hyper::Result<Response<hyper::body::Incoming>>>,
+    _tx: http2::SendRequest<UpstreamBody>,
+    until: Option<Instant>,
+) -> Result<Sent, ProxyError> {
+    let resp = match until {
+        Some(t) => tokio::time::timeout_at(t, sent)
+            .await
+            .map_err(|_| conn::timed_out())?,
+        None => sent.await,
+    };
+    Ok(resp
+        .map_err(response_error)?
+        .map(|b| Received::H2(Hyper(b))))
 }
 
 /// Maps a failure after the request was handed to hyper: a body over its limit is the

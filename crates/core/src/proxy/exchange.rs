@@ -19,9 +19,11 @@ use crate::upstream::endpoint::InFlight;
 use crate::upstream::health::Outcome;
 use crate::upstream::{retry, UpstreamGroup};
 use bytes::Bytes;
+use futures_util::future::{Either, FutureExt as _};
 use gatehouse_config::spec::RetrySpec;
 use http::{header, HeaderValue, Method, Request, Uri, Version};
 use hyper::Response;
+use std::future::Future;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -233,25 +235,26 @@ fn spare(
 
 /// Sends on a lease. A request with a spare copy whose stale pooled connection broke
 /// before any response is sent once more, on a new connection to the same endpoint.
-async fn send(
-    group: &UpstreamGroup,
-    ep: &std::sync::Arc<crate::upstream::Endpoint>,
+/// Made of combinators, not an async fn: one would keep room for the request it hands
+/// on and for the outcome for its whole life (rust-lang/rust#62958), in every
+/// request's future.
+fn send<'a>(
+    group: &'a UpstreamGroup,
+    ep: &'a std::sync::Arc<crate::upstream::Endpoint>,
     lease: Lease,
     req: Request<UpstreamBody>,
     // Boxed: it is rare, and futures are moved whole on every request.
     spare: Option<Box<Request<UpstreamBody>>>,
     until: Instant,
-) -> Result<Sent, ProxyError> {
-    match (
-        group.connector.send(ep, lease, req, Some(until)).await,
-        spare,
-    ) {
+) -> impl Future<Output = Result<Sent, ProxyError>> + 'a {
+    let first = group.connector.send(ep, lease, req, Some(until));
+    first.then(move |r| match (r, spare) {
         (Err(e), Some(again)) if broke_before_response(&e) => {
             tracing::debug!(endpoint = %ep.label, error = %e.message(), "stale pooled connection: sending again on a new one");
-            Box::pin(group.connector.resend_h1(ep, *again, Some(until))).await
+            Either::Left(Box::pin(group.connector.resend_h1(ep, *again, Some(until))))
         }
-        (r, _) => r,
-    }
+        (r, _) => Either::Right(std::future::ready(r)),
+    })
 }
 
 /// A connection to `ep`, within the breaker's connection and pending limits.
