@@ -231,7 +231,20 @@ pub fn request_id(headers: &mut HeaderMap) -> HeaderValue {
 pub fn incoming_request_id(headers: &HeaderMap) -> Option<HeaderValue> {
     let v = headers.get(X_REQUEST_ID)?;
     let b = v.as_bytes();
-    (!b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic())).then(|| v.clone())
+    (!b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic())).then(|| detached(v))
+}
+
+/// A copy of a request's value in an allocation of its own, for one kept while the
+/// request is forwarded (its id, the access log's User-Agent, the host). hyper reads
+/// HTTP/1 requests into a buffer per connection and a request's values are views of
+/// it; reading on while the request is served, it takes a new buffer (8 KiB) and the
+/// old one lives as long as any view of it. With no view kept, the old buffer is freed
+/// when the request is written upstream; one kept view held it, 8 KiB a request in
+/// flight, until the response ended (gdb on the allocator's frees, docs/benchmarks.md).
+pub fn detached(v: &HeaderValue) -> HeaderValue {
+    let mut copy = HeaderValue::from_bytes(v.as_bytes()).unwrap_or_else(|_| v.clone());
+    copy.set_sensitive(v.is_sensitive());
+    copy
 }
 
 /// A copy of a value that HPACK must not add to its dynamic table. A request id is

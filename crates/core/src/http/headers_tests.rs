@@ -172,3 +172,19 @@ fn every_connection_line_names_fields_to_drop() {
     assert!(h.get("x-second").is_none(), "{h:?}");
     assert_eq!(h["x-kept"], "1");
 }
+
+/// A kept request value is a copy in its own allocation, not a view of the buffer it
+/// was read into (hyper's, which it could then not reuse), with its sensitivity.
+#[test]
+fn a_detached_value_does_not_share_the_read_buffer() {
+    let read = bytes::Bytes::copy_from_slice(b"GET / HTTP/1.1\r\nuser-agent: curl/8\r\n");
+    let view = HeaderValue::from_maybe_shared(read.slice(28..34)).unwrap();
+    assert_eq!(view, "curl/8");
+    let copy = detached(&view);
+    assert_eq!(copy, view);
+    assert_ne!(copy.as_bytes().as_ptr(), view.as_bytes().as_ptr());
+    let mut secret = view.clone();
+    secret.set_sensitive(true);
+    assert!(detached(&secret).is_sensitive());
+    assert!(!copy.is_sensitive());
+}

@@ -194,11 +194,11 @@ impl Req<'_> {
             Ok(v) => v,
             Err(e) => return self.reply_err(&req, None, e.close()),
         };
-        // Borrowed from a cheap (refcounted) copy of the Host, since `req` moves on.
-        let src = HostSrc::of(&req);
-        let host = match src.as_ref().and_then(HostSrc::as_str) {
-            Some(raw) => route::normalize_host(raw),
-            None if req.version() == Version::HTTP_10 => std::borrow::Cow::Borrowed(""),
+        // A copy, not a view of the request's Host: `req` moves on, and a view kept
+        // while it is forwarded would keep hyper's read buffer (see `headers::detached`).
+        let host = match host_of(&req) {
+            Some(host) => host,
+            None if req.version() == Version::HTTP_10 => String::new(),
             None => {
                 return self.reply_err(
                     &req,
@@ -475,40 +475,14 @@ impl Req<'_> {
             upstream: None,
             endpoint: None,
             request_id: self.id().clone(),
-            user_agent: req.headers().get(header::USER_AGENT).cloned(),
+            user_agent: req.headers().get(header::USER_AGENT).map(headers::detached),
             status: 0,
         }))
     }
 }
 
-/// Where a request names its host: the URI authority (HTTP/2, absolute form) or the
-/// Host header. Both are refcounted, so holding one costs no allocation.
-enum HostSrc {
-    Authority(http::uri::Authority),
-    Header(HeaderValue),
-}
-
-impl HostSrc {
-    fn of<B>(req: &Request<B>) -> Option<HostSrc> {
-        match req.uri().authority() {
-            Some(a) => Some(HostSrc::Authority(a.clone())),
-            None => req
-                .headers()
-                .get(header::HOST)
-                .cloned()
-                .map(HostSrc::Header),
-        }
-    }
-
-    fn as_str(&self) -> Option<&str> {
-        match self {
-            HostSrc::Authority(a) => Some(a.as_str()),
-            HostSrc::Header(h) => h.to_str().ok(),
-        }
-    }
-}
-
-/// The request's host without port, lower-case (see [`HostSrc`]).
+/// The request's host without port, lower-case: from the authority of an absolute
+/// target or HTTP/2's `:authority`, else the Host field.
 fn host_of<B>(req: &Request<B>) -> Option<String> {
     let raw = match req.uri().authority() {
         Some(a) => a.as_str(),
