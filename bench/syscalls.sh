@@ -4,10 +4,13 @@
 # wrk connections for 3 s after a 1 s warm-up, plain HTTP/1.1, a connection per request
 # (`close`, close-1k's shape) or kept alive (`keepalive`, h1-1k's). The counts are the
 # kernel's syscall tracepoints on the proxy's processes (`perf stat`), divided by the
-# requests wrk completed; only the kinds a proxy makes are printed.
+# requests wrk completed; only the kinds a proxy makes are printed. With a third
+# argument `time`, no syscall is traced: the proxy's user and system CPU time a request
+# are printed instead (utime and stime from /proc, in clock ticks of 10 ms: 3 s give
+# about 300 of them).
 #
 #   bench/syscalls.sh target/release/gatehouse close
-#   bench/syscalls.sh nginx close
+#   bench/syscalls.sh nginx keepalive time
 #
 # Needs perf (linux-perf), wrk, nginx and cargo for the bench backend.
 set -euo pipefail
@@ -15,6 +18,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 source "$here/lib.sh"
 who=$1
 mode=${2:-close}
+what=${3:-count}
 start_backends
 listen=$(free_port)
 if [ "$who" = nginx ]; then
@@ -36,6 +40,20 @@ hdr=()
 [ "$mode" = close ] && hdr=(-H "Connection: close")
 url="http://127.0.0.1:$listen/"
 taskset -c 1 wrk -t1 -c64 -d1s "${hdr[@]}" "$url" >/dev/null
+if [ "$what" = time ]; then
+  ticks() {
+    for p in ${procs//,/ }; do awk '{print $14, $15}' "/proc/$p/stat"; done |
+      awk '{u += $1; s += $2} END {print u, s}'
+  }
+  read -r u0 s0 < <(ticks)
+  out=$(taskset -c 1 wrk -t1 -c64 -d3s "${hdr[@]}" "$url")
+  read -r u1 s1 < <(ticks)
+  n=$(echo "$out" | awk '/requests in/ {print $1}')
+  hz=$(getconf CLK_TCK)
+  awk -v n="$n" -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v hz="$hz" -v who="$who" -v mode="$mode" \
+    'BEGIN { printf "%s, %s: %d requests, user %.2f µs, system %.2f µs a request\n", who, mode, n, u / hz / n * 1e6, s / hz / n * 1e6 }'
+  exit 0
+fi
 events=""
 for s in read write readv writev recvfrom sendto recvmsg sendmsg epoll_wait epoll_ctl \
   accept4 close shutdown getsockopt setsockopt futex; do
