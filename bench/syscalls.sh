@@ -40,15 +40,20 @@ hdr=()
 [ "$mode" = close ] && hdr=(-H "Connection: close")
 url="http://127.0.0.1:$listen/"
 taskset -c 1 wrk -t1 -c64 -d1s "${hdr[@]}" "$url" >/dev/null
+# The measured load: 3 s of wrk; `$n`, the requests it completed.
+measure() {
+  local out
+  out=$(taskset -c 1 wrk -t1 -c64 -d3s "${hdr[@]}" "$url")
+  n=$(echo "$out" | awk '/requests in/ {print $1}')
+}
 if [ "$what" = time ]; then
   ticks() {
     for p in ${procs//,/ }; do awk '{print $14, $15}' "/proc/$p/stat"; done |
       awk '{u += $1; s += $2} END {print u, s}'
   }
   read -r u0 s0 < <(ticks)
-  out=$(taskset -c 1 wrk -t1 -c64 -d3s "${hdr[@]}" "$url")
+  measure
   read -r u1 s1 < <(ticks)
-  n=$(echo "$out" | awk '/requests in/ {print $1}')
   hz=$(getconf CLK_TCK)
   awk -v n="$n" -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v hz="$hz" -v who="$who" -v mode="$mode" \
     'BEGIN { printf "%s, %s: %d requests, user %.2f µs, system %.2f µs a request\n", who, mode, n, u / hz / n * 1e6, s / hz / n * 1e6 }'
@@ -61,9 +66,8 @@ for s in read write readv writev recvfrom sendto recvmsg sendmsg epoll_wait epol
 done
 perf stat -x, -o "$run/perf.txt" -e "${events%,}" -p "$procs" -- sleep 3.2 &
 stat=$!
-out=$(taskset -c 1 wrk -t1 -c64 -d3s "${hdr[@]}" "$url")
+measure
 wait "$stat"
-n=$(echo "$out" | awk '/requests in/ {print $1}')
 echo "$who, $mode: $n requests"
 awk -F, -v n="$n" '$1 + 0 > 0 {
   k = $3; sub(/.*sys_enter_/, "", k); printf "  %-11s %6.3f\n", k, $1 / n; t += $1

@@ -235,7 +235,8 @@ pub fn incoming_request_id(headers: &HeaderMap) -> Option<HeaderValue> {
 }
 
 /// A copy of a request's value in an allocation of its own, for one kept while the
-/// request is forwarded (its id, the access log's User-Agent, the host). hyper reads
+/// request is forwarded (its id, the access log's User-Agent; the host for routing is
+/// kept as a `String` for the same reason, `proxy::host_of`). hyper reads
 /// HTTP/1 requests into a buffer per connection and a request's values are views of
 /// it; reading on while the request is served, it takes a new buffer (8 KiB) and the
 /// old one lives as long as any view of it. With no view kept, the old buffer is freed

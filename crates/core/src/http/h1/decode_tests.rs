@@ -223,8 +223,9 @@ fn heads_with_many_fields_read_whole_and_past_the_limit_are_refused() {
 }
 
 /// Heads read one after another on a connection, through its [`Names`], read as each
-/// would alone: the same names again, another case, another name or an invalid one at
-/// a kept place, fewer fields, and more than are kept.
+/// would alone: the same names again, another case, another name at a kept place, a
+/// head refused (httparse refuses the name before any is looked up) and the one after
+/// it, fewer fields, and more than are kept.
 #[test]
 fn names_of_earlier_heads_change_nothing() {
     let many: String = (0..NAMES_KEPT + 3)
