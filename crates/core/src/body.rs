@@ -8,7 +8,7 @@
 use crate::access_log::Completion;
 use crate::body_edit::Edited;
 use crate::http::client::Received;
-use crate::http::conn_state::Open;
+use crate::http::conn_state::{BodyUnread, Open};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -34,7 +34,23 @@ pub struct BodyTooLarge(pub u64);
 pub struct DeadlinePassed;
 
 /// hyper's body with its error boxed, to sit beside the proxy's own bodies in an enum.
-pub struct Hyper(pub Incoming);
+/// A client's HTTP/1 request body holds its connection's [`BodyUnread`] mark until it
+/// ends.
+pub struct Hyper {
+    body: Incoming,
+    unread: Option<BodyUnread>,
+}
+
+impl Hyper {
+    pub fn new(body: Incoming) -> Hyper {
+        Hyper { body, unread: None }
+    }
+
+    /// A client's request body, with its connection's unread mark if it has one.
+    pub fn marked(body: Incoming, unread: Option<BodyUnread>) -> Hyper {
+        Hyper { body, unread }
+    }
+}
 
 impl Body for Hyper {
     type Data = Bytes;
@@ -44,17 +60,20 @@ impl Body for Hyper {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        Pin::new(&mut self.get_mut().0)
-            .poll_frame(cx)
-            .map_err(|e| Box::new(e) as BodyError)
+        let this = self.get_mut();
+        let r = ready!(Pin::new(&mut this.body).poll_frame(cx));
+        if this.unread.is_some() && !matches!(r, Some(Ok(_)) if !this.body.is_end_stream()) {
+            this.unread = None;
+        }
+        Poll::Ready(r.map(|f| f.map_err(|e| Box::new(e) as BodyError)))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.0.is_end_stream()
+        self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.0.size_hint()
+        self.body.size_hint()
     }
 }
 

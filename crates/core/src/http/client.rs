@@ -449,7 +449,7 @@ async fn h2_response(
     };
     Ok(resp
         .map_err(response_error)?
-        .map(|b| Received::H2(Hyper(b))))
+        .map(|b| Received::H2(Hyper::new(b))))
 }
 
 /// Maps a failure after the request was handed to hyper: a body over its limit is the

@@ -47,6 +47,9 @@ pub struct ConnState {
     /// The last request said the client sends nothing after it (see
     /// `edge::client_closes`) and had no body: a close need not linger.
     client_done: AtomicBool,
+    /// The open HTTP/1 request's body is still hyper's to read (see [`BodyUnread`]):
+    /// the close watch must not read ahead of it.
+    body_unread: AtomicBool,
     /// Requests that reached the service, ever.
     served: AtomicU64,
     /// Woken by the first request (a drain waits for it: see `server::drive`).
@@ -88,6 +91,7 @@ impl ConnState {
             parking: AtomicBool::new(false),
             write_blocked: AtomicBool::new(false),
             client_done: AtomicBool::new(false),
+            body_unread: AtomicBool::new(false),
             served: AtomicU64::new(served),
             first: tokio::sync::Notify::new(),
             head_since: AtomicU64::new(head_since),
@@ -163,6 +167,15 @@ impl ConnState {
         self.client_done.store(true, Ordering::Relaxed);
     }
 
+    /// Whether an HTTP/1 request waits on its answer (or streams it) with nothing of
+    /// it left for hyper to read, on a connection that has not switched protocols:
+    /// then the close watch looks for the client leaving (see `Rewind::watch`).
+    pub fn awaits_answer(&self) -> bool {
+        self.open.load(Ordering::Acquire) > 0
+            && !self.body_unread.load(Ordering::Relaxed)
+            && !self.upgraded.load(Ordering::Relaxed)
+    }
+
     /// Marks (or unmarks) the hyper connection's shutdown as a parking one.
     pub fn set_parking(&self, on: bool) {
         self.parking.store(on, Ordering::Relaxed);
@@ -228,6 +241,23 @@ impl Drop for Open {
         if self.state.open.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.state.start_head_wait();
         }
+    }
+}
+
+/// An HTTP/1 request's body while hyper still reads it: held by the body, let go when
+/// the body ends or is dropped (hyper then drains what is left or stops reading).
+pub struct BodyUnread(Arc<ConnState>);
+
+impl BodyUnread {
+    pub fn new(state: &Arc<ConnState>) -> BodyUnread {
+        state.body_unread.store(true, Ordering::Relaxed);
+        BodyUnread(state.clone())
+    }
+}
+
+impl Drop for BodyUnread {
+    fn drop(&mut self) {
+        self.0.body_unread.store(false, Ordering::Relaxed);
     }
 }
 

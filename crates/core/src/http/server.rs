@@ -5,7 +5,7 @@
 //! down gracefully when its listener drains. An idle HTTP/1 connection is parked
 //! between requests (see [`super::park`]).
 
-use super::conn_state::{Activity, ConnState, HeadClock, Open};
+use super::conn_state::{Activity, BodyUnread, ConnState, HeadClock, Open};
 use super::h2::{self, H2Conn};
 use super::park::{Lot, Park, Parked, Socket};
 use super::rewind::Rewind;
@@ -174,18 +174,22 @@ async fn http1<I>(
     let st = state.clone();
     let conn_ctx = ctx.clone();
     let svc = service_fn(move |req: Request<Incoming>| {
-        if http_body::Body::is_end_stream(req.body()) && super::edge::client_closes(&req) {
-            st.client_done();
-        }
-        Counted::new(
-            Open::enter(&st),
-            proxy::handle(req.map(|b| ClientBody::Http1(Hyper(b))), conn_ctx.clone()),
-        )
+        let open = Open::enter(&st);
+        let unread = if http_body::Body::is_end_stream(req.body()) {
+            if super::edge::client_closes(&req) {
+                st.client_done();
+            }
+            None
+        } else {
+            Some(BodyUnread::new(&st))
+        };
+        let req = req.map(|b| ClientBody::Http1(Hyper::marked(b, unread)));
+        Counted::new(open, proxy::handle(req, conn_ctx.clone()))
     });
     // Boxed: the task keeps no room for it once the connection is parked.
     let mut conn = Box::pin(
         http1_builder(l, tls)
-            .serve_connection(TokioIo::new(io), svc)
+            .serve_connection(TokioIo::new(io.watching(state.clone())), svc)
             .with_upgrades(),
     );
     let idle_for = match Box::pin(drive(conn.as_mut(), state, &limits, &mut watch)).await {
@@ -470,7 +474,10 @@ fn http1_builder(l: &ListenerRt, tls: bool) -> http1::Builder {
         .max_buf_size(limits.max_header_size.max(8192))
         .max_headers(limits.max_headers)
         // Behind TLS one flattened write is cheaper than writev (PERFORMANCE.md).
-        .writev(!tls);
+        .writev(!tls)
+        // No read while a request waits on its answer: the close watch looks for the
+        // client leaving instead, without a new read buffer a request (see `rewind`).
+        .half_close(true);
     b
 }
 

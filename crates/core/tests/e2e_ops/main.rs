@@ -14,6 +14,7 @@ mod admin;
 mod auth;
 mod auth_services;
 mod balancing;
+mod client_close;
 mod conn_counts;
 mod cors;
 mod defer_accept;
