@@ -2,7 +2,9 @@
 # Syscalls a request, by kind: Gatehouse (the binary given) or NGINX (`nginx`, the
 # bench harness's own config) pinned to CPU 0 in front of the two bench backends, 64
 # wrk connections for 3 s after a 1 s warm-up, plain HTTP/1.1, a connection per request
-# (`close`, close-1k's shape) or kept alive (`keepalive`, h1-1k's). The counts are the
+# (`close`, close-1k's shape) or kept alive (`keepalive`, h1-1k's), or kept alive at a
+# fixed 40,000 requests a second (`rate`, rate40k-1k's: h2load --rps, 64 connections,
+# for the same 3 s). The counts are the
 # kernel's syscall tracepoints on the proxy's processes (`perf stat`), divided by the
 # requests wrk completed; only the kinds a proxy makes are printed. With a third
 # argument `time`, no syscall is traced: the proxy's user and system CPU time a request
@@ -43,6 +45,11 @@ taskset -c 1 wrk -t1 -c64 -d1s "${hdr[@]}" "$url" >/dev/null
 # The measured load: 3 s of wrk; `$n`, the requests it completed.
 measure() {
   local out
+  if [ "$mode" = rate ]; then
+    out=$(taskset -c 1 h2load --h1 -c64 --rps 625 -D 3 "$url")
+    n=$(echo "$out" | awk '/^requests:/ {print $4}')
+    return
+  fi
   out=$(taskset -c 1 wrk -t1 -c64 -d3s "${hdr[@]}" "$url")
   n=$(echo "$out" | awk '/requests in/ {print $1}')
 }
