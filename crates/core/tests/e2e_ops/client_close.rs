@@ -1,6 +1,7 @@
 //! A client that leaves before its answer is whole: the gateway notices (the close
 //! watch, `http::rewind`) and gives the upstream request up, whether the request had a
-//! body, the client only shut its sending side, or the answer was half sent. Bytes a
+//! body, the client only shut its sending side, it spoke TLS, or the answer was half
+//! sent. Bytes a
 //! client sends while its request waits (a pipelined request) are served after it.
 
 use crate::*;
@@ -41,39 +42,76 @@ async fn held_upstream(gate: &Gate) -> Upstream {
     .await
 }
 
-#[tokio::test]
-async fn a_client_leaving_after_its_body_has_its_request_given_up() {
+/// A request sent on a raw connection and held at its upstream's gate. Keep it whole
+/// while the test runs: its gateway and upstream end when dropped.
+struct Held {
+    gate: Gate,
+    up: Upstream,
+    gw: TestGateway,
+    s: TcpStream,
+}
+
+/// Sends `raw` (a request to `/held`) through a gateway to [`held_upstream`] and waits
+/// until the upstream holds it.
+async fn hold(raw: &[u8]) -> Held {
     let gate = Gate::default();
     let up = held_upstream(&gate).await;
     let gw = TestGateway::start(&config(up.addr, "", "")).await;
     let mut s = TcpStream::connect(gw.addr("web")).await.unwrap();
-    s.write_all(b"POST /held HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello")
-        .await
-        .unwrap();
+    s.write_all(raw).await.unwrap();
     gate.arrived().await;
     assert_eq!(in_flight(&gw), 1);
-    drop(s);
-    given_up(&gw).await;
+    Held { gate, up, gw, s }
+}
+
+#[tokio::test]
+async fn a_client_leaving_after_its_body_has_its_request_given_up() {
+    let h = hold(b"POST /held HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello").await;
+    drop(h.s);
+    given_up(&h.gw).await;
 }
 
 #[tokio::test]
 async fn a_client_shutting_its_sending_side_has_its_request_given_up() {
+    let mut h = hold(b"GET /held HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    // As NGINX does (`proxy_ignore_client_abort off`): a client that closed its side
+    // before its answer is taken to have left.
+    h.s.shutdown().await.unwrap();
+    given_up(&h.gw).await;
+    let mut rest = Vec::new();
+    h.s.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+}
+
+#[tokio::test]
+async fn a_tls_client_closing_before_its_answer_has_its_request_given_up() {
+    use gatehouse_test_support::certs::TestCa;
+    use gatehouse_test_support::client::TlsClient;
+    let ca = TestCa::new();
+    let leaf = ca.leaf("gw", &["localhost"]);
     let gate = Gate::default();
     let up = held_upstream(&gate).await;
-    let gw = TestGateway::start(&config(up.addr, "", "")).await;
-    let mut s = TcpStream::connect(gw.addr("web")).await.unwrap();
+    let plain = "name = \"web\"\nlisten = \"127.0.0.1:0\"\n";
+    let tls = format!(
+        "{plain}protocol = \"https\"\n\
+         tls = {{ certificates = [{{ cert = \"{}\", key = \"{}\" }}] }}\n",
+        leaf.cert.display(),
+        leaf.key.display()
+    );
+    let gw = TestGateway::start(&config(up.addr, "", "").replace(plain, &tls)).await;
+    let client = TlsClient {
+        alpn: &["http/1.1"],
+        ..TlsClient::new(&ca.cert_pem)
+    };
+    let mut s = client.connect(gw.addr("web"), "localhost").await.unwrap();
     s.write_all(b"GET /held HTTP/1.1\r\nHost: a\r\n\r\n")
         .await
         .unwrap();
     gate.arrived().await;
     assert_eq!(in_flight(&gw), 1);
-    // As NGINX does (`proxy_ignore_client_abort off`): a client that closed its side
-    // before its answer is taken to have left.
+    // Its close_notify, then its FIN: the end of stream comes through TLS.
     s.shutdown().await.unwrap();
     given_up(&gw).await;
-    let mut rest = Vec::new();
-    s.read_to_end(&mut rest).await.unwrap();
-    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
 }
 
 #[tokio::test]
@@ -93,13 +131,7 @@ async fn an_answer_streaming_to_a_client_that_left_is_given_up() {
     tx.send(bytes::Bytes::from_static(b"first-event"))
         .await
         .unwrap();
-    let mut seen = Vec::new();
-    while !String::from_utf8_lossy(&seen).contains("first-event") {
-        let mut chunk = [0u8; 1024];
-        let n = s.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "closed early");
-        seen.extend_from_slice(&chunk[..n]);
-    }
+    read_until(&mut s, &mut Vec::new(), b"first-event").await;
     // The stream is quiet: nothing is written that could fail on the closed socket.
     drop(s);
     tokio::time::timeout(Duration::from_secs(10), tx.closed())
@@ -109,14 +141,12 @@ async fn an_answer_streaming_to_a_client_that_left_is_given_up() {
 
 #[tokio::test]
 async fn bytes_sent_while_a_request_waits_are_served_after_it() {
-    let gate = Gate::default();
-    let up = held_upstream(&gate).await;
-    let gw = TestGateway::start(&config(up.addr, "", "")).await;
-    let mut s = TcpStream::connect(gw.addr("web")).await.unwrap();
-    s.write_all(b"GET /held HTTP/1.1\r\nHost: a\r\n\r\n")
-        .await
-        .unwrap();
-    gate.arrived().await;
+    let Held {
+        gate,
+        up,
+        gw: _gw,
+        mut s,
+    } = hold(b"GET /held HTTP/1.1\r\nHost: a\r\n\r\n").await;
     // Longer than what the close watch reads at a time: read partly ahead, partly by
     // hyper.
     let pad = "p".repeat(200);
