@@ -30,10 +30,12 @@ pub enum Verdict {
     Options,
 }
 
-/// Which of the headers the rules look at a request carries, from one pass over names.
+/// Which of the headers the rules look at a request carries, from one pass over its
+/// fields; the Host is kept from that pass, not looked up again.
 #[derive(Default)]
-struct Seen {
+struct Seen<'a> {
     hosts: u8,
+    host: Option<&'a HeaderValue>,
     te: bool,
     upgrade: bool,
     expect: bool,
@@ -55,6 +57,10 @@ pub fn check<B>(req: &mut Request<B>) -> Result<Verdict, ProxyError> {
     let h2 = req.version() == Version::HTTP_2;
     let asterisk = target(req)?;
     host(req, &seen, h2)?;
+    let seen = seen.flags();
+    if !h2 {
+        authority_as_host(req);
+    }
     if seen.te {
         transfer_coding(req.headers())?;
     }
@@ -70,11 +76,12 @@ pub fn check<B>(req: &mut Request<B>) -> Result<Verdict, ProxyError> {
     Ok(Verdict::Forward)
 }
 
-fn scan(headers: &http::HeaderMap) -> Seen {
+fn scan(headers: &http::HeaderMap) -> Seen<'_> {
     let mut s = Seen::default();
-    for name in headers.keys() {
+    for (name, value) in headers {
         if name == header::HOST {
-            s.hosts = headers.get_all(header::HOST).iter().count().min(2) as u8;
+            s.hosts = s.hosts.saturating_add(1);
+            s.host.get_or_insert(value);
         } else if name == header::TRANSFER_ENCODING {
             s.te = true;
         } else if name == header::UPGRADE {
@@ -88,6 +95,16 @@ fn scan(headers: &http::HeaderMap) -> Seen {
         }
     }
     s
+}
+
+impl Seen<'_> {
+    /// The flags alone, so the request can be repaired while they are read.
+    fn flags(&self) -> Seen<'static> {
+        Seen {
+            host: None,
+            ..*self
+        }
+    }
 }
 
 fn bad(msg: impl Into<String>) -> ProxyError {
@@ -138,15 +155,12 @@ fn target<B>(req: &Request<B>) -> Result<bool, ProxyError> {
     }
 }
 
-/// Host rules (RFC 9112 3.2, RFC 9110 7.2, RFC 9113 8.3.1). With an absolute-form
-/// target on HTTP/1, the target's authority replaces the Host (RFC 9112 3.2.2).
-fn host<B>(req: &mut Request<B>, seen: &Seen, h2: bool) -> Result<(), ProxyError> {
+/// Host rules (RFC 9112 3.2, RFC 9110 7.2, RFC 9113 8.3.1).
+fn host<B>(req: &Request<B>, seen: &Seen<'_>, h2: bool) -> Result<(), ProxyError> {
     if seen.hosts > 1 {
         return Err(bad("the request has more than one Host"));
     }
-    let authority = req.uri().authority().cloned();
-    let given = req.headers().get(header::HOST);
-    match (given, &authority) {
+    match (seen.host, req.uri().authority()) {
         (None, _) if h2 || req.version() == Version::HTTP_10 => {}
         (None, _) => return Err(bad("an HTTP/1.1 request needs a Host")),
         (Some(h), _) if !valid_host(h.as_bytes()) => {
@@ -159,12 +173,19 @@ fn host<B>(req: &mut Request<B>, seen: &Seen, h2: bool) -> Result<(), ProxyError
         }
         (Some(_), _) => {}
     }
-    if let (Some(a), false) = (authority, h2) {
-        if let Ok(v) = HeaderValue::from_str(a.as_str()) {
-            req.headers_mut().insert(header::HOST, v);
-        }
-    }
     Ok(())
+}
+
+/// With an absolute-form target on HTTP/1, the target's authority replaces the Host
+/// (RFC 9112 3.2.2).
+fn authority_as_host<B>(req: &mut Request<B>) {
+    let host = req
+        .uri()
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+    if let Some(v) = host {
+        req.headers_mut().insert(header::HOST, v);
+    }
 }
 
 /// Two authorities name the same host and port, ignoring case.
@@ -312,30 +333,28 @@ fn drop_h2c(headers: &mut http::HeaderMap) {
     }
 }
 
-/// Whether a comma-separated header value lists `token` (case-insensitive).
-/// Whether a message's `Connection` field lists `close` (RFC 9112 9.6).
-pub fn asks_close(h: &http::HeaderMap) -> bool {
-    h.get_all(header::CONNECTION)
-        .iter()
-        .any(|v| has_token(v, "close"))
-}
-
-/// Whether a client's HTTP/1 request says it will send nothing after it: `close`, or
-/// HTTP/1.0 without `keep-alive` (RFC 9112 9.3).
+/// Whether a client's HTTP/1 request says it will send nothing after it: `close`
+/// (RFC 9112 9.6), or HTTP/1.0 without `keep-alive` (RFC 9112 9.3).
 pub fn client_closes<B>(req: &Request<B>) -> bool {
-    let h = req.headers();
+    let mut lines = req.headers().get_all(header::CONNECTION).iter();
     if req.version() == Version::HTTP_10 {
-        return !h
-            .get_all(header::CONNECTION)
-            .iter()
-            .any(|v| has_token(v, "keep-alive"));
+        return !lines.any(|v| has_token(v, "keep-alive"));
     }
-    h.contains_key(header::CONNECTION) && asks_close(h)
+    lines.any(|v| has_token(v, "close"))
 }
 
+/// Whether a comma-separated header value lists `token` (case-insensitive).
 pub fn has_token(v: &HeaderValue, token: &str) -> bool {
-    v.to_str()
-        .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    lists(v.as_bytes(), token)
+}
+
+/// [`has_token`] on a value's bytes, for a reader that has not made a `HeaderValue`
+/// yet. A value that is not visible ASCII lists nothing, as `HeaderValue::to_str`
+/// refuses it.
+pub fn lists(v: &[u8], token: &str) -> bool {
+    v.iter().all(|&b| (b' '..0x7f).contains(&b) || b == b'\t')
+        && v.split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
 /// OPTIONS with Max-Forwards (RFC 9110 7.6.2): zero is answered here, another value

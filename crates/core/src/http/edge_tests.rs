@@ -234,3 +234,14 @@ fn max_forwards_on_options() {
         "only OPTIONS and TRACE"
     );
 }
+
+#[test]
+fn a_client_closes_by_any_connection_line_or_by_http10_without_keep_alive() {
+    let two_lines = [("connection", "te"), ("connection", "x,\tClose ")];
+    assert!(client_closes(&h1("GET", "/", &two_lines)));
+    assert!(!client_closes(&h1("GET", "/", &[("connection", "closed")])));
+    assert!(!client_closes(&h1("GET", "/", HOST)));
+    assert!(client_closes(&req("GET", "/", Version::HTTP_10, &[])));
+    let ka = [("connection", "x"), ("connection", "Keep-Alive")];
+    assert!(!client_closes(&req("GET", "/", Version::HTTP_10, &ka)));
+}

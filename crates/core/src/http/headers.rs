@@ -123,14 +123,10 @@ pub fn join_cookies(headers: &mut HeaderMap) {
 /// Whether a request asks for an HTTP/1.1 protocol upgrade (WebSocket and the like).
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
-        && headers.get_all(header::CONNECTION).iter().any(|v| {
-            v.to_str()
-                .map(|s| {
-                    s.split(',')
-                        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-                })
-                .unwrap_or(false)
-        })
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|v| super::edge::has_token(v, "upgrade"))
 }
 
 /// Writes X-Forwarded-*, optional `Forwarded`, and `Via`.

@@ -32,7 +32,8 @@ pub(super) async fn forward(
     mut log: Option<Box<LogRecord>>,
 ) -> Result<Response<ResponseBody>, Failed> {
     let limit = route.max_body_size.or(r.listener.spec.limits.max_body_size);
-    if let (Some(max), Some(n)) = (limit, content_length(&req)) {
+    // The length is read only when there is a limit to hold it to.
+    if let Some((max, n)) = limit.and_then(|max| Some((max, content_length(&req)?))) {
         if n > max {
             return Err((
                 ProxyError::new(

@@ -84,7 +84,7 @@ async fn hyper(pieces: &[&[u8]], method: &Method) -> Verdict {
         .ok()?;
     let resp = tx.send_request(req).await.ok()?;
     // The framing rules our reader applies as it reads, then the exchange's check.
-    response_rules::framing_fields(resp.headers()).ok()?;
+    response_rules::framing_fields(&response_rules::Fields::of(resp.headers())).ok()?;
     response_rules::check(resp.status(), resp.version(), resp.headers(), None).ok()?;
     let (parts, body) = resp.into_parts();
     let collected = body.collect().await.ok()?;

@@ -108,12 +108,51 @@ const CASES: &[Case] = &[
 fn ours(c: &Case) -> Vec<u8> {
     let mut headers = headers(c);
     let mut out = Vec::new();
-    let enc = encode::head(&c.method, "/p?q=1", &mut headers, c.body, &mut out);
+    let enc = encode::head(&c.method, "/p?q=1", &mut headers, c.body, &mut out).enc;
     for p in c.pieces {
         encode::data(enc, p, &mut out);
     }
     encode::end(enc, &mut out);
     out
+}
+
+/// The writer reads the fields once: it notes a `Connection: close` on any line (the
+/// exchange then does not pool the connection), and writes no `Transfer-Encoding` for
+/// a body known to be empty.
+#[test]
+fn the_head_notes_a_close_and_leaves_out_an_empty_body_coding() {
+    let written = |fields: &'static [(&'static str, &'static str)], body| {
+        let c = Case {
+            method: Method::POST,
+            headers: fields,
+            body,
+            pieces: &[],
+        };
+        let mut out = Vec::new();
+        let w = encode::head(&c.method, "/", &mut headers(&c), c.body, &mut out);
+        (w.close, String::from_utf8(out).unwrap())
+    };
+    let (close, _) = written(
+        &[
+            ("host", "a"),
+            ("connection", "te"),
+            ("connection", "x, Close"),
+        ],
+        BodyLength::Empty,
+    );
+    assert!(close, "close on the second line");
+    let (close, _) = written(
+        &[("host", "a"), ("connection", "closed")],
+        BodyLength::Empty,
+    );
+    assert!(!close, "a token is whole, not a prefix");
+    let (close, head) = written(
+        &[("host", "a"), ("transfer-encoding", "chunked")],
+        BodyLength::Empty,
+    );
+    assert!(!close);
+    assert!(!head.contains("transfer-encoding"), "{head}");
+    assert!(head.ends_with("host: a\r\n\r\n"), "{head}");
 }
 
 fn headers(c: &Case) -> HeaderMap {

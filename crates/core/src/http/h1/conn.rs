@@ -207,11 +207,25 @@ impl Wire {
         }
     }
 
-    /// Whether the armed deadline has passed.
-    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        match &mut self.timer {
-            Some(t) => t.as_mut().poll(cx),
-            None => Poll::Pending,
+    /// Whether the armed deadline has passed, without registering for it.
+    fn is_late(&self) -> bool {
+        self.timer.as_ref().is_some_and(|t| t.is_elapsed())
+    }
+
+    /// An exchange that must wait: `Pending`, with the task woken at the armed
+    /// deadline when the exchange is `timed`, or the timeout if it has passed. Polled
+    /// only when the exchange waits, not each time it is polled (a poll of the timer
+    /// is about 120 instructions). An untimed exchange (a health check) leaves the
+    /// timer a request before it armed alone.
+    fn wait<T>(&mut self, cx: &mut Context<'_>, timed: bool) -> Poll<Result<T, ProxyError>> {
+        match self
+            .timer
+            .as_mut()
+            .filter(|_| timed)
+            .map(|t| t.as_mut().poll(cx))
+        {
+            Some(Poll::Ready(())) => Poll::Ready(Err(timed_out())),
+            _ => Poll::Pending,
         }
     }
 
@@ -312,7 +326,7 @@ impl Prepared {
         };
         let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let mut bytes = Vec::new();
-        let enc = encode::head(
+        let encode::Written { enc, close } = encode::head(
             &parts.method,
             target,
             &mut parts.headers,
@@ -336,7 +350,7 @@ impl Prepared {
             bytes,
             sender,
             head_request: parts.method == Method::HEAD,
-            close: crate::http::edge::asks_close(&parts.headers),
+            close,
         }
     }
 }
@@ -370,13 +384,18 @@ async fn exchange(
         let Some(wire) = awaiting.wire.as_deref_mut() else {
             return Poll::Ready(Err(ProxyError::new(ErrorKind::Internal, "no connection")));
         };
-        // The deadline covers the whole exchange, a write stuck on the upstream too.
-        if until.is_some() && wire.poll_timer(cx).is_ready() {
+        // The deadline covers the whole exchange, a write stuck on the upstream too;
+        // each way out with `Pending` goes through `Wire::wait`.
+        if until.is_some() && wire.is_late() {
             return Poll::Ready(Err(timed_out()));
         }
         if !flushed {
             while written < bytes.len() {
-                match ready!(Pin::new(&mut wire.io).poll_write(cx, &bytes[written..])) {
+                let Poll::Ready(w) = Pin::new(&mut wire.io).poll_write(cx, &bytes[written..])
+                else {
+                    return wire.wait(cx, until.is_some());
+                };
+                match w {
                     Ok(0) => {
                         return Poll::Ready(Err(invalid(NoResponse(Some(
                             io::ErrorKind::WriteZero.into(),
@@ -386,7 +405,10 @@ async fn exchange(
                     Err(e) => return Poll::Ready(Err(invalid(NoResponse(Some(e))))),
                 }
             }
-            if let Err(e) = ready!(Pin::new(&mut wire.io).poll_flush(cx)) {
+            let Poll::Ready(f) = Pin::new(&mut wire.io).poll_flush(cx) else {
+                return wire.wait(cx, until.is_some());
+            };
+            if let Err(e) = f {
                 return Poll::Ready(Err(invalid(NoResponse(Some(e)))));
             }
             flushed = true;
@@ -408,7 +430,10 @@ async fn exchange(
         }
         // Only a request that went out whole leaves a connection worth finishing.
         awaiting.whole = flushed && sender.is_none() && !cut && !close;
-        poll_head(wire, cx, head_request, &mut answered)
+        match poll_head(wire, cx, head_request, &mut answered) {
+            Poll::Pending => wire.wait(cx, until.is_some()),
+            ready => ready,
+        }
     })
     .await;
     let (head, wire) = match (head, awaiting.wire.take()) {

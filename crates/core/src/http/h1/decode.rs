@@ -17,7 +17,7 @@
 
 use crate::http::response_rules;
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{StatusCode, Version};
 
 /// The largest response head read, 1xx heads included.
@@ -188,11 +188,12 @@ fn parse_head<const N: usize>(
     };
     let spans = spans(buf, resp.headers);
     let head = buf.split_to(used).freeze();
-    let headers = to_map(&head, &spans, |i, raw| names.name(i, raw))?;
-    let framing = framing(status, head_request, &headers)?;
+    let mut fields = response_rules::Fields::default();
+    let headers = to_map(&head, &spans, &mut fields, |i, raw| names.name(i, raw))?;
+    let framing = framing(status, head_request, &fields)?;
     let keep_alive = framing != Framing::UntilClose
         && status != StatusCode::SWITCHING_PROTOCOLS
-        && keeps_alive(version, &headers);
+        && keeps_alive(version, &fields);
     Ok(Some(Head {
         status,
         version,
@@ -218,10 +219,12 @@ fn spans(buf: &[u8], fields: &[httparse::Header<'_>]) -> Vec<Span> {
         .collect()
 }
 
-/// The fields of `head` as a map, each name from `name` (its position, its bytes).
-fn to_map(
-    head: &Bytes,
+/// The fields of `head` as a map, each name from `name` (its position, its bytes), and
+/// its framing fields noted in `fields` on the way.
+fn to_map<'h>(
+    head: &'h Bytes,
     spans: &[Span],
+    fields: &mut response_rules::Fields<'h>,
     mut name: impl FnMut(usize, &[u8]) -> Result<HeaderName, Malformed>,
 ) -> Result<HeaderMap, Malformed> {
     // Room for the fields the proxy adds on the way back (Via, a request id, rate limit
@@ -230,6 +233,7 @@ fn to_map(
     let mut map = HeaderMap::with_capacity(spans.len() + 4);
     for (i, (n, value)) in spans.iter().enumerate() {
         let name = name(i, &head[n.clone()])?;
+        fields.note(&name, &head[value.clone()]);
         let value = HeaderValue::from_maybe_shared(head.slice(value.clone()))
             .map_err(|_| Malformed::Field)?;
         map.append(name, value);
@@ -241,14 +245,14 @@ fn to_map(
 fn framing(
     status: StatusCode,
     head_request: bool,
-    headers: &HeaderMap,
+    fields: &response_rules::Fields<'_>,
 ) -> Result<Framing, Malformed> {
     // Interim heads are skipped unread; every head that reaches the client passes the
     // framing rules, bodiless or not.
     if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
         return Ok(Framing::None);
     }
-    let framed = response_rules::framing_fields(headers).map_err(Malformed::Framing)?;
+    let framed = response_rules::framing_fields(fields).map_err(Malformed::Framing)?;
     if head_request
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -260,38 +264,30 @@ fn framing(
         return Ok(Framing::Chunked);
     }
     match framed.length {
-        Some(v) => digits(v.as_bytes())
-            .map(Framing::Length)
-            .ok_or(Malformed::BadLength),
+        Some(v) => digits(v).map(Framing::Length).ok_or(Malformed::BadLength),
         None => Ok(Framing::UntilClose),
     }
 }
 
 /// A decimal number of digits only: no sign, no list, no spaces inside.
 pub(super) fn digits(b: &[u8]) -> Option<u64> {
-    if b.is_empty() || !b.iter().all(u8::is_ascii_digit) {
+    if b.is_empty() {
         return None;
     }
-    b.iter().try_fold(0u64, |n, d| {
-        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    // One pass: each byte checked as it is added.
+    b.iter().try_fold(0u64, |n, &d| {
+        let d = d.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        n.checked_mul(10)?.checked_add(u64::from(d))
     })
 }
 
 /// HTTP/1.1 keeps the connection unless `Connection: close`; HTTP/1.0 only with
 /// `Connection: keep-alive` (RFC 9112 9.3).
-fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
-    let has = |token: &str| {
-        headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    };
-    if has("close") {
-        return false;
-    }
-    version == Version::HTTP_11 || has("keep-alive")
+fn keeps_alive(version: Version, fields: &response_rules::Fields<'_>) -> bool {
+    !fields.close && (version == Version::HTTP_11 || fields.keep_alive)
 }
 
 /// What the body reader has next.
@@ -482,8 +478,10 @@ fn trailers(buf: &mut BytesMut) -> Result<Option<HeaderMap>, Malformed> {
         return Err(Malformed::Trailers);
     }
     let section = buf.split_to(used).freeze();
-    let map =
-        to_map(&section, &spans, |_, raw| parse_name(raw)).map_err(|_| Malformed::Trailers)?;
+    // Trailers frame nothing: what they would note is not read.
+    let mut unread = response_rules::Fields::default();
+    let map = to_map(&section, &spans, &mut unread, |_, raw| parse_name(raw))
+        .map_err(|_| Malformed::Trailers)?;
     Ok(Some(map))
 }
 

@@ -69,6 +69,17 @@ fn keep_alive_follows_version_and_connection() {
     assert!(ka(
         b"HTTP/1.0 200 OK\r\nconnection: Keep-Alive\r\ncontent-length: 0\r\n\r\n"
     ));
+    // Every Connection line counts, read as the head's fields go by.
+    assert!(!ka(
+        b"HTTP/1.1 200 OK\r\nconnection: te\r\ncontent-length: 0\r\nConnection:\tx ,CLOSE\r\n\r\n"
+    ));
+    assert!(ka(
+        b"HTTP/1.0 200 OK\r\nconnection: x\r\nconnection: keep-alive\r\ncontent-length: 0\r\n\r\n"
+    ));
+    // A value that is not visible ASCII lists no token, as `HeaderValue::to_str` has it.
+    assert!(ka(
+        b"HTTP/1.1 200 OK\r\nconnection: close, \xe9\r\ncontent-length: 0\r\n\r\n"
+    ));
 }
 
 #[test]

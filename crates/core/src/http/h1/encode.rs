@@ -11,6 +11,7 @@
 //! - otherwise a known length is set as Content-Length, and an unknown one is chunked,
 //!   except for GET, HEAD and CONNECT, which send no body at all.
 
+use crate::http::edge::has_token;
 use http::header::{self, Entry, HeaderMap, HeaderValue};
 use http::Method;
 use std::io::Write as _;
@@ -31,29 +32,48 @@ pub enum Encoding {
     Chunked,
 }
 
+/// What writing a request head found out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// How the body is framed.
+    pub enc: Encoding,
+    /// The request's `Connection` lists `close` (RFC 9112 9.6): the connection carries
+    /// nothing after it.
+    pub close: bool,
+}
+
 /// Writes the request line and fields for `method` and `target` (origin form) into
-/// `dst`, after fixing the framing fields in `headers`; the body's encoding.
+/// `dst`, after fixing the framing fields in `headers`. The fields are read once, here:
+/// `Connection` is noted on the way, and a known-empty body's `Transfer-Encoding` left
+/// out rather than looked up and removed first.
 pub fn head(
     method: &Method,
     target: &str,
     headers: &mut HeaderMap,
     body: BodyLength,
     dst: &mut Vec<u8>,
-) -> Encoding {
+) -> Written {
     let enc = framing(method, headers, body);
+    let no_coding = body == BodyLength::Empty;
+    let mut close = false;
     dst.reserve(64 + target.len() + headers.len() * 32);
     dst.extend_from_slice(method.as_str().as_bytes());
     dst.push(b' ');
     dst.extend_from_slice(target.as_bytes());
     dst.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in headers.iter() {
+        if name == header::CONNECTION {
+            close |= has_token(value, "close");
+        } else if no_coding && name == header::TRANSFER_ENCODING {
+            continue;
+        }
         dst.extend_from_slice(name.as_str().as_bytes());
         dst.extend_from_slice(b": ");
         dst.extend_from_slice(value.as_bytes());
         dst.extend_from_slice(b"\r\n");
     }
     dst.extend_from_slice(b"\r\n");
-    enc
+    Written { enc, close }
 }
 
 /// Appends one piece of body to `dst` as `enc` frames it.
@@ -80,7 +100,7 @@ pub fn end(enc: Encoding, dst: &mut Vec<u8>) {
 
 fn framing(method: &Method, headers: &mut HeaderMap, body: BodyLength) -> Encoding {
     if body == BodyLength::Empty {
-        headers.remove(header::TRANSFER_ENCODING);
+        // Its Transfer-Encoding is left out as the head is written.
         return Encoding::Length(0);
     }
     let length = stated_length(headers);
