@@ -263,6 +263,46 @@ async fn upstream_response_timeout_is_504() {
     );
 }
 
+/// An upstream that never reads: a retried group buffers a body up to `buffer_body`
+/// and writes it with the head in one piece, which stops once the socket buffers are
+/// full. The response deadline covers that write too: 504 at upstream_response, not a
+/// request held for ever.
+#[tokio::test(start_paused = true)]
+async fn a_write_the_upstream_never_reads_ends_at_the_response_deadline() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let deaf = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            held.push(s);
+        }
+    });
+    let gw = TestGateway::start(&config(
+        addr,
+        "[routes.timeouts]\nupstream_response = \"2s\"",
+        "[upstreams.retry]\nretries = 1\nbuffer_body = \"32MiB\"",
+    ))
+    .await;
+    // Far more than loopback's socket buffers hold, so the write cannot finish.
+    let body = vec![b'x'; 24 << 20];
+    let start = Instant::now();
+    let sent = reqwest::Client::new()
+        .post(gw.url("web", "/"))
+        .body(body)
+        .send();
+    let resp = timeout(Duration::from_secs(10), sent)
+        .await
+        .expect("the request was held past its deadline")
+        .unwrap();
+    let t = since(start);
+    expect_error(resp, 504, "upstream_timeout").await;
+    assert!(
+        t >= Duration::from_secs(2) && t < Duration::from_millis(2100),
+        "{t:?}"
+    );
+    deaf.abort();
+}
+
 /// The response deadline is a timer kept on the pooled upstream connection and moved by
 /// each request on it: one that passed while the connection waited in the pool does not
 /// end the next request, which still ends at its own deadline.
