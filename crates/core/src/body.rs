@@ -8,7 +8,7 @@
 use crate::access_log::Completion;
 use crate::body_edit::Edited;
 use crate::http::client::Received;
-use crate::http::conn_state::{BodyUnread, Open};
+use crate::http::conn_state::{Answered, BodyUnread};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -157,12 +157,22 @@ enum Inner {
 pub struct ResponseBody {
     inner: Inner,
     completion: Option<Completion>,
-    deadline: Option<Pin<Box<Sleep>>>,
     /// The client connection's mark for this request, let go when the body ends.
-    open: Option<Open>,
+    open: Option<Answered>,
     sent: u64,
+    /// What few responses have, boxed: every response is moved several times on its
+    /// way to the client, and at 256 bytes or less a move is about half the
+    /// instructions (callgrind: 29 against 52 for 272).
+    rare: Option<Box<Rare>>,
+}
+
+/// A response body's rarer parts.
+#[derive(Default)]
+struct Rare {
+    /// The whole-request deadline, while the body streams.
+    deadline: Option<Pin<Box<Sleep>>>,
     /// Filters' streaming edits, when a filter asked for any.
-    edits: Option<Box<Edited>>,
+    edits: Option<Edited>,
 }
 
 // === impl UpstreamBody ===
@@ -306,16 +316,19 @@ impl ResponseBody {
         ResponseBody {
             inner,
             completion: None,
-            deadline: None,
             open: None,
             sent: 0,
-            edits: None,
+            rare: None,
         }
+    }
+
+    fn rare(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_default()
     }
 
     /// Runs the body through filters' streaming edits.
     pub fn edit(&mut self, edits: Edited) {
-        self.edits = Some(Box::new(edits));
+        self.rare().edits = Some(edits);
     }
 
     /// Runs `c` once when the body ends, fails or is dropped.
@@ -324,13 +337,13 @@ impl ResponseBody {
     }
 
     /// Holds the client connection's mark for this request until the body ends.
-    pub fn hold(&mut self, open: Open) {
+    pub fn hold(&mut self, open: Answered) {
         self.open = Some(open);
     }
 
     /// Ends the body with an error if it is still streaming at `deadline`.
     pub fn set_deadline(&mut self, deadline: tokio::time::Instant) {
-        self.deadline = Some(Box::pin(tokio::time::sleep_until(deadline)));
+        self.rare().deadline = Some(Box::pin(tokio::time::sleep_until(deadline)));
     }
 
     fn finish(&mut self, ok: bool) {
@@ -355,14 +368,14 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
-        if let Some(d) = this.deadline.as_mut() {
+        if let Some(d) = this.rare.as_mut().and_then(|r| r.deadline.as_mut()) {
             if d.as_mut().poll(cx).is_ready() {
                 this.finish(false);
                 return Poll::Ready(Some(Err(Box::new(DeadlinePassed))));
             }
         }
         let inner = &mut this.inner;
-        let frame = match this.edits.as_mut() {
+        let frame = match this.rare.as_mut().and_then(|r| r.edits.as_mut()) {
             None => ready!(inner.poll(cx)),
             Some(e) => ready!(e.poll(cx, |cx| inner.poll(cx))),
         };
@@ -379,7 +392,7 @@ impl Body for ResponseBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        if let Some(e) = &self.edits {
+        if let Some(e) = self.rare.as_ref().and_then(|r| r.edits.as_ref()) {
             return e.is_end_stream();
         }
         match &self.inner {
@@ -390,7 +403,7 @@ impl Body for ResponseBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        if self.edits.is_some() {
+        if self.rare.as_ref().is_some_and(|r| r.edits.is_some()) {
             return SizeHint::default();
         }
         match &self.inner {

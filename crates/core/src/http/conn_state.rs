@@ -202,11 +202,17 @@ impl ConnState {
 }
 
 /// A request from its head to the end of its response body. Made when the service is
-/// called; the response body holds it (see `ResponseBody::hold`) until it ends.
+/// called; once answered, the response body holds its [`Answered`] part (see
+/// `ResponseBody::hold`) until it ends.
 pub struct Open {
-    state: Arc<ConnState>,
+    /// Taken by [`Open::answered`].
+    state: Option<Arc<ConnState>>,
     busy: bool,
 }
+
+/// An answered request's mark, held by its response body until the body ends: one
+/// pointer, as the body is part of every response moved on its way to the client.
+pub struct Answered(Arc<ConnState>);
 
 impl Open {
     pub fn enter(state: &Arc<ConnState>) -> Open {
@@ -216,30 +222,44 @@ impl Open {
         state.busy.fetch_add(1, Ordering::Relaxed);
         state.open.fetch_add(1, Ordering::AcqRel);
         Open {
-            state: state.clone(),
+            state: Some(state.clone()),
             busy: true,
         }
     }
 
     /// The request's response switched protocols (see `ConnState::upgraded`).
     pub fn upgraded(&self) {
-        self.state.upgraded.store(true, Ordering::Relaxed);
+        if let Some(s) = &self.state {
+            s.upgraded.store(true, Ordering::Relaxed);
+        }
     }
 
     /// The service answered: the request no longer waits on an upstream, though its
-    /// response body may still stream.
-    pub fn answered(&mut self) {
-        if std::mem::take(&mut self.busy) {
-            self.state.busy.fetch_sub(1, Ordering::Relaxed);
+    /// response body may still stream, and stays open as long as the mark returned.
+    pub fn answered(mut self) -> Option<Answered> {
+        self.not_busy();
+        self.state.take().map(Answered)
+    }
+
+    fn not_busy(&mut self) {
+        if let Some(s) = self.state.as_ref().filter(|_| self.busy) {
+            s.busy.fetch_sub(1, Ordering::Relaxed);
+            self.busy = false;
         }
     }
 }
 
 impl Drop for Open {
     fn drop(&mut self) {
-        self.answered();
-        if self.state.open.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.state.start_head_wait();
+        self.not_busy();
+        drop(self.state.take().map(Answered));
+    }
+}
+
+impl Drop for Answered {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.start_head_wait();
         }
     }
 }
@@ -508,12 +528,15 @@ mod tests {
         let limit = Duration::from_secs(5);
         let s = ConnState::new(HeadClock::FromStart);
         assert_eq!(s.head_deadline(limit), Some(s.born + limit));
-        let mut open = Open::enter(&s);
+        let open = Open::enter(&s);
         assert!(s.busy() && s.head_deadline(limit).is_none());
-        open.answered();
+        let answered = open.answered();
         assert!(!s.busy() && s.head_deadline(limit).is_none());
-        drop(open);
+        drop(answered);
         assert!(s.head_deadline(limit).is_some());
+        // A request dropped unanswered (its client left) ends as well.
+        drop(Open::enter(&s));
+        assert!(!s.busy() && s.head_deadline(limit).is_some());
         let off = ConnState::new(HeadClock::Off);
         drop(Open::enter(&off));
         assert!(off.head_clock_off() && off.head_deadline(limit).is_none());

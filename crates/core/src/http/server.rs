@@ -503,12 +503,13 @@ impl Future for Counted {
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         let Ok(mut resp) = std::task::ready!(this.fut.as_mut().poll(cx));
-        if let Some(mut open) = this.open.take() {
-            open.answered();
+        if let Some(open) = this.open.take() {
             if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
                 open.upgraded();
             }
-            resp.body_mut().hold(open);
+            if let Some(answered) = open.answered() {
+                resp.body_mut().hold(answered);
+            }
         }
         Poll::Ready(Ok(resp))
     }
