@@ -19,9 +19,7 @@ fn stdout(o: &Output) -> String {
 }
 
 fn temp_file(name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("gatehouse-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(name);
+    let p = gatehouse_test_support::scratch::dir("cli").join(name);
     std::fs::write(&p, text).unwrap();
     p
 }

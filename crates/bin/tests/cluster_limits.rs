@@ -117,8 +117,7 @@ async fn drive(addr: SocketAddr) -> Driven {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_sharing_redis_admit_the_limit_within_one_percent() {
     let redis = RedisServer::start().await;
-    let dir = std::env::temp_dir().join(format!("gatehouse-accuracy-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = gatehouse_test_support::scratch::dir("accuracy");
     let path = dir.join("gatehouse.toml");
     std::fs::write(&path, config(&redis.url())).unwrap();
     let mut instances = Vec::new();

@@ -36,9 +36,7 @@ respond = {{ status = 200, body = "{body}" }}
 }
 
 fn temp_config(name: &str, body: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("gatehouse-process-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(name);
+    let p = gatehouse_test_support::scratch::dir("process").join(name);
     std::fs::write(&p, config(body)).unwrap();
     p
 }

@@ -31,12 +31,7 @@ impl Leaf {
 impl TestCa {
     /// A new CA, with its files in a fresh folder under the system temp dir.
     pub fn new() -> TestCa {
-        let dir = std::env::temp_dir().join(format!(
-            "gatehouse-test-{}-{}",
-            std::process::id(),
-            fastrand_suffix()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::scratch::dir("certs");
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params
             .distinguished_name
@@ -90,14 +85,4 @@ fn write_leaf(dir: &Path, file: &str, cert_pem: String, key_pem: String) -> Leaf
         cert_pem,
         key_pem,
     }
-}
-
-fn fastrand_suffix() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    t ^ N.fetch_add(1, Ordering::Relaxed)
 }

@@ -2,8 +2,8 @@
 //! config text ([`gateway`]), upstream servers that record what they receive
 //! ([`upstream`]), certificates made at test time ([`certs`]), clients that pick
 //! the exact wire protocol ([`client`]), byte-level peers for the edge tests ([`raw`]),
-//! a real `redis-server` ([`redis`]),
-//! and ways to wait without sleeping ([`wait`]).
+//! a real `redis-server` ([`redis`]), scratch folders that a later run removes
+//! ([`scratch`]), and ways to wait without sleeping ([`wait`]).
 //! Everything binds 127.0.0.1 port 0.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -13,6 +13,7 @@ pub mod client;
 pub mod gateway;
 pub mod raw;
 pub mod redis;
+pub mod scratch;
 pub mod sockets;
 pub mod tokens;
 pub mod upstream;

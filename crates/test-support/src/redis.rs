@@ -45,9 +45,9 @@ impl RedisServer {
         } else {
             self.port.to_string()
         };
-        // Any file a server writes (a replica's sync, say) goes to the temp dir, not
-        // into the crate the test runs in.
-        let dir = std::env::temp_dir();
+        // Any file a server writes (a replica's sync, say) goes to a scratch folder,
+        // not into the crate the test runs in.
+        let dir = crate::scratch::dir("redis");
         let mut child = Command::new("redis-server")
             .args(["--port", &plain, "--bind", "127.0.0.1"])
             .arg("--dir")
@@ -107,9 +107,7 @@ impl Sentinel {
     /// `replicas` replicas of it (a failover needs one).
     pub async fn start(master: &str, primary: u16, replicas: usize) -> Sentinel {
         let port = free_port();
-        let dir =
-            std::env::temp_dir().join(format!("gatehouse-sentinel-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::scratch::dir("sentinel");
         // Sentinel rewrites its config file, so it is one of its own.
         let conf = dir.join("sentinel.conf");
         std::fs::write(

@@ -26,15 +26,7 @@ where
 
 /// A unique path under the system temp dir, in a directory named after `suite`.
 pub fn temp_path(suite: &str, name: &str) -> std::path::PathBuf {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "gatehouse-{suite}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+    crate::scratch::dir(suite).join(name)
 }
 
 /// Holds requests inside an upstream handler: the handler calls [`Gate::pass`], which

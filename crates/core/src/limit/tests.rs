@@ -104,8 +104,7 @@ async fn a_flood_of_keys_is_bounded_by_max_keys() {
 
 #[tokio::test]
 async fn quota_counts_survive_in_the_state_file() {
-    let dir = std::env::temp_dir().join(format!("gh-quota-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = gatehouse_test_support::scratch::dir("quota");
     let file = dir.join("q.json");
     let _ = std::fs::remove_file(&file);
     let kind = LimitKind::Quota {
