@@ -29,8 +29,10 @@ fuzz_target!(|data: &[u8]| {
     let offered = (offer.first().is_some_and(|b| b & 1 == 1))
         .then(|| http::HeaderValue::from_static("websocket"));
     // The reader's framing rules, then the exchange's check, as a response meets them.
-    let verdict = response_rules::framing_fields(&map)
-        .and_then(|_| response_rules::check(status, http::Version::HTTP_11, &map, offered.as_ref()));
+    let verdict =
+        response_rules::framing_fields(&response_rules::Fields::of(&map)).and_then(|_| {
+            response_rules::check(status, http::Version::HTTP_11, &map, offered.as_ref())
+        });
     if verdict.is_ok() {
         let lengths: Vec<_> = map.get_all(header::CONTENT_LENGTH).iter().collect();
         assert!(lengths.len() <= 1);
