@@ -535,7 +535,9 @@ mod tests {
         drop(answered);
         assert!(s.head_deadline(limit).is_some());
         // A request dropped unanswered (its client left) ends as well.
-        drop(Open::enter(&s));
+        let unanswered = Open::enter(&s);
+        assert!(s.busy() && s.head_deadline(limit).is_none());
+        drop(unanswered);
         assert!(!s.busy() && s.head_deadline(limit).is_some());
         let off = ConnState::new(HeadClock::Off);
         drop(Open::enter(&off));
