@@ -6,6 +6,12 @@
 # start-up and shutdown are not counted.
 #
 #   bench/callgrind.sh target/release/gatehouse [requests]
+#   bench/callgrind.sh nginx [requests]
+#
+# With `nginx` in place of a binary, NGINX runs instead, on the bench harness's config
+# (../shared/bench/configs/nginx.conf) in one process (`master_process off`, so the
+# process callgrind follows is the one that serves): the same loads, counted the same
+# way, for a figure beside Gatehouse's. CG_CONF, CG_PATH and CG_HEADER are Gatehouse's.
 #
 # Prints `Ir/request: N`; with CG_OUT=PATH the dump is kept there for callgrind_annotate.
 # CG_CONF=TEMPLATE (default bench/gatehouse.toml; @REDIS@ gets a redis-server of its
@@ -22,7 +28,8 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/lib.sh"
-bin=$(realpath "$1")
+bin=$1
+[ "$bin" = nginx ] || bin=$(realpath "$bin")
 n=${2:-20000}
 backend_dir="$here/../../shared/bench/backend"
 (cd "$backend_dir" && cargo build --release -q)
@@ -58,8 +65,17 @@ else
 fi
 url="$scheme://127.0.0.1:$listen$path"
 cd "$run"
-valgrind --tool=callgrind --callgrind-out-file="$run/cg.out" \
-  "$bin" run --config "$run/gatehouse.toml" >"$run/gw.log" 2>&1 &
+if [ "$bin" = nginx ]; then
+  nginx_kind=plain
+  [ "$load" = h2 ] && nginx_kind=tls
+  nginx_conf "$nginx_kind"
+  sed -i 's/^master_process on;/master_process off;/' "$run/nginx.conf"
+  valgrind --tool=callgrind --callgrind-out-file="$run/cg.out" \
+    nginx -e stderr -p "$run" -c "$run/nginx.conf" >"$run/gw.log" 2>&1 &
+else
+  valgrind --tool=callgrind --callgrind-out-file="$run/cg.out" \
+    "$bin" run --config "$run/gatehouse.toml" >"$run/gw.log" 2>&1 &
+fi
 gw=$!
 pids+=($gw)
 for _ in $(seq 1 300); do
