@@ -70,12 +70,11 @@ if [ "$bin" = nginx ]; then
   [ "$load" = h2 ] && nginx_kind=tls
   nginx_conf "$nginx_kind"
   sed -i 's/^master_process on;/master_process off;/' "$run/nginx.conf"
-  valgrind --tool=callgrind --callgrind-out-file="$run/cg.out" \
-    nginx -e stderr -p "$run" -c "$run/nginx.conf" >"$run/gw.log" 2>&1 &
+  proxy=(nginx -e stderr -p "$run" -c "$run/nginx.conf")
 else
-  valgrind --tool=callgrind --callgrind-out-file="$run/cg.out" \
-    "$bin" run --config "$run/gatehouse.toml" >"$run/gw.log" 2>&1 &
+  proxy=("$bin" run --config "$run/gatehouse.toml")
 fi
+valgrind --tool=callgrind --callgrind-out-file="$run/cg.out" "${proxy[@]}" >"$run/gw.log" 2>&1 &
 gw=$!
 pids+=($gw)
 for _ in $(seq 1 300); do
