@@ -21,15 +21,23 @@ impl RedisServer {
 
     /// Starts a server with extra arguments made from its port (for TLS, where the TLS
     /// port is the one served and the plain one is turned off, or for cluster mode).
-    pub async fn start_with(args: impl FnOnce(u16) -> Vec<String>) -> RedisServer {
-        let port = free_port();
-        let mut r = RedisServer {
-            port,
-            args: args(port),
-            child: None,
-        };
-        r.restart().await;
-        r
+    /// A port found free can be taken by another test before the server binds it; the
+    /// server then ends at once, and another port is tried.
+    pub async fn start_with(args: impl Fn(u16) -> Vec<String>) -> RedisServer {
+        let mut last = String::new();
+        for _ in 0..3 {
+            let port = free_port();
+            let mut r = RedisServer {
+                port,
+                args: args(port),
+                child: None,
+            };
+            match r.try_start().await {
+                Ok(()) => return r,
+                Err(e) => last = e,
+            }
+        }
+        panic!("redis-server did not start on three ports: {last}")
     }
 
     pub fn url(&self) -> String {
@@ -38,6 +46,13 @@ impl RedisServer {
 
     /// Starts (again) on the same port.
     pub async fn restart(&mut self) {
+        if let Err(e) = self.try_start().await {
+            panic!("redis-server on port {} did not start: {e}", self.port);
+        }
+    }
+
+    /// Starts on `port`; the error is the server's last log line when it ended first.
+    async fn try_start(&mut self) -> Result<(), String> {
         self.stop().await;
         let tls = self.args.iter().any(|a| a == "--tls-port");
         let plain = if tls {
@@ -60,19 +75,40 @@ impl RedisServer {
             .expect("redis-server is installed (apt-get install redis-server)");
         let out = child.stdout.take().unwrap();
         let mut lines = BufReader::new(out).lines();
+        let mut last = String::new();
         loop {
             match lines.next_line().await {
                 Ok(Some(l)) if l.contains("Ready to accept connections") => break,
-                Ok(Some(_)) => {}
-                other => panic!(
-                    "redis-server on port {} did not start: {other:?}",
-                    self.port
-                ),
+                Ok(Some(l)) => last = l,
+                Ok(None) => return Err(last),
+                Err(e) => return Err(e.to_string()),
             }
         }
         // Keep draining its log so the server never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         self.child = Some(child);
+        Ok(())
+    }
+
+    /// Stops the server where it is (SIGSTOP, by its PID): its sockets stay open and
+    /// nothing is answered, as a server too slow to answer looks, until `resume`.
+    pub async fn pause(&self) {
+        self.signal("-STOP").await;
+    }
+
+    /// Lets a paused server go on (SIGCONT).
+    pub async fn resume(&self) {
+        self.signal("-CONT").await;
+    }
+
+    async fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().and_then(|c| c.id()).expect("running");
+        let ok = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .await
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {pid}");
     }
 
     /// Kills the server (SIGKILL, by its PID) and waits for it to be gone.
@@ -93,7 +129,9 @@ pub fn free_port() -> u16 {
 }
 
 /// A real Sentinel (`redis-server --sentinel`) watching one primary, which it calls
-/// failed after 200 ms without an answer and replaces by a replica at once (quorum 1).
+/// failed after a second without an answer and replaces by a replica at once (quorum
+/// 1). A second, not less: a loaded test machine can keep a server from answering for
+/// a fifth of one, and a failover nobody asked for fails the test that did not.
 /// Its log is kept as a stream of lines so a test waits for an event, not a time.
 pub struct Sentinel {
     pub port: u16,
@@ -103,8 +141,9 @@ pub struct Sentinel {
 }
 
 impl Sentinel {
-    /// Starts watching `primary` under the name `master`, ready once it has seen
-    /// `replicas` replicas of it (a failover needs one).
+    /// Starts watching `primary` under the name `master`, ready once it listens (its
+    /// `+monitor` event comes after) and has seen `replicas` replicas of it (a failover
+    /// needs one).
     pub async fn start(master: &str, primary: u16, replicas: usize) -> Sentinel {
         let port = free_port();
         let dir = crate::scratch::dir("sentinel");
@@ -114,7 +153,7 @@ impl Sentinel {
             &conf,
             format!(
                 "port {port}\nbind 127.0.0.1\ndir {dir}\nsentinel monitor {master} 127.0.0.1 {primary} 1\n\
-                 sentinel down-after-milliseconds {master} 200\nsentinel failover-timeout {master} 2000\n",
+                 sentinel down-after-milliseconds {master} 1000\nsentinel failover-timeout {master} 2000\n",
                 dir = dir.display()
             ),
         )
@@ -139,6 +178,7 @@ impl Sentinel {
             dir,
             child,
         };
+        s.wait_for("+monitor ").await;
         for _ in 0..replicas {
             s.wait_for("+slave ").await;
         }

@@ -3,8 +3,8 @@
 //! clock, so instances with skewed clocks still share one timeline. Connections are
 //! reconnecting multiplexed ones (standalone) or an async cluster connection, made on
 //! first use. Behind Sentinel, the primary it names is asked again after an error that
-//! means the primary moved or died (a failover), and the connections are made anew to the
-//! one it names then. A breaker opens after `breaker_failures` errors in a row, so a dead Redis
+//! means the primary moved or died (a failover), and the connections are made anew when it
+//! names another one. A breaker opens after `breaker_failures` errors in a row, so a dead Redis
 //! costs no timeout per request; after `breaker_open_for` one request probes it.
 
 use super::algo::Verdict;
@@ -123,8 +123,14 @@ enum Conns {
 /// when an error says the primary is gone or demoted.
 struct Followed {
     sentinel: tokio::sync::Mutex<SentinelClient>,
-    primary: ArcSwap<Vec<ConnectionManager>>,
+    primary: ArcSwap<Primary>,
     stale: AtomicBool,
+}
+
+/// The primary Sentinel named last: its address, and the connections to it.
+struct Primary {
+    addr: redis::ConnectionAddr,
+    conns: Vec<ConnectionManager>,
 }
 
 /// What every connection needs besides its address: the password (resolved once) and
@@ -282,7 +288,10 @@ impl RedisStore {
                 let mut sentinel = self.sentinel(master, &auth)?;
                 let client = sentinel.async_get_client().await?;
                 Ok(Conns::Sentinel(Box::new(Followed {
-                    primary: ArcSwap::from_pointee(self.managers(&client)?),
+                    primary: ArcSwap::from_pointee(Primary {
+                        addr: client.get_connection_info().addr().clone(),
+                        conns: self.managers(&client)?,
+                    }),
                     sentinel: tokio::sync::Mutex::new(sentinel),
                     stale: AtomicBool::new(false),
                 })))
@@ -411,13 +420,15 @@ impl RedisStore {
                 if f.stale.load(Ordering::Acquire) {
                     self.follow(f).await?;
                 }
-                Ok(next(&f.primary.load()))
+                Ok(next(&f.primary.load().conns))
             }
         }
     }
 
     /// Asks the Sentinels for the primary again, once for all the requests that saw it
-    /// fail, within `connect_timeout`.
+    /// fail, within `connect_timeout`. When they name the same one (a slow answer, not a
+    /// failover), its connections are kept: made anew, a connection still being set up
+    /// would start over, and a primary slow to answer would never get one.
     async fn follow(&self, f: &Followed) -> Result<(), StoreError> {
         let t = self.spec.connect_timeout;
         let ask = async {
@@ -426,10 +437,15 @@ impl RedisStore {
                 return Ok(());
             }
             let client = sentinel.async_get_client().await?;
-            let addr = client.get_connection_info().addr().to_string();
-            f.primary.store(Arc::new(self.managers(&client)?));
+            let addr = client.get_connection_info().addr();
+            if *addr != f.primary.load().addr {
+                f.primary.store(Arc::new(Primary {
+                    addr: addr.clone(),
+                    conns: self.managers(&client)?,
+                }));
+                tracing::warn!(primary = %addr, "Sentinel names a new Redis primary; rate limits count there");
+            }
             f.stale.store(false, Ordering::Release);
-            tracing::warn!(primary = %addr, "Sentinel names the Redis primary; rate limits count there");
             Ok(())
         };
         match tokio::time::timeout(t, ask).await {

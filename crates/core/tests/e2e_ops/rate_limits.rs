@@ -777,15 +777,9 @@ async fn redis_behind_sentinel_follows_a_failover_and_keeps_the_count() {
     let mut sentinel = gatehouse_test_support::Sentinel::start("gh", primary.port, 1).await;
     let up = Upstream::fixed("ok").await;
     // fail_closed: every 200 or 429 below was answered by a Redis primary.
-    let cfg = redis_config(
-        up.addr,
-        &sentinel.url(),
-        "on_store_error = \"fail_closed\"\n",
-    )
-    .replace(
-        "[redis]\n",
-        "[redis]\nmode = \"sentinel\"\nmaster = \"gh\"\n",
-    );
+    // A check's timeout of a second: a loaded machine is slow to make the first
+    // connection, and this test is about a failover, not a slow primary (that is below).
+    let cfg = sentinel_config(up.addr, &sentinel, "").replace("\"200ms\"", "\"1s\"");
     let gw = TestGateway::start(&cfg).await;
     let c = reqwest::Client::new();
     let get = || c.get(gw.url("web", "/shared")).header("x-user", "s");
@@ -838,4 +832,69 @@ async fn redis_behind_sentinel_follows_a_failover_and_keeps_the_count() {
         tokio::task::yield_now().await;
     }
     assert_eq!(answered, [200, 200, 429], "after {refused} refusals");
+}
+
+/// `redis_config` behind the Sentinel `s`, for the primary `gh`, failing closed: every
+/// 200 or 429 is a primary's answer.
+fn sentinel_config(up: SocketAddr, s: &gatehouse_test_support::Sentinel, extra: &str) -> String {
+    redis_config(up, &s.url(), "on_store_error = \"fail_closed\"\n").replace(
+        "[redis]\n",
+        &format!("[redis]\nmode = \"sentinel\"\nmaster = \"gh\"\n{extra}"),
+    )
+}
+
+/// The ids of the connections on `redis` whose last command was a check's script.
+async fn script_clients(redis: &mut redis::aio::MultiplexedConnection) -> Vec<String> {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(redis)
+        .await
+        .unwrap();
+    list.lines()
+        .filter(|l| l.contains(" cmd=evalsha ") || l.contains(" cmd=eval "))
+        .filter_map(|l| l.strip_prefix("id=")?.split(' ').next().map(String::from))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_primary_too_slow_to_answer_keeps_its_connection_behind_sentinel() {
+    let primary = RedisServer::start().await;
+    let sentinel = gatehouse_test_support::Sentinel::start("gh", primary.port, 0).await;
+    let up = Upstream::fixed("ok").await;
+    let cfg = sentinel_config(up.addr, &sentinel, "pool_size = 1\n")
+        .replace("rate = \"4/min\"", "rate = \"100/min\"");
+    let gw = TestGateway::start(&cfg).await;
+    let c = reqwest::Client::new();
+    let get = || c.get(gw.url("web", "/shared")).header("x-user", "p");
+    assert_eq!(get().send().await.unwrap().status(), 200);
+    let mut direct = redis::Client::open(primary.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let before = script_clients(&mut direct).await;
+    assert_eq!(before.len(), 1, "{before:?}");
+
+    // Stopped, the primary answers nothing: the check times out (503, fail_closed) and
+    // the next one asks Sentinel again, which names the same primary.
+    primary.pause().await;
+    assert_eq!(get().send().await.unwrap().status(), 503);
+    primary.resume().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        match get().send().await.unwrap().status().as_u16() {
+            200 => break,
+            503 => assert!(
+                std::time::Instant::now() < deadline,
+                "the primary never answered again"
+            ),
+            s => panic!("{s}"),
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        script_clients(&mut direct).await,
+        before,
+        "the connection was made anew"
+    );
 }
