@@ -89,6 +89,21 @@ async fn statuses(n: usize, req: impl Fn() -> reqwest::RequestBuilder) -> Vec<u1
     out
 }
 
+/// Sends `req` until the answer is not 503 (a fail_closed check that met no Redis), for
+/// at most 15 s: that answer's status, and how many 503s came first.
+async fn first_answer(what: &str, req: impl Fn() -> reqwest::RequestBuilder) -> (u16, usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut refused = 0;
+    loop {
+        match req().send().await.unwrap().status().as_u16() {
+            503 => refused += 1,
+            s => return (s, refused),
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        tokio::task::yield_now().await;
+    }
+}
+
 #[tokio::test]
 async fn a_limit_by_each_kind_of_key() {
     let up = Upstream::fixed("ok").await;
@@ -558,15 +573,6 @@ on_store_error = "fail_closed"
     assert_eq!(r.status(), 503);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"], "rate_limit_unavailable");
-    // With the breaker open, a dead Redis costs no timeout per request.
-    let t = std::time::Instant::now();
-    for _ in 0..20 {
-        get("/closed", "a").send().await.unwrap();
-    }
-    assert!(
-        t.elapsed() < Duration::from_secs(20),
-        "requests waited on the timeout"
-    );
     let m = c
         .get(gw.admin_url("/metrics"))
         .send()
@@ -579,17 +585,8 @@ on_store_error = "fail_closed"
     assert!(m.contains("result=\"store_error_fail_closed\""));
 
     redis.restart().await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        if get("/closed", "a").send().await.unwrap().status() == 200 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "Redis never came back"
-        );
-        tokio::task::yield_now().await;
-    }
+    let (status, _) = first_answer("Redis never came back", || get("/closed", "a")).await;
+    assert_eq!(status, 200);
     // Counting is in Redis again: a fresh server, so a fresh count for `b`.
     assert_eq!(get("/shared", "b").send().await.unwrap().status(), 200);
 }
@@ -817,19 +814,11 @@ async fn redis_behind_sentinel_follows_a_failover_and_keeps_the_count() {
     assert!(line.ends_with(&format!(" {}", replica.port)), "{line}");
     // The requests that met the dead primary get 503 (fail_closed); then the new one
     // answers, with the count the old one had: 2 more of the 4 a minute, then 429.
-    let mut answered = Vec::new();
-    let mut refused = 0;
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while answered.len() < 3 {
-        match get().send().await.unwrap().status().as_u16() {
-            503 => refused += 1,
-            s => answered.push(s),
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the new primary never answered"
-        );
-        tokio::task::yield_now().await;
+    let (mut answered, mut refused) = (Vec::new(), 0);
+    for _ in 0..3 {
+        let (status, before) = first_answer("the new primary never answered", get).await;
+        answered.push(status);
+        refused += before;
     }
     assert_eq!(answered, [200, 200, 429], "after {refused} refusals");
 }
@@ -882,21 +871,58 @@ async fn a_primary_too_slow_to_answer_keeps_its_connection_behind_sentinel() {
     primary.pause().await;
     assert_eq!(get().send().await.unwrap().status(), 503);
     primary.resume().await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        match get().send().await.unwrap().status().as_u16() {
-            200 => break,
-            503 => assert!(
-                std::time::Instant::now() < deadline,
-                "the primary never answered again"
-            ),
-            s => panic!("{s}"),
-        }
-        tokio::task::yield_now().await;
-    }
+    let (status, _) = first_answer("the primary never answered again", get).await;
+    assert_eq!(status, 200);
     assert_eq!(
         script_clients(&mut direct).await,
         before,
         "the connection was made anew"
     );
+}
+
+/// How many times `redis` has run a check's script (`EVALSHA`).
+async fn script_calls(mut redis: redis::aio::MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls=")?.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[tokio::test]
+async fn an_open_breaker_keeps_checks_off_a_redis_that_does_not_answer() {
+    let redis = RedisServer::start().await;
+    let up = Upstream::fixed("ok").await;
+    // Two checks that time out open the breaker, for longer than the test runs. One
+    // connection, made by the first check, so both later checks are sent on it.
+    let cfg = redis_config(up.addr, &redis.url(), "on_store_error = \"fail_closed\"\n")
+        .replace("[redis]\n", "[redis]\npool_size = 1\n")
+        .replace("timeout = \"1s\"", "timeout = \"200ms\"")
+        .replace("breaker_open_for = \"50ms\"", "breaker_open_for = \"1h\"");
+    let gw = TestGateway::start(&cfg).await;
+    let c = reqwest::Client::new();
+    let get = || c.get(gw.url("web", "/shared")).header("x-user", "b");
+    assert_eq!(get().send().await.unwrap().status(), 200);
+    let direct = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let before = script_calls(direct.clone()).await;
+
+    // Stopped, the server takes the two checks' scripts and answers neither: both time
+    // out, and the second opens the breaker. The 20 after it never leave the gateway.
+    redis.pause().await;
+    assert_eq!(statuses(2, get).await, [503; 2]);
+    assert_eq!(statuses(20, get).await, [503; 20]);
+    redis.resume().await;
+    eventually("the stopped server to run the two scripts it took", || {
+        let direct = direct.clone();
+        async move { (script_calls(direct).await >= before + 2).then_some(()) }
+    })
+    .await;
+    assert_eq!(script_calls(direct).await, before + 2);
 }
